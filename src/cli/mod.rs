@@ -1,0 +1,35 @@
+//! The `llmcm` command line: argument definitions and one module per command.
+
+mod demo;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// LLM Config Manager: a configuration store with full, verifiable history.
+#[derive(Debug, Parser)]
+#[command(name = "llmcm", version, about)]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `llmcm=debug`); `RUST_LOG` overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append a few example commits to a data directory and print them back.
+    Demo(demo::Args),
+    /// Check every file of a data directory offline; exits 1 on any problem.
+    Verify(verify::Args),
+}
+
+/// Runs a parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Verify(args) => verify::run(args),
+    }
+}

@@ -1,0 +1,12 @@
+//! LLM Config Manager: a configuration store whose every change is an immutable, hash-chained
+//! commit in a segmented append-only log (see `docs/architecture.md`).
+//!
+//! Layers only look down: `cli` → `log` → `fs` and the `storage-format` crate.
+
+pub mod chain;
+pub mod cli;
+pub mod clock;
+pub mod fs;
+pub mod log;
+
+pub use storage_format;

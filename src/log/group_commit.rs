@@ -1,0 +1,237 @@
+//! Group commit: concurrent appenders share one write and one fsync.
+//!
+//! Each appender assigns its revision, timestamp and chain hash under the queue lock (one critical
+//! section, so all three follow the queue order) and adds its encoded commit to the pending batch.
+//! The first appender that finds no leader at work becomes the leader: it takes the whole pending
+//! batch, writes and syncs it without holding the queue lock (so others keep queueing behind it),
+//! publishes the new durable head, and wakes everyone. An appender returns once the head reaches
+//! its revision, or with an error if its batch, or any batch before it, failed.
+
+use std::sync::atomic::Ordering;
+
+use storage_format::commit::{Commit, CommitKind, Op, encode_commit_payload};
+use storage_format::{Hash, RECORD_PAYLOAD_BYTES_MAX};
+
+use super::segment::PendingCommit;
+use super::{CommitInfo, CommitRequest, Head, Log, LogError, Rejection};
+
+use crate::fs::write_file_atomic;
+
+/// State behind the queue lock.
+pub(crate) struct Queue {
+    pub next_revision: u64,
+    pub last_timestamp_us: u64,
+    pub last_hash: Hash,
+    pub pending: Vec<PendingCommit>,
+    pub leader_active: bool,
+    /// Every revision from this one on failed (the log is latched read-only).
+    pub failed_from: Option<(u64, String)>,
+    pub closed: bool,
+    /// Last time a clock-behind warning was logged, to log it once per second at most.
+    pub clock_warned_us: u64,
+}
+
+impl Log {
+    /// Appends one commit and returns once it is durable. Refused requests write nothing.
+    pub fn append(&self, request: CommitRequest) -> Result<CommitInfo, LogError> {
+        // Revision and timestamp are fixed-width, so placeholders give the final encoded length.
+        let mut commit = Commit {
+            revision: 0,
+            timestamp_us: 0,
+            kind: request.kind,
+            actor: request.actor,
+            reason: request.reason,
+            detail: request.detail,
+            ops: request.ops,
+        };
+        self.check_commit(&commit)?;
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return Err(LogError::Closed);
+        }
+        if let Some((_, reason)) = &queue.failed_from {
+            return Err(LogError::ReadOnly {
+                reason: reason.clone(),
+            });
+        }
+        let revision = queue.next_revision;
+        let timestamp_us = self.next_timestamp(&mut queue);
+        commit.revision = revision;
+        commit.timestamp_us = timestamp_us;
+        // `check_commit` validated everything the encoder checks.
+        let (payload, hash) =
+            encode_commit_payload(&commit, &queue.last_hash).expect("commit was validated");
+        queue.next_revision += 1;
+        queue.last_timestamp_us = timestamp_us;
+        queue.last_hash = hash;
+        queue.pending.push(PendingCommit {
+            revision,
+            timestamp_us,
+            hash,
+            payload,
+        });
+        loop {
+            if self.head.read().revision >= revision {
+                return Ok(CommitInfo {
+                    revision,
+                    timestamp_us,
+                    hash,
+                });
+            }
+            if let Some((from, reason)) = &queue.failed_from
+                && *from <= revision
+            {
+                return Err(LogError::ReadOnly {
+                    reason: reason.clone(),
+                });
+            }
+            if queue.leader_active {
+                self.queue_changed.wait(&mut queue);
+                continue;
+            }
+            queue.leader_active = true;
+            let batch = std::mem::take(&mut queue.pending);
+            assert!(!batch.is_empty(), "our own commit is pending");
+            let result = parking_lot::MutexGuard::unlocked(&mut queue, || self.write_batch(&batch));
+            queue.leader_active = false;
+            if let Err(error) = result {
+                let first = batch[0].revision;
+                if queue.failed_from.is_none() {
+                    queue.failed_from = Some((first, error.to_string()));
+                }
+            }
+            self.queue_changed.notify_all();
+        }
+    }
+
+    /// The leader's work: roll if due, write and sync, publish.
+    fn write_batch(&self, batch: &[PendingCommit]) -> Result<(), LogError> {
+        let mut writer = self.writer.lock();
+        let incoming: u64 = batch
+            .iter()
+            .map(|c| (storage_format::record::RECORD_HEADER_LEN + c.payload.len()) as u64)
+            .sum();
+        if writer.commit_count > 0
+            && (writer.len + incoming > self.config.segment_bytes_max || self.age_due(&writer))
+        {
+            let sealed = writer.roll(self.clock.now_us())?;
+            self.publish_roll(sealed, &writer);
+        }
+        writer.write_batch(batch)?;
+        let last = batch.last().expect("non-empty batch");
+        {
+            let mut segments = self.segments.write();
+            let active = segments.last_mut().expect("the active segment is listed");
+            active.last_revision = writer.last_revision;
+            active.len = writer.len;
+        }
+        *self.head.write() = Head {
+            revision: last.revision,
+            timestamp_us: last.timestamp_us,
+            hash: last.hash,
+        };
+        Ok(())
+    }
+
+    /// The timestamp of the next commit: now, but strictly after the previous commit and after
+    /// every time a read was answered for. A clock behind the log is warned about, not trusted.
+    fn next_timestamp(&self, queue: &mut Queue) -> u64 {
+        let now = self.clock.now_us();
+        let floor = queue
+            .last_timestamp_us
+            .max(self.read_watermark_us.load(Ordering::SeqCst))
+            + 1;
+        if now + self.config.clock_behind_warn_us < queue.last_timestamp_us
+            && now.saturating_sub(queue.clock_warned_us) >= 1_000_000
+        {
+            queue.clock_warned_us = now;
+            tracing::warn!(
+                behind_us = queue.last_timestamp_us - now,
+                "the wall clock is behind the log's last timestamp; timestamps continue from the log"
+            );
+        }
+        now.max(floor)
+    }
+
+    /// Checks a commit against the format's and the configured limits.
+    fn check_commit(&self, commit: &Commit) -> Result<(), LogError> {
+        if commit.kind == CommitKind::Change && commit.ops.len() > self.config.commit_ops_max {
+            return Err(Rejection::TooManyOps {
+                count: commit.ops.len(),
+                max: self.config.commit_ops_max,
+            }
+            .into());
+        }
+        commit.validate().map_err(Rejection::Format)?;
+        for op in &commit.ops {
+            if let Op::Put { key, value } = op {
+                if value.len() > self.config.value_bytes_max {
+                    return Err(Rejection::ValueTooLarge {
+                        key: key.clone(),
+                        len: value.len(),
+                        max: self.config.value_bytes_max,
+                    }
+                    .into());
+                }
+                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(value) {
+                    return Err(Rejection::InvalidJson {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    }
+                    .into());
+                }
+            }
+        }
+        let len = commit.canonical_len() + storage_format::HASH_LEN;
+        let max = match commit.kind {
+            CommitKind::Change => self.config.commit_bytes_max,
+            _ => RECORD_PAYLOAD_BYTES_MAX,
+        };
+        if len > max {
+            return Err(Rejection::CommitTooLarge { len, max }.into());
+        }
+        Ok(())
+    }
+
+    /// Stops taking commits, waits for the batch in flight, and writes the clean-shutdown marker
+    /// unless the log failed. Idempotent.
+    pub(super) fn shutdown(&self) -> Result<(), LogError> {
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return Ok(());
+        }
+        queue.closed = true;
+        while queue.leader_active || !queue.pending.is_empty() {
+            if queue.leader_active {
+                self.queue_changed.wait(&mut queue);
+            } else {
+                // Appenders that queued are still waiting for a leader; one will take it.
+                self.queue_changed
+                    .wait_for(&mut queue, std::time::Duration::from_millis(10));
+                if queue.failed_from.is_some() {
+                    break;
+                }
+            }
+        }
+        if queue.failed_from.is_some() {
+            return Ok(());
+        }
+        let writer = self.writer.lock();
+        if writer.failure().is_some() {
+            return Ok(());
+        }
+        let marker = storage_format::clean::CleanShutdown {
+            version: storage_format::FormatVersion::CURRENT,
+            history_id: self.history_id,
+            active_segment_seq: writer.header.segment_seq,
+            active_segment_len: writer.len,
+            last_revision: writer.last_revision,
+            last_timestamp_us: writer.last_timestamp_us,
+            last_hash: writer.last_hash,
+            data_crc: writer.data_crc(),
+        };
+        let path = self.dir.join(storage_format::clean::CLEAN_FILE);
+        write_file_atomic(&*self.fs, &path, &marker.encode())
+            .map_err(LogError::io("write clean-shutdown marker", &path))
+    }
+}

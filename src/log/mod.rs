@@ -1,0 +1,281 @@
+//! The segmented append-only write-ahead log of commits.
+//!
+//! Invariants:
+//! - revisions are dense from the first live segment's first revision; timestamps strictly
+//!   increase; every commit's hash chains to its predecessor's (FORMAT.md);
+//! - `append` returns only after its commit is synced, and a commit is visible to readers
+//!   (`head()`, `for_each_commit`) only once it is synced;
+//! - after the first failed write or sync the log is read-only until reopened, and nothing
+//!   unsynced is ever acknowledged;
+//! - one process owns a data directory (an exclusive lock on `LOCK`).
+
+mod error;
+mod group_commit;
+pub mod reader;
+mod recovery;
+mod segment;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use storage_format::commit::{CommitKind, Op};
+use storage_format::{Hash, HistoryId};
+
+pub use error::{Corruption, LogError, Rejection};
+pub use segment::SegmentMeta;
+
+use crate::clock::{Clock, SystemClock};
+use crate::fs::{DirLock, Fs, RealFs};
+use group_commit::Queue;
+use segment::ActiveSegment;
+
+/// Settings of the log. Every field has a default and bounds, checked by `validate`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A segment rolls once it would grow past this. Default: 64 MiB. Minimum: 64 KiB.
+    /// Maximum: 4 GiB.
+    pub segment_bytes_max: u64,
+    /// A segment holding commits rolls once it is this old. Default: 1 hour. Minimum: 1 second.
+    pub segment_age_max_us: u64,
+    /// Largest value of one put. Default and maximum: 1 MiB. Minimum: 1 byte.
+    pub value_bytes_max: usize,
+    /// Most ops in one change commit. Default and maximum: 1000.
+    pub commit_ops_max: usize,
+    /// Largest encoded change commit. Default and maximum: 8 MiB.
+    pub commit_bytes_max: usize,
+    /// A wall clock this far behind the last commit's timestamp is warned about. Default: 1 s.
+    pub clock_behind_warn_us: u64,
+}
+
+/// Default segment size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Smallest segment size accepted.
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+/// Largest segment size accepted.
+pub const SEGMENT_BYTES_MAX: u64 = 4 << 30;
+/// Default segment age.
+pub const SEGMENT_AGE_DEFAULT_US: u64 = 3600 * 1_000_000;
+/// Ops in one change commit, at most (DESIGN.md §2).
+pub const COMMIT_OPS_MAX: usize = 1000;
+/// Encoded change commit, at most (DESIGN.md §2).
+pub const COMMIT_BYTES_MAX: usize = 8 << 20;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+            segment_age_max_us: SEGMENT_AGE_DEFAULT_US,
+            value_bytes_max: storage_format::VALUE_BYTES_MAX,
+            commit_ops_max: COMMIT_OPS_MAX,
+            commit_bytes_max: COMMIT_BYTES_MAX,
+            clock_behind_warn_us: 1_000_000,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every field against its bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
+        check(
+            (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes_max),
+            "segment_bytes_max must be between 64 KiB and 4 GiB",
+        )?;
+        check(
+            self.segment_age_max_us >= 1_000_000,
+            "segment_age_max must be at least 1 second",
+        )?;
+        check(
+            (1..=storage_format::VALUE_BYTES_MAX).contains(&self.value_bytes_max),
+            "value_bytes_max must be between 1 byte and 1 MiB",
+        )?;
+        check(
+            (1..=COMMIT_OPS_MAX).contains(&self.commit_ops_max),
+            "commit_ops_max must be between 1 and 1000",
+        )?;
+        check(
+            (1024..=COMMIT_BYTES_MAX).contains(&self.commit_bytes_max),
+            "commit_bytes_max must be between 1 KiB and 8 MiB",
+        )
+    }
+}
+
+/// What a writer asks to commit. Revision, timestamp and hash are assigned by the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRequest {
+    pub kind: CommitKind,
+    pub actor: String,
+    pub reason: String,
+    /// JSON object text describing a system commit; empty for a change.
+    pub detail: Vec<u8>,
+    pub ops: Vec<Op>,
+}
+
+impl CommitRequest {
+    /// A change commit of `ops`.
+    pub fn change(actor: &str, reason: &str, ops: Vec<Op>) -> Self {
+        CommitRequest {
+            kind: CommitKind::Change,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            detail: Vec::new(),
+            ops,
+        }
+    }
+}
+
+/// What an acknowledged commit was assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub revision: u64,
+    pub timestamp_us: u64,
+    pub hash: Hash,
+}
+
+/// The durable head: the last revision readers may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// 0 (or the horizon) when the log holds no commit yet.
+    pub revision: u64,
+    pub timestamp_us: u64,
+    pub hash: Hash,
+}
+
+/// The log of one data directory.
+pub struct Log {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    history_id: HistoryId,
+    /// Assignment of revision, timestamp and hash, and the batch being gathered.
+    queue: Mutex<Queue>,
+    queue_changed: Condvar,
+    /// Only the group-commit leader (or a roll) writes.
+    writer: Mutex<ActiveSegment>,
+    /// Durable head, published after each synced batch.
+    head: RwLock<Head>,
+    segments: RwLock<Vec<SegmentMeta>>,
+    /// Latest time at which a read "as of T" was answered; commits are stamped after it.
+    read_watermark_us: AtomicU64,
+    _lock: Box<dyn DirLock>,
+}
+
+impl Log {
+    /// Opens (creating if empty) the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, LogError> {
+        Log::open_with(
+            Arc::new(RealFs),
+            Arc::new(SystemClock),
+            dir.as_ref(),
+            config,
+        )
+    }
+
+    /// Opens the log with a given file system and clock (tests use `MemFs` and `ManualClock`).
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<Log, LogError> {
+        recovery::open(fs, clock, dir, config)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn history_id(&self) -> HistoryId {
+        self.history_id
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The durable head.
+    pub fn head(&self) -> Head {
+        *self.head.read()
+    }
+
+    /// The segments, oldest first, with their durable lengths.
+    pub fn segments(&self) -> Vec<SegmentMeta> {
+        self.segments.read().clone()
+    }
+
+    /// Why the log refuses writes, if it does.
+    pub fn read_only_reason(&self) -> Option<String> {
+        self.writer.lock().failure().map(str::to_owned)
+    }
+
+    /// Records that a read as of `at_us` was answered, so later commits are stamped after it.
+    pub fn note_read_at(&self, at_us: u64) {
+        self.read_watermark_us.fetch_max(at_us, Ordering::SeqCst);
+    }
+
+    /// Seals the active segment now if it holds commits (before a backup or compaction). Returns
+    /// whether it rolled.
+    pub fn roll(&self) -> Result<bool, LogError> {
+        let mut writer = self.writer.lock();
+        if writer.commit_count == 0 {
+            return Ok(false);
+        }
+        let sealed = writer.roll(self.clock.now_us())?;
+        self.publish_roll(sealed, &writer);
+        Ok(true)
+    }
+
+    /// Rolls the active segment if it holds commits and is older than the configured age. The
+    /// server calls this periodically so an idle segment still seals on time.
+    pub fn roll_if_due(&self) -> Result<bool, LogError> {
+        let mut writer = self.writer.lock();
+        if !self.age_due(&writer) {
+            return Ok(false);
+        }
+        let sealed = writer.roll(self.clock.now_us())?;
+        self.publish_roll(sealed, &writer);
+        Ok(true)
+    }
+
+    fn age_due(&self, writer: &ActiveSegment) -> bool {
+        writer.commit_count > 0
+            && self
+                .clock
+                .now_us()
+                .saturating_sub(writer.header.created_unix_us)
+                >= self.config.segment_age_max_us
+    }
+
+    fn publish_roll(&self, sealed: SegmentMeta, writer: &ActiveSegment) {
+        let mut segments = self.segments.write();
+        let last = segments.last_mut().expect("the active segment is listed");
+        assert_eq!(last.seq, sealed.seq);
+        *last = sealed;
+        segments.push(writer.meta(false));
+        tracing::info!(segment = %last_path_name(&segments[segments.len() - 2].path), "segment sealed");
+    }
+
+    /// Closes the log cleanly: waits for the commit in flight, then records the clean-shutdown
+    /// marker so the next open can skip re-reading the active segment.
+    pub fn close(self) -> Result<(), LogError> {
+        self.shutdown()
+    }
+}
+
+fn last_path_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::warn!(%error, "clean shutdown marker not written");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The segment header (the first 128 bytes of every segment file) and segment file names.
+
+use crate::codec::u32_at;
+use crate::{
+    DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN, Reader,
+    SEGMENT_MAGIC, VERSION_LEN, Writer, crc32,
+};
+
+pub const SEGMENT_VERSION_OFFSET: usize = MAGIC_LEN;
+pub const SEGMENT_HEADER_LEN_OFFSET: usize = SEGMENT_VERSION_OFFSET + VERSION_LEN;
+pub const SEGMENT_HISTORY_ID_OFFSET: usize = SEGMENT_HEADER_LEN_OFFSET + 4;
+pub const SEGMENT_SEQ_OFFSET: usize = SEGMENT_HISTORY_ID_OFFSET + HISTORY_ID_LEN;
+pub const SEGMENT_FIRST_REVISION_OFFSET: usize = SEGMENT_SEQ_OFFSET + 8;
+pub const SEGMENT_PREV_HASH_OFFSET: usize = SEGMENT_FIRST_REVISION_OFFSET + 8;
+pub const SEGMENT_PREV_TIMESTAMP_OFFSET: usize = SEGMENT_PREV_HASH_OFFSET + HASH_LEN;
+pub const SEGMENT_CREATED_OFFSET: usize = SEGMENT_PREV_TIMESTAMP_OFFSET + 8;
+pub const SEGMENT_RESERVED_OFFSET: usize = SEGMENT_CREATED_OFFSET + 8;
+pub const SEGMENT_HEADER_CRC_OFFSET: usize = 124;
+pub const SEGMENT_HEADER_LEN: usize = SEGMENT_HEADER_CRC_OFFSET + 4;
+const _: () = assert!(SEGMENT_RESERVED_OFFSET == 96);
+const _: () = assert!(SEGMENT_HEADER_LEN == 128);
+
+/// Directory, under the data directory, that holds the segments.
+pub const SEGMENT_DIR: &str = "log";
+/// A new segment is written under this suffix, then renamed into place.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// The header every segment starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub version: FormatVersion,
+    pub history_id: HistoryId,
+    /// Position in the history's sequence of segments, from 1; also in the file name.
+    pub segment_seq: u64,
+    /// Revision of the first commit this segment holds or will hold.
+    pub first_revision: u64,
+    /// Chain hash of revision `first_revision - 1` (the genesis hash for the first segment).
+    pub prev_hash: Hash,
+    /// Timestamp of revision `first_revision - 1` (0 for the first segment).
+    pub prev_timestamp_us: u64,
+    pub created_unix_us: u64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut w = Writer::with_capacity(SEGMENT_HEADER_LEN);
+        w.bytes(&SEGMENT_MAGIC);
+        w.u32(self.version.as_u32());
+        w.u32(SEGMENT_HEADER_LEN as u32);
+        w.bytes(&self.history_id);
+        w.u64(self.segment_seq);
+        w.u64(self.first_revision);
+        w.bytes(&self.prev_hash);
+        w.u64(self.prev_timestamp_us);
+        w.u64(self.created_unix_us);
+        w.zeros(SEGMENT_HEADER_CRC_OFFSET - SEGMENT_RESERVED_OFFSET);
+        let crc = crc32(&w.buf);
+        w.u32(crc);
+        w.buf.try_into().expect("SEGMENT_HEADER_LEN bytes")
+    }
+
+    /// Decodes the first `SEGMENT_HEADER_LEN` bytes of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, DecodeError> {
+        const WHAT: &str = "segment header";
+        if bytes.len() < SEGMENT_HEADER_LEN {
+            return Err(DecodeError::Truncated {
+                what: WHAT,
+                needed: SEGMENT_HEADER_LEN as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        let bytes = &bytes[..SEGMENT_HEADER_LEN];
+        if bytes[..MAGIC_LEN] != SEGMENT_MAGIC {
+            return Err(DecodeError::BadMagic { what: WHAT });
+        }
+        let stored = u32_at(bytes, SEGMENT_HEADER_CRC_OFFSET);
+        let actual = crc32(&bytes[..SEGMENT_HEADER_CRC_OFFSET]);
+        if stored != actual {
+            return Err(DecodeError::ChecksumMismatch {
+                what: WHAT,
+                expected: stored,
+                actual,
+            });
+        }
+        let mut r = Reader::new(&bytes[MAGIC_LEN..SEGMENT_RESERVED_OFFSET], WHAT);
+        let version = FormatVersion::from_u32(r.u32()?, WHAT)?;
+        let header_len = r.u32()?;
+        if header_len as usize != SEGMENT_HEADER_LEN {
+            return Err(DecodeError::InvalidField {
+                field: "segment.header_len",
+                reason: format!("{header_len}, expected {SEGMENT_HEADER_LEN}"),
+            });
+        }
+        let header = SegmentHeader {
+            version,
+            history_id: r.array()?,
+            segment_seq: r.u64()?,
+            first_revision: r.u64()?,
+            prev_hash: r.array()?,
+            prev_timestamp_us: r.u64()?,
+            created_unix_us: r.u64()?,
+        };
+        r.finish()?;
+        if header.first_revision == 0 {
+            return Err(DecodeError::InvalidField {
+                field: "segment.first_revision",
+                reason: "revisions start at 1".to_owned(),
+            });
+        }
+        Ok(header)
+    }
+}
+
+/// The file name of segment `seq`: `seg-` and 20 decimal digits, `.log`. Names sort by sequence,
+/// but code orders segments by the parsed number, never by the name.
+pub fn segment_file_name(seq: u64) -> String {
+    format!("seg-{seq:020}.log")
+}
+
+/// The sequence number in a segment file name, or `None` for any other name.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_detects_damage() {
+        let header = SegmentHeader {
+            version: FormatVersion::CURRENT,
+            history_id: [3; 16],
+            segment_seq: 2,
+            first_revision: 101,
+            prev_hash: [9; 32],
+            prev_timestamp_us: 77,
+            created_unix_us: 88,
+        };
+        let bytes = header.encode();
+        assert_eq!(SegmentHeader::decode(&bytes).unwrap(), header);
+        for i in 0..SEGMENT_HEADER_LEN {
+            let mut bad = bytes;
+            bad[i] ^= 0x01;
+            assert!(SegmentHeader::decode(&bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(segment_file_name(42), "seg-00000000000000000042.log");
+        assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
+        assert_eq!(parse_segment_file_name("seg-42.log"), None);
+        assert_eq!(
+            parse_segment_file_name("seg-00000000000000000042.log.tmp"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("seg-0000000000000000004x.log"),
+            None
+        );
+    }
+}
