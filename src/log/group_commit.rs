@@ -117,7 +117,15 @@ impl Log {
             let sealed = writer.roll(self.clock.now_us())?;
             self.publish_roll(sealed, &writer);
         }
-        writer.write_batch(batch)?;
+        let fsync_us = writer.write_batch(batch)?;
+        self.stats.fsync_us.fetch_add(fsync_us, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .commits
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_written
+            .fetch_add(incoming, Ordering::Relaxed);
         let last = batch.last().expect("non-empty batch");
         {
             let mut segments = self.segments.write();
@@ -162,7 +170,6 @@ impl Log {
             }
             .into());
         }
-        commit.validate().map_err(Rejection::Format)?;
         for op in &commit.ops {
             if let Op::Put { key, value } = op {
                 if value.len() > self.config.value_bytes_max {
@@ -182,6 +189,7 @@ impl Log {
                 }
             }
         }
+        commit.validate().map_err(Rejection::Format)?;
         let len = commit.canonical_len() + storage_format::HASH_LEN;
         let max = match commit.kind {
             CommitKind::Change => self.config.commit_bytes_max,

@@ -144,6 +144,27 @@ pub struct Head {
     pub hash: Hash,
 }
 
+/// Counters since open, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub commits: u64,
+    /// Group-commit batches written (one write and one fsync each).
+    pub batches: u64,
+    pub bytes_written: u64,
+    /// Time spent in fsync of batches, in microseconds.
+    pub fsync_us: u64,
+    pub segments_sealed: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StatCounters {
+    pub commits: AtomicU64,
+    pub batches: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub fsync_us: AtomicU64,
+    pub segments_sealed: AtomicU64,
+}
+
 /// The log of one data directory.
 pub struct Log {
     fs: Arc<dyn Fs>,
@@ -161,6 +182,7 @@ pub struct Log {
     segments: RwLock<Vec<SegmentMeta>>,
     /// Latest time at which a read "as of T" was answered; commits are stamped after it.
     read_watermark_us: AtomicU64,
+    stats: StatCounters,
     _lock: Box<dyn DirLock>,
 }
 
@@ -207,6 +229,18 @@ impl Log {
         self.segments.read().clone()
     }
 
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LogStats {
+            commits: get(&self.stats.commits),
+            batches: get(&self.stats.batches),
+            bytes_written: get(&self.stats.bytes_written),
+            fsync_us: get(&self.stats.fsync_us),
+            segments_sealed: get(&self.stats.segments_sealed),
+        }
+    }
+
     /// Why the log refuses writes, if it does.
     pub fn read_only_reason(&self) -> Option<String> {
         self.writer.lock().failure().map(str::to_owned)
@@ -251,6 +285,7 @@ impl Log {
     }
 
     fn publish_roll(&self, sealed: SegmentMeta, writer: &ActiveSegment) {
+        self.stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
         let mut segments = self.segments.write();
         let last = segments.last_mut().expect("the active segment is listed");
         assert_eq!(last.seq, sealed.seq);

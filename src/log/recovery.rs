@@ -152,6 +152,7 @@ pub(super) fn open(
         head: RwLock::new(head),
         segments: RwLock::new(segments),
         read_watermark_us: AtomicU64::new(0),
+        stats: super::StatCounters::default(),
         _lock: lock,
     })
 }
@@ -454,13 +455,16 @@ fn recover_active(
 ) -> Result<ActiveSegment, LogError> {
     let path = log_dir.join(segment_file_name(seq));
     let len = fs.file_len(&path).map_err(LogError::io("stat", &path))?;
-    if let Some(marker) =
-        clean.filter(|m| m.active_segment_seq == seq && m.active_segment_len == len)
+    let bytes = fs
+        .read(&path)
+        .map_err(LogError::io("read segment", &path))?;
+    let marker = clean.filter(|m| m.active_segment_seq == seq && m.active_segment_len == len);
+    if let Some(marker) = marker
+        && bytes.len() >= SEGMENT_HEADER_LEN
+        && crc32fast::hash(&bytes[SEGMENT_HEADER_LEN..]) == marker.data_crc
     {
-        let header_bytes = fs
-            .read_at(&path, 0, SEGMENT_HEADER_LEN)
-            .map_err(LogError::io("read segment header", &path))?;
-        let header = SegmentHeader::decode(&header_bytes)
+        // A clean close recorded exactly this content: skip decoding and re-hashing it.
+        let header = SegmentHeader::decode(&bytes)
             .map_err(|e| LogError::corrupted(&path, 0, continuation.next_revision, e))?;
         check_header(&path, &header, manifest, seq, continuation)?;
         let resume = ResumePoint {
@@ -475,11 +479,13 @@ fn recover_active(
         segments.push(active.meta(false));
         return Ok(active);
     }
-
-    let bytes = fs
-        .read(&path)
-        .map_err(LogError::io("read segment", &path))?;
-    let outcome = scan_segment(&bytes, TailPolicy::AllowTornTail, &mut |_, _| {})
+    // After a clean close nothing can be torn: any invalid byte is corruption.
+    let policy = if marker.is_some() {
+        TailPolicy::Strict
+    } else {
+        TailPolicy::AllowTornTail
+    };
+    let outcome = scan_segment(&bytes, policy, &mut |_, _| {})
         .map_err(|e| LogError::corrupted(&path, e.offset, e.revision, e.kind))?;
     check_header(&path, &outcome.header, manifest, seq, continuation)?;
     match outcome.end {
@@ -518,11 +524,14 @@ fn recover_active(
                 .map_err(LogError::io("open segment", &path))?;
             file.set_len(offset)
                 .map_err(LogError::io("truncate torn tail", &path))?;
-            file.sync_data()
-                .map_err(LogError::io("sync truncated segment", &path))?;
         }
         ScanEnd::Open => {}
     }
+    // What was read may sit only in the page cache (a previous process's fsync may have failed):
+    // make it durable before anyone can see it.
+    fs.open_append(&path)
+        .and_then(|mut file| file.sync_data())
+        .map_err(LogError::io("sync recovered segment", &path))?;
     let resume = ResumePoint {
         len: outcome.valid_len,
         data_crc: outcome.data_crc,

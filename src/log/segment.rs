@@ -183,8 +183,9 @@ impl ActiveSegment {
         error
     }
 
-    /// Appends a batch as one write and syncs it. On any failure the segment is latched.
-    pub fn write_batch(&mut self, batch: &[PendingCommit]) -> Result<(), LogError> {
+    /// Appends a batch as one write and syncs it; returns the microseconds the sync took. On any
+    /// failure the segment is latched.
+    pub fn write_batch(&mut self, batch: &[PendingCommit]) -> Result<u64, LogError> {
         self.check_not_failed()?;
         let first = batch.first().expect("a non-empty batch").revision;
         assert_eq!(first, self.last_revision + 1);
@@ -212,6 +213,7 @@ impl ActiveSegment {
             };
             return Err(self.latch(error));
         }
+        let sync_started = std::time::Instant::now();
         if let Err(source) = self.file.sync_data() {
             let error = LogError::Io {
                 op: "sync segment",
@@ -227,7 +229,7 @@ impl ActiveSegment {
         self.last_revision = last.revision;
         self.last_timestamp_us = last.timestamp_us;
         self.last_hash = last.hash;
-        Ok(())
+        Ok(sync_started.elapsed().as_micros() as u64)
     }
 
     /// Writes and syncs the seal record. The segment never changes again.
