@@ -17,8 +17,8 @@ use llmcm::log::Log;
 fn concurrent_appenders_share_fsyncs_and_keep_one_order() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), small_segments()).unwrap());
-    let threads = 32;
-    let per_thread = 40;
+    let threads: u64 = 32;
+    let per_thread: u64 = 40;
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let log = log.clone();
@@ -36,7 +36,7 @@ fn concurrent_appenders_share_fsyncs_and_keep_one_order() {
         all.extend(infos);
     }
     all.sort_by_key(|i| i.revision);
-    let total = (threads * per_thread) as u64;
+    let total: u64 = threads * per_thread;
     assert_eq!(all.len() as u64, total);
     for (i, info) in all.iter().enumerate() {
         assert_eq!(info.revision, i as u64 + 1, "dense");

@@ -76,6 +76,8 @@ pub enum LogError {
     Closed,
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 impl LogError {

@@ -71,6 +71,12 @@ pub(super) fn open(
     } else {
         create_store(&fs, &*clock, dir, &log_dir)?
     };
+    if manifest.base_image_seq != 0 {
+        return Err(LogError::Unsupported(format!(
+            "the MANIFEST names base image {}, which this version cannot read",
+            manifest.base_image_seq
+        )));
+    }
     remove_if_exists(&*fs, &dir.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}")))?;
 
     let seqs = live_segment_seqs(&*fs, &log_dir, &manifest)?;
