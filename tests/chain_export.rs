@@ -22,9 +22,15 @@ fn run_script(input: &str, args: &[&str]) -> (i32, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 is installed (.ci/run installs it)");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -33,8 +39,13 @@ fn export() -> (String, Vec<(u64, String)>) {
     let log = Log::open(dir.path(), small_segments()).unwrap();
     let mut hashes = Vec::new();
     for n in 0..40u64 {
-        let ops = vec![put(&format!("prod/k{}", n % 5), &format!("{{\"n\":{n},\"s\":\"é\\u00e9\"}}"))];
-        let info = log.append(CommitRequest::change("auditor-test", "reason ✓", ops)).unwrap();
+        let ops = vec![put(
+            &format!("prod/k{}", n % 5),
+            &format!("{{\"n\":{n},\"s\":\"é\\u00e9\"}}"),
+        )];
+        let info = log
+            .append(CommitRequest::change("auditor-test", "reason ✓", ops))
+            .unwrap();
         hashes.push((info.revision, llmcm::storage_format::hex(&info.hash)));
         if n == 20 {
             log.roll().unwrap();
@@ -48,7 +59,8 @@ fn export() -> (String, Vec<(u64, String)>) {
         ops: vec![],
     };
     log.append(system).unwrap();
-    log.append(CommitRequest::change("a", "", vec![delete("prod/k1")])).unwrap();
+    log.append(CommitRequest::change("a", "", vec![delete("prod/k1")]))
+        .unwrap();
     let mut out = Vec::new();
     let count = llmcm::chain::export_chain(&log, 1, u64::MAX, &mut out).unwrap();
     assert_eq!(count, 42);

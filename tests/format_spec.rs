@@ -9,12 +9,18 @@ use sf::{clean::*, commit::*, manifest::*, record::*, segment::*};
 
 /// Table name → rows of (offset, size, field) as written in FORMAT.md.
 fn tables() -> BTreeMap<String, Vec<(String, String, String)>> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/storage-format/FORMAT.md"))
-        .expect("FORMAT.md");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/storage-format/FORMAT.md"
+    ))
+    .expect("FORMAT.md");
     let mut out = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
-        if let Some(name) = line.strip_prefix("<!-- table: ").and_then(|l| l.strip_suffix(" -->")) {
+        if let Some(name) = line
+            .strip_prefix("<!-- table: ")
+            .and_then(|l| l.strip_suffix(" -->"))
+        {
             current = Some(name.to_owned());
             out.insert(name.to_owned(), Vec::new());
             continue;
@@ -26,18 +32,26 @@ fn tables() -> BTreeMap<String, Vec<(String, String, String)>> {
             }
             continue;
         }
-        let cells: Vec<String> = line.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect();
+        let cells: Vec<String> = line
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .collect();
         if cells[0] == "offset" || cells[0].starts_with("---") {
             continue;
         }
-        out.get_mut(name).unwrap().push((cells[0].clone(), cells[1].clone(), cells[2].clone()));
+        out.get_mut(name)
+            .unwrap()
+            .push((cells[0].clone(), cells[1].clone(), cells[2].clone()));
     }
     out
 }
 
 fn expect(table: &str, expected: &[(&str, usize, usize)]) {
     let tables = tables();
-    let rows = tables.get(table).unwrap_or_else(|| panic!("FORMAT.md has no table {table}"));
+    let rows = tables
+        .get(table)
+        .unwrap_or_else(|| panic!("FORMAT.md has no table {table}"));
     assert!(rows.len() >= expected.len(), "{table}: {} rows", rows.len());
     for ((offset, size, field), (name, want_offset, want_size)) in rows.iter().zip(expected) {
         assert_eq!(field, name, "{table}: field order");
@@ -62,7 +76,11 @@ fn manifest_table_matches_the_code() {
             ("horizon_hash", MANIFEST_HORIZON_HASH_OFFSET, sf::HASH_LEN),
             ("horizon_timestamp_us", MANIFEST_HORIZON_TIMESTAMP_OFFSET, 8),
             ("base_image_seq", MANIFEST_BASE_IMAGE_OFFSET, 8),
-            ("reserved", MANIFEST_RESERVED_OFFSET, MANIFEST_CRC_OFFSET - MANIFEST_RESERVED_OFFSET),
+            (
+                "reserved",
+                MANIFEST_RESERVED_OFFSET,
+                MANIFEST_CRC_OFFSET - MANIFEST_RESERVED_OFFSET,
+            ),
             ("crc", MANIFEST_CRC_OFFSET, 4),
         ],
     );
@@ -83,7 +101,11 @@ fn segment_header_table_matches_the_code() {
             ("prev_hash", SEGMENT_PREV_HASH_OFFSET, sf::HASH_LEN),
             ("prev_timestamp_us", SEGMENT_PREV_TIMESTAMP_OFFSET, 8),
             ("created_unix_us", SEGMENT_CREATED_OFFSET, 8),
-            ("reserved", SEGMENT_RESERVED_OFFSET, SEGMENT_HEADER_CRC_OFFSET - SEGMENT_RESERVED_OFFSET),
+            (
+                "reserved",
+                SEGMENT_RESERVED_OFFSET,
+                SEGMENT_HEADER_CRC_OFFSET - SEGMENT_RESERVED_OFFSET,
+            ),
             ("header_crc", SEGMENT_HEADER_CRC_OFFSET, 4),
         ],
     );
@@ -147,7 +169,11 @@ fn clean_table_matches_the_code() {
             ("last_timestamp_us", CLEAN_LAST_TIMESTAMP_OFFSET, 8),
             ("last_hash", CLEAN_LAST_HASH_OFFSET, sf::HASH_LEN),
             ("data_crc", CLEAN_DATA_CRC_OFFSET, 4),
-            ("reserved", CLEAN_RESERVED_OFFSET, CLEAN_CRC_OFFSET - CLEAN_RESERVED_OFFSET),
+            (
+                "reserved",
+                CLEAN_RESERVED_OFFSET,
+                CLEAN_CRC_OFFSET - CLEAN_RESERVED_OFFSET,
+            ),
             ("crc", CLEAN_CRC_OFFSET, 4),
         ],
     );
@@ -158,7 +184,13 @@ fn clean_table_matches_the_code() {
 fn commit_table_matches_the_code() {
     expect(
         "commit",
-        &[("encoding", 0, 1), ("kind", 1, 1), ("revision", 2, 8), ("timestamp_us", 10, 8), ("actor_len", COMMIT_FIXED_PREFIX_LEN, 2)],
+        &[
+            ("encoding", 0, 1),
+            ("kind", 1, 1),
+            ("revision", 2, 8),
+            ("timestamp_us", 10, 8),
+            ("actor_len", COMMIT_FIXED_PREFIX_LEN, 2),
+        ],
     );
     assert_eq!(COMMIT_ENCODING_V1, 1);
     assert_eq!((OP_PUT, OP_DELETE), (1, 2));
@@ -171,16 +203,30 @@ fn commit_table_matches_the_code() {
         assert_eq!(kind.to_u8(), byte);
     }
     assert_eq!(
-        (sf::ACTOR_BYTES_MAX, sf::REASON_BYTES_MAX, sf::DETAIL_BYTES_MAX, sf::COMMIT_OPS_MAX, sf::KEY_BYTES_MAX, sf::VALUE_BYTES_MAX),
+        (
+            sf::ACTOR_BYTES_MAX,
+            sf::REASON_BYTES_MAX,
+            sf::DETAIL_BYTES_MAX,
+            sf::COMMIT_OPS_MAX,
+            sf::KEY_BYTES_MAX,
+            sf::VALUE_BYTES_MAX
+        ),
         (256, 4096, 65536, 100_000, 512, 1_048_576)
     );
 }
 
 #[test]
 fn magic_bytes_in_the_text_are_the_code_s() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/storage-format/FORMAT.md")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/storage-format/FORMAT.md"
+    ))
+    .unwrap();
     for magic in [sf::SEGMENT_MAGIC, sf::MANIFEST_MAGIC, sf::CLEAN_MAGIC] {
         let spaced: Vec<String> = magic.iter().map(|b| format!("{b:02X}")).collect();
-        assert!(text.contains(&format!("`{}`", spaced.join(" "))), "FORMAT.md quotes {spaced:?}");
+        assert!(
+            text.contains(&format!("`{}`", spaced.join(" "))),
+            "FORMAT.md quotes {spaced:?}"
+        );
     }
 }

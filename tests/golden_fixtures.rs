@@ -20,7 +20,9 @@ const HISTORY: [u8; 16] = *b"golden-history-1";
 const T0: u64 = 1_795_731_300_000_000; // 2026-11-26T22:15:00Z
 
 fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Compares with (or, when regenerating, writes) a checked-in fixture.
@@ -30,7 +32,10 @@ fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
         std::fs::write(&path, bytes).unwrap();
     }
     let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(stored, bytes, "{name}: the encoder no longer produces the golden bytes");
+    assert_eq!(
+        stored, bytes,
+        "{name}: the encoder no longer produces the golden bytes"
+    );
     stored
 }
 
@@ -45,9 +50,26 @@ fn commits() -> Vec<Commit> {
         ops,
     };
     vec![
-        c(1, vec![Op::Put { key: "prod/chatbot/model".into(), value: br#"{"model":"m1"}"#.to_vec() }]),
-        c(2, vec![Op::Put { key: "prod/chatbot/temperature".into(), value: b"0.7".to_vec() }]),
-        c(3, vec![Op::Delete { key: "prod/chatbot/model".into() }]),
+        c(
+            1,
+            vec![Op::Put {
+                key: "prod/chatbot/model".into(),
+                value: br#"{"model":"m1"}"#.to_vec(),
+            }],
+        ),
+        c(
+            2,
+            vec![Op::Put {
+                key: "prod/chatbot/temperature".into(),
+                value: b"0.7".to_vec(),
+            }],
+        ),
+        c(
+            3,
+            vec![Op::Delete {
+                key: "prod/chatbot/model".into(),
+            }],
+        ),
     ]
 }
 
@@ -66,7 +88,13 @@ fn segment(sealed: bool) -> Vec<u8> {
     let mut prev = GENESIS_HASH;
     for commit in commits() {
         let (payload, hash) = encode_commit_payload(&commit, &prev).unwrap();
-        encode_record(&mut bytes, RecordType::Commit, commit.revision, commit.revision, &payload);
+        encode_record(
+            &mut bytes,
+            RecordType::Commit,
+            commit.revision,
+            commit.revision,
+            &payload,
+        );
         prev = hash;
     }
     if sealed {
@@ -100,7 +128,10 @@ fn commit_canonical_bytes_and_chain_hash() {
     golden("commit-1.corrupt", &corrupt);
     assert!(matches!(
         Commit::decode_canonical(&corrupt),
-        Err(DecodeError::InvalidField { field: "commit.kind", .. })
+        Err(DecodeError::InvalidField {
+            field: "commit.kind",
+            ..
+        })
     ));
 }
 
@@ -108,7 +139,10 @@ fn commit_canonical_bytes_and_chain_hash() {
 fn sealed_segment_valid_and_corrupt() {
     let bytes = golden("segment-sealed.valid", &segment(true));
     let mut revisions = Vec::new();
-    let outcome = scan_segment(&bytes, TailPolicy::Strict, &mut |_, p| revisions.push(p.commit.revision)).unwrap();
+    let outcome = scan_segment(&bytes, TailPolicy::Strict, &mut |_, p| {
+        revisions.push(p.commit.revision)
+    })
+    .unwrap();
     assert_eq!(revisions, [1, 2, 3]);
     assert!(matches!(outcome.end, ScanEnd::Sealed(seal) if seal.last_revision == 3));
     assert_eq!(outcome.header.history_id, HISTORY);
@@ -120,7 +154,10 @@ fn sealed_segment_valid_and_corrupt() {
     let err = scan_segment(&corrupt, TailPolicy::Strict, &mut |_, _| {}).unwrap_err();
     assert_eq!(err.offset, sf::segment::SEGMENT_HEADER_LEN as u64);
     assert_eq!(err.revision, 1);
-    assert!(matches!(err.kind, ScanErrorKind::BadRecord(DecodeError::ChecksumMismatch { .. })));
+    assert!(matches!(
+        err.kind,
+        ScanErrorKind::BadRecord(DecodeError::ChecksumMismatch { .. })
+    ));
 }
 
 #[test]
@@ -155,7 +192,10 @@ fn manifest_valid_and_corrupt() {
     let mut corrupt = bytes.clone();
     corrupt[40] ^= 0xff;
     let corrupt = golden("manifest.corrupt", &corrupt);
-    assert!(matches!(Manifest::decode(&corrupt), Err(DecodeError::ChecksumMismatch { .. })));
+    assert!(matches!(
+        Manifest::decode(&corrupt),
+        Err(DecodeError::ChecksumMismatch { .. })
+    ));
 }
 
 #[test]
@@ -168,7 +208,9 @@ fn clean_marker_valid_and_corrupt() {
         active_segment_len: active.len() as u64,
         last_revision: 3,
         last_timestamp_us: T0 + 3,
-        last_hash: scan_segment(&active, TailPolicy::Strict, &mut |_, _| {}).unwrap().last_hash,
+        last_hash: scan_segment(&active, TailPolicy::Strict, &mut |_, _| {})
+            .unwrap()
+            .last_hash,
         data_crc: sf::crc32(&active[sf::segment::SEGMENT_HEADER_LEN..]),
     };
     let bytes = golden("clean.valid", &marker.encode());
@@ -176,5 +218,8 @@ fn clean_marker_valid_and_corrupt() {
     let mut corrupt = bytes.clone();
     corrupt[0] = b'X';
     let corrupt = golden("clean.corrupt", &corrupt);
-    assert!(matches!(CleanShutdown::decode(&corrupt), Err(DecodeError::BadMagic { .. })));
+    assert!(matches!(
+        CleanShutdown::decode(&corrupt),
+        Err(DecodeError::BadMagic { .. })
+    ));
 }

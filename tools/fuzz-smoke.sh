@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target for LLMCM_FUZZ_SECONDS seconds each (default 15), on stable Rust
+# (--sanitizer none), seeded with the golden fixtures. A longer run: LLMCM_FUZZ_SECONDS=600.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${LLMCM_FUZZ_SECONDS:-15}"
+corpus=fuzz/corpus
+fixtures=tests/fixtures
+mkdir -p "$corpus"/{scan_segment,decode_commit,decode_fixed_files,decode_record}
+# scan_segment's first byte picks the mode: bit 0 prepends a header, bit 1 selects the strict rule.
+for f in segment-sealed.valid segment-sealed.corrupt segment-active.valid segment-active.torn; do
+  { printf '\x00'; cat "$fixtures/$f"; } > "$corpus/scan_segment/$f.tolerant"
+  { printf '\x02'; cat "$fixtures/$f"; } > "$corpus/scan_segment/$f.strict"
+done
+cp "$fixtures"/commit-1.canonical "$fixtures"/commit-1.corrupt "$corpus/decode_commit/"
+cp "$fixtures"/manifest.* "$fixtures"/clean.* "$corpus/decode_fixed_files/"
+tail -c 128 "$fixtures/segment-sealed.valid" > "$corpus/decode_record/seal.valid"
+for target in $(cargo fuzz list); do
+  echo "fuzz: $target for ${seconds}s"
+  cargo fuzz run --sanitizer none "$target" "$corpus/$target" -- \
+    -max_total_time="$seconds" -print_final_stats=0 2>&1 | grep -E "^(Done|INFO: seed corpus)|ERROR|panicked|SUMMARY" || true
+  # cargo fuzz exits non-zero on a crash; pipefail is defeated by grep's `|| true`, so check
+  # for artifacts explicitly.
+  if compgen -G "fuzz/artifacts/$target/*" > /dev/null; then
+    echo "fuzz: $target found a failing input:" fuzz/artifacts/"$target"/*
+    exit 1
+  fi
+done
