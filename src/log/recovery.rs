@@ -494,50 +494,45 @@ fn recover_active(
     let outcome = scan_segment(&bytes, policy, &mut |_, _| {})
         .map_err(|e| LogError::corrupted(&path, e.offset, e.revision, e.kind))?;
     check_header(&path, &outcome.header, manifest, seq, continuation)?;
-    match outcome.end {
-        ScanEnd::Sealed(seal) => {
-            segments.push(SegmentMeta {
-                seq,
-                path,
-                first_revision: outcome.header.first_revision,
-                last_revision: seal.last_revision,
-                len,
-                sealed: true,
-            });
-            tracing::info!(seq, "the last segment is sealed; starting its successor");
-            let active = ActiveSegment::create(
-                fs,
-                log_dir,
-                manifest.history_id,
-                seq + 1,
-                seal.last_revision + 1,
-                seal.last_hash,
-                seal.last_timestamp_us,
-                clock.now_us(),
-            )?;
-            segments.push(active.meta(false));
-            return Ok(active);
-        }
-        ScanEnd::TornTail { offset, bytes } => {
-            tracing::warn!(
-                file = %path.display(),
-                offset,
-                bytes,
-                "truncating a torn tail that was never acknowledged"
-            );
-            let mut file = fs
-                .open_append(&path)
-                .map_err(LogError::io("open segment", &path))?;
-            file.set_len(offset)
-                .map_err(LogError::io("truncate torn tail", &path))?;
-        }
-        ScanEnd::Open => {}
+    if let ScanEnd::TornTail { offset, bytes } = outcome.end {
+        tracing::warn!(
+            file = %path.display(),
+            offset,
+            bytes,
+            "truncating a torn tail that was never acknowledged"
+        );
+        fs.open_append(&path)
+            .and_then(|mut file| file.set_len(offset))
+            .map_err(LogError::io("truncate torn tail", &path))?;
     }
     // What was read may sit only in the page cache (a previous process's fsync may have failed):
-    // make it durable before anyone can see it.
+    // make it durable before anyone sees it, and before any successor exists.
     fs.open_append(&path)
         .and_then(|mut file| file.sync_data())
         .map_err(LogError::io("sync recovered segment", &path))?;
+    if let ScanEnd::Sealed(seal) = outcome.end {
+        segments.push(SegmentMeta {
+            seq,
+            path,
+            first_revision: outcome.header.first_revision,
+            last_revision: seal.last_revision,
+            len,
+            sealed: true,
+        });
+        tracing::info!(seq, "the last segment is sealed; starting its successor");
+        let active = ActiveSegment::create(
+            fs,
+            log_dir,
+            manifest.history_id,
+            seq + 1,
+            seal.last_revision + 1,
+            seal.last_hash,
+            seal.last_timestamp_us,
+            clock.now_us(),
+        )?;
+        segments.push(active.meta(false));
+        return Ok(active);
+    }
     let resume = ResumePoint {
         len: outcome.valid_len,
         data_crc: outcome.data_crc,
