@@ -3,7 +3,7 @@
 //! accepted. While it matches the active segment exactly, open may trust its summary instead of
 //! re-reading that segment; a mismatch only means it is ignored.
 
-use crate::codec::u32_at;
+use crate::codec::{check_reserved, u32_at};
 use crate::{
     CLEAN_MAGIC, DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN,
     Reader, VERSION_LEN, Writer, crc32,
@@ -81,6 +81,10 @@ impl CleanShutdown {
                 actual,
             });
         }
+        check_reserved(
+            &bytes[CLEAN_RESERVED_OFFSET..CLEAN_CRC_OFFSET],
+            "clean.reserved",
+        )?;
         let mut r = Reader::new(&bytes[MAGIC_LEN..CLEAN_RESERVED_OFFSET], WHAT);
         let version = FormatVersion::from_u32(r.u32()?, WHAT)?;
         if r.u32()? as usize != CLEAN_LEN {

@@ -106,6 +106,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Fails unless every byte of a reserved field is zero (version 1 gives them no meaning, so a
+/// non-zero byte is damage, and everything a decoder accepts re-encodes to the same bytes).
+pub fn check_reserved(bytes: &[u8], field: &'static str) -> Result<(), DecodeError> {
+    if bytes.iter().any(|&b| b != 0) {
+        return Err(DecodeError::InvalidField {
+            field,
+            reason: "reserved bytes are not zero".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Reads a little-endian u32 at `offset` of a slice known to be long enough.
 pub fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))

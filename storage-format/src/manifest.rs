@@ -2,7 +2,7 @@
 //! writing `MANIFEST.tmp`, syncing it, renaming it over `MANIFEST` and syncing the directory, so
 //! one rename switches from one set of live files to the next (used by compaction).
 
-use crate::codec::u32_at;
+use crate::codec::{check_reserved, u32_at};
 use crate::{
     DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN,
     MANIFEST_MAGIC, Reader, VERSION_LEN, Writer, crc32,
@@ -89,6 +89,10 @@ impl Manifest {
                 actual,
             });
         }
+        check_reserved(
+            &bytes[MANIFEST_RESERVED_OFFSET..MANIFEST_CRC_OFFSET],
+            "manifest.reserved",
+        )?;
         let mut r = Reader::new(&bytes[MAGIC_LEN..MANIFEST_RESERVED_OFFSET], WHAT);
         let version = FormatVersion::from_u32(r.u32()?, WHAT)?;
         if r.u32()? as usize != MANIFEST_LEN {

@@ -6,7 +6,7 @@
 //! a length is trusted only after that CRC passed and the length was checked against
 //! `RECORD_PAYLOAD_BYTES_MAX`.
 
-use crate::codec::{u32_at, u64_at};
+use crate::codec::{check_reserved, u32_at, u64_at};
 use crate::{DecodeError, HASH_LEN, Hash, RECORD_PAYLOAD_BYTES_MAX, Reader, Writer, crc32};
 
 pub const RECORD_PAYLOAD_LEN_OFFSET: usize = 0;
@@ -211,11 +211,11 @@ impl SealPayload {
             data_bytes: r.u64()?,
             data_crc: r.u32()?,
             sealed_unix_us: {
-                r.bytes(4)?;
+                check_reserved(r.bytes(4)?, "seal.reserved")?;
                 r.u64()?
             },
         };
-        r.bytes(8)?;
+        check_reserved(r.bytes(8)?, "seal.reserved")?;
         r.finish()?;
         if seal
             .last_revision

@@ -1,6 +1,6 @@
 //! The segment header (the first 128 bytes of every segment file) and segment file names.
 
-use crate::codec::u32_at;
+use crate::codec::{check_reserved, u32_at};
 use crate::{
     DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN, Reader,
     SEGMENT_MAGIC, VERSION_LEN, Writer, crc32,
@@ -82,6 +82,10 @@ impl SegmentHeader {
                 actual,
             });
         }
+        check_reserved(
+            &bytes[SEGMENT_RESERVED_OFFSET..SEGMENT_HEADER_CRC_OFFSET],
+            "segment.reserved",
+        )?;
         let mut r = Reader::new(&bytes[MAGIC_LEN..SEGMENT_RESERVED_OFFSET], WHAT);
         let version = FormatVersion::from_u32(r.u32()?, WHAT)?;
         let header_len = r.u32()?;
@@ -148,6 +152,30 @@ mod tests {
             bad[i] ^= 0x01;
             assert!(SegmentHeader::decode(&bad).is_err(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn nonzero_reserved_bytes_are_refused_even_with_a_valid_crc() {
+        let header = SegmentHeader {
+            version: FormatVersion::CURRENT,
+            history_id: [3; 16],
+            segment_seq: 1,
+            first_revision: 1,
+            prev_hash: [0; 32],
+            prev_timestamp_us: 0,
+            created_unix_us: 1,
+        };
+        let mut bytes = header.encode();
+        bytes[SEGMENT_RESERVED_OFFSET + 5] = 1;
+        let crc = crc32(&bytes[..SEGMENT_HEADER_CRC_OFFSET]);
+        bytes[SEGMENT_HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            SegmentHeader::decode(&bytes),
+            Err(DecodeError::InvalidField {
+                field: "segment.reserved",
+                ..
+            })
+        ));
     }
 
     #[test]
