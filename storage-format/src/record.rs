@@ -249,27 +249,46 @@ impl SealPayload {
 
     /// Decodes a complete seal record (a sealed segment's last `SEAL_RECORD_LEN` bytes).
     pub fn decode_record(bytes: &[u8]) -> Result<SealPayload, DecodeError> {
+        if bytes.len() != SEAL_RECORD_LEN {
+            return Err(DecodeError::InvalidField {
+                field: "seal.len",
+                reason: format!("{} bytes, a seal record is {SEAL_RECORD_LEN}", bytes.len()),
+            });
+        }
         let header = RecordHeader::decode(bytes)?;
-        if header.record_type != RecordType::Seal || header.payload_len as usize != SEAL_PAYLOAD_LEN
-        {
+        let payload = &bytes[RECORD_HEADER_LEN..];
+        if header.payload_len as usize != payload.len() {
+            return Err(DecodeError::InvalidField {
+                field: "seal.payload_len",
+                reason: format!("{}, expected {SEAL_PAYLOAD_LEN}", header.payload_len),
+            });
+        }
+        header.check_payload(payload)?;
+        SealPayload::decode_framed(&header, payload)
+    }
+
+    /// Decodes a seal payload whose frame (CRCs, length) was checked, and checks that the header
+    /// agrees with it: type, revision = last revision, batch mark = last revision + 1.
+    pub fn decode_framed(
+        header: &RecordHeader,
+        payload: &[u8],
+    ) -> Result<SealPayload, DecodeError> {
+        if header.record_type != RecordType::Seal {
             return Err(DecodeError::InvalidField {
                 field: "seal.header",
                 reason: "not a seal record".to_owned(),
             });
         }
-        if bytes.len() != SEAL_RECORD_LEN {
-            return Err(DecodeError::TrailingBytes {
-                what: "seal record",
-                extra: bytes.len().abs_diff(SEAL_RECORD_LEN) as u64,
-            });
-        }
-        let payload = &bytes[RECORD_HEADER_LEN..];
-        header.check_payload(payload)?;
         let seal = SealPayload::decode(payload)?;
-        if header.revision != seal.last_revision {
+        if header.revision != seal.last_revision
+            || header.batch_first_revision != seal.last_revision.wrapping_add(1)
+        {
             return Err(DecodeError::InvalidField {
-                field: "seal.revision",
-                reason: "header and payload disagree".to_owned(),
+                field: "seal.header",
+                reason: format!(
+                    "header revision {} and batch mark {} do not match last revision {}",
+                    header.revision, header.batch_first_revision, seal.last_revision
+                ),
             });
         }
         Ok(seal)

@@ -146,7 +146,7 @@ pub fn scan_segment(
         let record_end = offset + RECORD_HEADER_LEN + payload.len();
         match record_header.record_type {
             RecordType::Seal => {
-                let seal = SealPayload::decode(payload)
+                let seal = SealPayload::decode_framed(&record_header, payload)
                     .map_err(|e| fail(ScanErrorKind::BadSeal(e.to_string())))?;
                 check_seal(&seal, &out, crc.clone().finalize(), offset)
                     .map_err(|reason| fail(ScanErrorKind::BadSeal(reason)))?;
