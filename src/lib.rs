@@ -7,6 +7,8 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod fs;
+pub mod index;
 pub mod log;
+pub mod store;
 
 pub use storage_format;

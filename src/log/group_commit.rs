@@ -13,7 +13,7 @@ use storage_format::commit::{Commit, CommitKind, Op, encode_commit_payload};
 use storage_format::{Hash, RECORD_PAYLOAD_BYTES_MAX};
 
 use super::segment::PendingCommit;
-use super::{CommitInfo, CommitRequest, Head, Log, LogError, Rejection};
+use super::{CommitInfo, CommitRequest, DurableCommit, Head, Log, LogError, Rejection};
 
 use crate::fs::write_file_atomic;
 
@@ -69,6 +69,7 @@ impl Log {
             timestamp_us,
             hash,
             payload,
+            commit,
         });
         loop {
             if self.head.read().revision >= revision {
@@ -117,8 +118,23 @@ impl Log {
             let sealed = writer.roll(self.clock.now_us())?;
             self.publish_roll(sealed, &writer);
         }
-        let fsync_us = writer.write_batch(batch)?;
-        self.stats.fsync_us.fetch_add(fsync_us, Ordering::Relaxed);
+        let written = writer.write_batch(batch)?;
+        self.stats
+            .fsync_us
+            .fetch_add(written.fsync_us, Ordering::Relaxed);
+        if let Some(observer) = self.observer.get() {
+            let durable: Vec<DurableCommit<'_>> = batch
+                .iter()
+                .zip(&written.offsets)
+                .map(|(p, &record_offset)| DurableCommit {
+                    commit: &p.commit,
+                    hash: p.hash,
+                    segment_seq: written.segment_seq,
+                    record_offset,
+                })
+                .collect();
+            observer.on_durable(&durable);
+        }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .commits

@@ -144,6 +144,22 @@ pub struct Head {
     pub hash: Hash,
 }
 
+/// A commit that just became durable, with where its record is.
+pub struct DurableCommit<'a> {
+    pub commit: &'a storage_format::commit::Commit,
+    pub hash: Hash,
+    pub segment_seq: u64,
+    pub record_offset: u64,
+}
+
+/// Told about the log's progress by the writer, in order: indexes hang off this.
+pub trait LogObserver: Send + Sync {
+    /// A batch is durable; called before any reader can see it, by the group-commit leader.
+    fn on_durable(&self, commits: &[DurableCommit<'_>]);
+    /// A segment was sealed and its successor created.
+    fn on_sealed(&self, sealed: &SegmentMeta);
+}
+
 /// Counters since open, for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -183,6 +199,9 @@ pub struct Log {
     /// Latest time at which a read "as of T" was answered; commits are stamped after it.
     read_watermark_us: AtomicU64,
     stats: StatCounters,
+    observer: std::sync::OnceLock<Arc<dyn LogObserver>>,
+    /// The point history starts from: revision and hash before the first live commit.
+    horizon: Head,
     _lock: Box<dyn DirLock>,
 }
 
@@ -219,6 +238,11 @@ impl Log {
         &self.config
     }
 
+    /// The point before the first live commit (revision 0 and the genesis hash until compaction).
+    pub fn horizon(&self) -> Head {
+        self.horizon
+    }
+
     /// The durable head.
     pub fn head(&self) -> Head {
         *self.head.read()
@@ -227,6 +251,14 @@ impl Log {
     /// The segments, oldest first, with their durable lengths.
     pub fn segments(&self) -> Vec<SegmentMeta> {
         self.segments.read().clone()
+    }
+
+    /// Installs the observer told about every durable batch and sealed segment (once).
+    pub fn set_observer(&self, observer: Arc<dyn LogObserver>) {
+        assert!(
+            self.observer.set(observer).is_ok(),
+            "the log's observer is set once"
+        );
     }
 
     /// Counters since open.
@@ -291,7 +323,12 @@ impl Log {
         assert_eq!(last.seq, sealed.seq);
         *last = sealed;
         segments.push(writer.meta(false));
-        tracing::info!(segment = %last_path_name(&segments[segments.len() - 2].path), "segment sealed");
+        let sealed = segments[segments.len() - 2].clone();
+        drop(segments);
+        tracing::info!(segment = %last_path_name(&sealed.path), "segment sealed");
+        if let Some(observer) = self.observer.get() {
+            observer.on_sealed(&sealed);
+        }
     }
 
     /// Closes the log cleanly: waits for the commit in flight, then records the clean-shutdown

@@ -14,6 +14,8 @@ use super::{Log, LogError};
 pub struct ChainLink<'a> {
     pub payload: &'a CommitPayload<'a>,
     pub prev_hash: Hash,
+    pub segment_seq: u64,
+    pub record_offset: u64,
 }
 
 impl Log {
@@ -46,21 +48,24 @@ impl Log {
             }
             bytes.truncate(segment.len as usize);
             let mut prev_hash = None;
-            let outcome = scan_segment(&bytes, TailPolicy::Strict, &mut |_, payload| {
-                let link_prev = prev_hash.unwrap_or_else(|| {
-                    storage_format::segment::SegmentHeader::decode(&bytes)
-                        .map(|h| h.prev_hash)
-                        .expect("scan decoded this header")
-                });
-                prev_hash = Some(payload.hash);
-                let revision = payload.commit.revision;
-                if (from..=to).contains(&revision) {
-                    visit(&ChainLink {
-                        payload,
-                        prev_hash: link_prev,
+            let outcome =
+                scan_segment(&bytes, TailPolicy::Strict, &mut |record_offset, payload| {
+                    let link_prev = prev_hash.unwrap_or_else(|| {
+                        storage_format::segment::SegmentHeader::decode(&bytes)
+                            .map(|h| h.prev_hash)
+                            .expect("scan decoded this header")
                     });
-                }
-            });
+                    prev_hash = Some(payload.hash);
+                    let revision = payload.commit.revision;
+                    if (from..=to).contains(&revision) {
+                        visit(&ChainLink {
+                            payload,
+                            prev_hash: link_prev,
+                            segment_seq: segment.seq,
+                            record_offset,
+                        });
+                    }
+                });
             if let Err(e) = outcome {
                 return Err(LogError::corrupted(
                     &segment.path,

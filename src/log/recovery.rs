@@ -159,6 +159,12 @@ pub(super) fn open(
         segments: RwLock::new(segments),
         read_watermark_us: AtomicU64::new(0),
         stats: super::StatCounters::default(),
+        observer: std::sync::OnceLock::new(),
+        horizon: Head {
+            revision: manifest.horizon_revision,
+            timestamp_us: manifest.horizon_timestamp_us,
+            hash: manifest.horizon_hash,
+        },
         _lock: lock,
     })
 }

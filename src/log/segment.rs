@@ -25,6 +25,15 @@ pub(crate) struct PendingCommit {
     pub timestamp_us: u64,
     pub hash: Hash,
     pub payload: Vec<u8>,
+    pub commit: storage_format::commit::Commit,
+}
+
+/// What a successful batch write did.
+pub(crate) struct BatchWritten {
+    pub fsync_us: u64,
+    /// Offset of each commit's record in the segment, in batch order.
+    pub offsets: Vec<u64>,
+    pub segment_seq: u64,
 }
 
 /// Where a segment's commits are, for readers.
@@ -185,7 +194,7 @@ impl ActiveSegment {
 
     /// Appends a batch as one write and syncs it; returns the microseconds the sync took. On any
     /// failure the segment is latched.
-    pub fn write_batch(&mut self, batch: &[PendingCommit]) -> Result<u64, LogError> {
+    pub fn write_batch(&mut self, batch: &[PendingCommit]) -> Result<BatchWritten, LogError> {
         self.check_not_failed()?;
         let first = batch.first().expect("a non-empty batch").revision;
         assert_eq!(first, self.last_revision + 1);
@@ -194,8 +203,10 @@ impl ActiveSegment {
             .map(|c| RECORD_HEADER_LEN + c.payload.len())
             .sum();
         let mut buf = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(batch.len());
         for (i, commit) in batch.iter().enumerate() {
             assert_eq!(commit.revision, first + i as u64);
+            offsets.push(self.len + buf.len() as u64);
             encode_record(
                 &mut buf,
                 RecordType::Commit,
@@ -229,7 +240,11 @@ impl ActiveSegment {
         self.last_revision = last.revision;
         self.last_timestamp_us = last.timestamp_us;
         self.last_hash = last.hash;
-        Ok(sync_started.elapsed().as_micros() as u64)
+        Ok(BatchWritten {
+            fsync_us: sync_started.elapsed().as_micros() as u64,
+            offsets,
+            segment_seq: self.header.segment_seq,
+        })
     }
 
     /// Writes and syncs the seal record. The segment never changes again.

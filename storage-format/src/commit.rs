@@ -197,6 +197,33 @@ impl Commit {
             + ops
     }
 
+    /// Where each put's value lies within the canonical bytes: `(offset, len)` per op, `None` for
+    /// a delete. Lets an index point straight at value bytes in a segment.
+    pub fn value_offsets(&self) -> Vec<Option<(usize, usize)>> {
+        let mut at = COMMIT_FIXED_PREFIX_LEN
+            + 2
+            + self.actor.len()
+            + 2
+            + self.reason.len()
+            + 4
+            + self.detail.len()
+            + 4;
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value } => {
+                    let offset = at + 1 + 2 + key.len() + 4;
+                    at = offset + value.len();
+                    Some((offset, value.len()))
+                }
+                Op::Delete { key } => {
+                    at += 1 + 2 + key.len();
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// Appends the canonical bytes (FORMAT.md "Commit encoding") to `out`.
     ///
     /// Precondition: `validate()` passed, so every length fits its field.
@@ -450,6 +477,17 @@ mod tests {
         assert_eq!(Commit::decode_canonical(&bytes).unwrap(), commit);
         // Field order and widths are part of the chain: pin the first bytes.
         assert_eq!(&bytes[..10], &[1, 1, 7, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn value_offsets_point_at_the_values() {
+        let commit = sample();
+        let bytes = commit.encode_canonical();
+        let offsets = commit.value_offsets();
+        assert_eq!(offsets.len(), 2);
+        let (at, len) = offsets[0].unwrap();
+        assert_eq!(&bytes[at..at + len], br#"{"model":"m1"}"#);
+        assert_eq!(offsets[1], None);
     }
 
     #[test]

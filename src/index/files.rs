@@ -1,0 +1,313 @@
+//! The index files on disk: loading them at open (checked against the checkpoint, truncated to
+//! it, then mapped) and appending the in-memory entries at a checkpoint.
+//!
+//! Appends go to the files first, are synced, and only then does a new CHECKPOINT (temporary
+//! file, sync, rename, directory sync) make them count; bytes past the checkpoint are truncated
+//! at the next open. The index is derived data: any failure to load is answered by a rebuild.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use storage_format::index::{
+    CHECKPOINT_FILE, Checkpoint, INDEX_HEADER_LEN, KEYS_FILE, KEYS_MAGIC, REV_ENTRY_LEN, REVS_FILE,
+    REVS_MAGIC, VERSION_ENTRY_LEN, VERSIONS_FILE, VERSIONS_MAGIC, check_index_header,
+    encode_index_header,
+};
+use storage_format::{HistoryId, validate_key};
+
+use super::{IndexError, Mapped, State};
+use crate::fs::{RealFs, write_file_atomic};
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Removes every index file (before a rebuild).
+pub(super) fn remove_all(dir: &Path) -> Result<(), IndexError> {
+    for name in [CHECKPOINT_FILE, VERSIONS_FILE, REVS_FILE, KEYS_FILE] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a fixed-entry file, checks its header, truncates it to `count` entries and maps it.
+fn open_entries(
+    path: &Path,
+    magic: [u8; 8],
+    history_id: &HistoryId,
+    entry_len: usize,
+    count: u64,
+) -> Result<Mapped, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let want = INDEX_HEADER_LEN as u64 + count * entry_len as u64;
+    if len < want {
+        return Err(format!(
+            "{} holds {len} bytes, the checkpoint needs {want}",
+            path.display()
+        ));
+    }
+    if len > want {
+        file.set_len(want).map_err(|e| e.to_string())?;
+    }
+    // SAFETY: index files are only appended to at a checkpoint, after which they are remapped; this
+    // mapping covers a prefix that is never truncated or rewritten while the store runs (the only
+    // truncation is the one above, before mapping).
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    check_index_header(&map, magic, history_id, entry_len as u32)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Mapped {
+        map: Some(map),
+        count,
+    })
+}
+
+/// Loads a checkpointed index, or says why it cannot be used.
+pub(super) fn load(
+    dir: &Path,
+    history_id: &HistoryId,
+    first_revision: u64,
+    log_head: u64,
+) -> Result<State, String> {
+    let cp_path = dir.join(CHECKPOINT_FILE);
+    let bytes = match std::fs::read(&cp_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("no checkpoint (new or deleted index)".to_owned());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let cp = Checkpoint::decode(&bytes).map_err(|e| format!("CHECKPOINT: {e}"))?;
+    if cp.history_id != *history_id {
+        return Err("CHECKPOINT belongs to another history".to_owned());
+    }
+    if cp.first_revision != first_revision {
+        return Err(format!(
+            "index starts at revision {}, the log at {first_revision}",
+            cp.first_revision
+        ));
+    }
+    if cp.through_revision > log_head {
+        return Err(format!(
+            "index reaches revision {}, past the log's head {log_head}",
+            cp.through_revision
+        ));
+    }
+    let revs_count = cp.through_revision + 1 - cp.first_revision;
+    let versions = open_entries(
+        &dir.join(VERSIONS_FILE),
+        VERSIONS_MAGIC,
+        history_id,
+        VERSION_ENTRY_LEN,
+        cp.version_entries,
+    )?;
+    let revs = open_entries(
+        &dir.join(REVS_FILE),
+        REVS_MAGIC,
+        history_id,
+        REV_ENTRY_LEN,
+        revs_count,
+    )?;
+
+    let keys_path = dir.join(KEYS_FILE);
+    let mut key_bytes =
+        std::fs::read(&keys_path).map_err(|e| format!("{}: {e}", keys_path.display()))?;
+    check_index_header(&key_bytes, KEYS_MAGIC, history_id, 0)
+        .map_err(|e| format!("keys.idx: {e}"))?;
+    let end = INDEX_HEADER_LEN as u64 + cp.keys_bytes;
+    if (key_bytes.len() as u64) < end {
+        return Err("keys.idx is shorter than the checkpoint".to_owned());
+    }
+    key_bytes.truncate(end as usize);
+    let body = &key_bytes[INDEX_HEADER_LEN..];
+    if storage_format::crc32(body) != cp.keys_crc {
+        return Err("keys.idx fails its checkpoint CRC".to_owned());
+    }
+    let mut keys = Vec::with_capacity(cp.heads.len());
+    let mut at = 0usize;
+    while at < body.len() {
+        if at + 2 > body.len() {
+            return Err("keys.idx ends inside a key".to_owned());
+        }
+        let len = u16::from_le_bytes([body[at], body[at + 1]]) as usize;
+        let key = body
+            .get(at + 2..at + 2 + len)
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .filter(|k| validate_key(k).is_ok())
+            .ok_or("keys.idx holds an invalid key")?;
+        keys.push(Arc::<str>::from(key));
+        at += 2 + len;
+    }
+    if keys.len() != cp.heads.len() {
+        return Err(format!("{} keys but {} heads", keys.len(), cp.heads.len()));
+    }
+    if cp.heads.iter().any(|&h| h >= cp.version_entries) {
+        return Err("a head points past the version entries".to_owned());
+    }
+    let mut key_ids = HashMap::with_capacity(keys.len());
+    let mut sorted = BTreeMap::new();
+    for (id, key) in keys.iter().enumerate() {
+        if key_ids.insert(key.clone(), id as u32).is_some() {
+            return Err(format!("key {key:?} appears twice in keys.idx"));
+        }
+        sorted.insert(key.clone(), id as u32);
+    }
+    Ok(State {
+        first_revision: cp.first_revision,
+        through_revision: cp.through_revision,
+        versions,
+        revs,
+        versions_tail: Vec::new(),
+        tail_values: Vec::new(),
+        revs_tail: Vec::new(),
+        keys_checkpointed: keys.len(),
+        keys,
+        key_ids,
+        sorted,
+        keys_bytes: cp.keys_bytes,
+        keys_crc: cp.keys_crc,
+        heads: cp.heads,
+        broken: None,
+    })
+}
+
+/// Opens an index file for appending, creating it with its header when missing.
+fn append_file(
+    path: &Path,
+    magic: [u8; 8],
+    history_id: &HistoryId,
+    entry_len: u32,
+    expected_len: u64,
+) -> Result<File, IndexError> {
+    let exists = path.exists();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))?;
+    if !exists || file.metadata().map_err(io(path))?.len() == 0 {
+        file.write_all(&encode_index_header(magic, history_id, entry_len))
+            .map_err(io(path))?;
+    }
+    let len = file.metadata().map_err(io(path))?.len();
+    if len != expected_len {
+        // Bytes past the last checkpoint (a failed earlier checkpoint): cut them.
+        file.set_len(expected_len).map_err(io(path))?;
+    }
+    Ok(file)
+}
+
+/// Appends the in-memory entries and new keys, syncs, writes the checkpoint, remaps.
+pub(super) fn checkpoint(
+    dir: &Path,
+    history_id: &HistoryId,
+    state: &mut State,
+) -> Result<(), IndexError> {
+    state.check_usable()?;
+    let versions_path = dir.join(VERSIONS_FILE);
+    let revs_path = dir.join(REVS_FILE);
+    let keys_path = dir.join(KEYS_FILE);
+    let header = INDEX_HEADER_LEN as u64;
+
+    let mut buf = Vec::with_capacity(state.versions_tail.len() * VERSION_ENTRY_LEN);
+    for e in &state.versions_tail {
+        buf.extend_from_slice(&e.encode());
+    }
+    let mut f = append_file(
+        &versions_path,
+        VERSIONS_MAGIC,
+        history_id,
+        VERSION_ENTRY_LEN as u32,
+        header + state.versions.count * VERSION_ENTRY_LEN as u64,
+    )?;
+    f.write_all(&buf).map_err(io(&versions_path))?;
+    f.sync_data().map_err(io(&versions_path))?;
+
+    buf.clear();
+    for e in &state.revs_tail {
+        buf.extend_from_slice(&e.encode());
+    }
+    let mut f = append_file(
+        &revs_path,
+        REVS_MAGIC,
+        history_id,
+        REV_ENTRY_LEN as u32,
+        header + state.revs.count * REV_ENTRY_LEN as u64,
+    )?;
+    f.write_all(&buf).map_err(io(&revs_path))?;
+    f.sync_data().map_err(io(&revs_path))?;
+
+    buf.clear();
+    for key in &state.keys[state.keys_checkpointed..] {
+        buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        buf.extend_from_slice(key.as_bytes());
+    }
+    let mut f = append_file(
+        &keys_path,
+        KEYS_MAGIC,
+        history_id,
+        0,
+        header + state.keys_bytes,
+    )?;
+    f.write_all(&buf).map_err(io(&keys_path))?;
+    f.sync_data().map_err(io(&keys_path))?;
+    let keys_crc = crc32fast::Hasher::new_with_initial(state.keys_crc);
+    let mut keys_crc = keys_crc;
+    keys_crc.update(&buf);
+    let keys_crc = keys_crc.finalize();
+    let keys_bytes = state.keys_bytes + buf.len() as u64;
+
+    let version_entries = state.versions.count + state.versions_tail.len() as u64;
+    let cp = Checkpoint {
+        history_id: *history_id,
+        first_revision: state.first_revision,
+        through_revision: state.through_revision,
+        version_entries,
+        keys_bytes,
+        keys_crc,
+        heads: state.heads.clone(),
+    };
+    let cp_path = dir.join(CHECKPOINT_FILE);
+    write_file_atomic(&RealFs, &cp_path, &cp.encode()).map_err(io(&cp_path))?;
+
+    let revs_count = state.through_revision + 1 - state.first_revision;
+    state.versions = open_entries(
+        &versions_path,
+        VERSIONS_MAGIC,
+        history_id,
+        VERSION_ENTRY_LEN,
+        version_entries,
+    )
+    .map_err(IndexError::Inconsistent)?;
+    state.revs = open_entries(
+        &revs_path,
+        REVS_MAGIC,
+        history_id,
+        REV_ENTRY_LEN,
+        revs_count,
+    )
+    .map_err(IndexError::Inconsistent)?;
+    state.versions_tail.clear();
+    state.tail_values.clear();
+    state.revs_tail.clear();
+    state.keys_checkpointed = state.keys.len();
+    state.keys_bytes = keys_bytes;
+    state.keys_crc = keys_crc;
+    Ok(())
+}

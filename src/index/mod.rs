@@ -1,0 +1,564 @@
+//! The read indexes: derived from the log, persisted under `index/`, memory-mapped, and rebuilt
+//! (with a warning) whenever they are missing or inconsistent. FORMAT.md "Index files" has the
+//! layouts; `storage-format/src/index.rs` the codecs.
+//!
+//! Invariants:
+//! - entries up to the checkpoint are in the files and mapped; they point only into sealed
+//!   segments, so their values are read from segment mmaps. Entries after it (the active
+//!   segment's) are in memory with their values;
+//! - a mapped file is never truncated or rewritten while mapped (truncation to the checkpoint
+//!   happens at open, before mapping);
+//! - `through_revision` never passes the log's durable head: entries are added by the log's
+//!   observer after a batch's fsync and before the batch becomes visible;
+//! - every entry read is CRC-checked; a damaged one fails the read with `IndexError::Corrupt`,
+//!   and the store rebuilds the index.
+
+mod files;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::RwLock;
+use storage_format::commit::{Commit, Op};
+use storage_format::index::{
+    DELETE_FLAG, NO_ENTRY, REV_ENTRY_LEN, RevEntry, VERSION_ENTRY_LEN, VersionEntry, skew_jump,
+};
+use storage_format::record::RECORD_HEADER_LEN;
+use storage_format::segment::{SEGMENT_DIR, segment_file_name};
+use storage_format::{DecodeError, HistoryId};
+use thiserror::Error;
+
+use crate::log::{DurableCommit, Log, LogError, LogObserver, SegmentMeta};
+
+#[derive(Debug, Error)]
+pub enum IndexError {
+    #[error("index damaged ({what}): {source}")]
+    Corrupt {
+        what: &'static str,
+        source: DecodeError,
+    },
+    #[error("index is inconsistent with the log: {0}")]
+    Inconsistent(String),
+    #[error("index I/O on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// A bound on a point read: the newest version at or before a revision, or a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Revision(u64),
+    Time(u64),
+}
+
+impl Bound {
+    fn admits(self, entry: &VersionEntry) -> bool {
+        match self {
+            Bound::Revision(r) => entry.revision <= r,
+            Bound::Time(t) => entry.timestamp_us <= t,
+        }
+    }
+}
+
+/// The bytes of a value: from a segment mapping or from memory, without copying.
+#[derive(Clone)]
+pub enum ValueBytes {
+    Shared(Arc<[u8]>),
+    Mapped {
+        map: Arc<Mmap>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl ValueBytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ValueBytes::Shared(bytes) => bytes,
+            ValueBytes::Mapped { map, offset, len } => &map[*offset..*offset + *len],
+        }
+    }
+}
+
+impl std::fmt::Debug for ValueBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// A mapped index file: `count` fixed-size entries after the header.
+#[derive(Default)]
+struct Mapped {
+    map: Option<Mmap>,
+    count: u64,
+}
+
+impl Mapped {
+    fn entry(&self, i: u64, len: usize) -> &[u8] {
+        let map = self
+            .map
+            .as_ref()
+            .expect("a mapped file holds the entries counted");
+        let start = storage_format::index::INDEX_HEADER_LEN + i as usize * len;
+        &map[start..start + len]
+    }
+}
+
+/// Everything behind the index lock.
+pub struct State {
+    first_revision: u64,
+    through_revision: u64,
+    versions: Mapped,
+    revs: Mapped,
+    versions_tail: Vec<VersionEntry>,
+    tail_values: Vec<Option<Arc<[u8]>>>,
+    revs_tail: Vec<RevEntry>,
+    keys: Vec<Arc<str>>,
+    key_ids: HashMap<Arc<str>, u32>,
+    sorted: BTreeMap<Arc<str>, u32>,
+    keys_checkpointed: usize,
+    keys_bytes: u64,
+    keys_crc: u32,
+    heads: Vec<u64>,
+    /// Set when indexing a commit failed (a damaged mapped entry): reads fail until a rebuild.
+    broken: Option<String>,
+}
+
+impl State {
+    fn empty(first_revision: u64) -> State {
+        State {
+            first_revision,
+            through_revision: first_revision - 1,
+            versions: Mapped::default(),
+            revs: Mapped::default(),
+            versions_tail: Vec::new(),
+            tail_values: Vec::new(),
+            revs_tail: Vec::new(),
+            keys: Vec::new(),
+            key_ids: HashMap::new(),
+            sorted: BTreeMap::new(),
+            keys_checkpointed: 0,
+            keys_bytes: 0,
+            keys_crc: 0,
+            heads: Vec::new(),
+            broken: None,
+        }
+    }
+
+    /// Fails if indexing stopped at a damaged entry.
+    pub(crate) fn check_usable(&self) -> Result<(), IndexError> {
+        match &self.broken {
+            Some(reason) => Err(IndexError::Inconsistent(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn version_count(&self) -> u64 {
+        self.versions.count + self.versions_tail.len() as u64
+    }
+
+    /// Version entry `i`, CRC-checked.
+    pub(crate) fn version(&self, i: u64) -> Result<VersionEntry, IndexError> {
+        if i < self.versions.count {
+            VersionEntry::decode(self.versions.entry(i, VERSION_ENTRY_LEN)).map_err(|source| {
+                IndexError::Corrupt {
+                    what: "versions.idx",
+                    source,
+                }
+            })
+        } else {
+            let t = (i - self.versions.count) as usize;
+            self.versions_tail
+                .get(t)
+                .copied()
+                .ok_or_else(|| IndexError::Inconsistent(format!("no version entry {i}")))
+        }
+    }
+
+    /// Where revision `revision`'s record is, and its timestamp.
+    pub(crate) fn rev(&self, revision: u64) -> Result<RevEntry, IndexError> {
+        if revision < self.first_revision || revision > self.through_revision {
+            return Err(IndexError::Inconsistent(format!(
+                "revision {revision} is outside {}..={}",
+                self.first_revision, self.through_revision
+            )));
+        }
+        let i = revision - self.first_revision;
+        if i < self.revs.count {
+            RevEntry::decode(self.revs.entry(i, REV_ENTRY_LEN)).map_err(|source| {
+                IndexError::Corrupt {
+                    what: "revs.idx",
+                    source,
+                }
+            })
+        } else {
+            Ok(self.revs_tail[(i - self.revs.count) as usize])
+        }
+    }
+
+    pub(crate) fn first_revision(&self) -> u64 {
+        self.first_revision
+    }
+
+    pub(crate) fn through_revision(&self) -> u64 {
+        self.through_revision
+    }
+
+    /// The last revision whose timestamp is at or before `at_us` (`first_revision - 1` if none).
+    pub(crate) fn revision_at(&self, at_us: u64) -> Result<u64, IndexError> {
+        let (mut lo, mut hi) = (self.first_revision, self.through_revision + 1);
+        // Invariant: revisions below `lo` are at or before `at_us`; from `hi` on, after it.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.rev(mid)?.timestamp_us <= at_us {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo - 1)
+    }
+
+    pub(crate) fn key_id(&self, key: &str) -> Option<u32> {
+        self.key_ids.get(key).copied()
+    }
+
+    pub(crate) fn key(&self, key_id: u32) -> &Arc<str> {
+        &self.keys[key_id as usize]
+    }
+
+    /// Keys from `start` (inclusive) on, in order.
+    pub(crate) fn keys_from<'a>(
+        &'a self,
+        start: &str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, u32)> + 'a {
+        self.sorted
+            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .map(|(k, id)| (k, *id))
+    }
+
+    /// The key's newest version within `bound`, with its entry index; deletes included.
+    pub(crate) fn lookup(
+        &self,
+        key_id: u32,
+        bound: Bound,
+    ) -> Result<Option<(u64, VersionEntry)>, IndexError> {
+        let mut index = self.heads[key_id as usize];
+        let mut entry = self.version(index)?;
+        // Skew-binary descent: O(log versions) steps to the newest admitted ancestor.
+        loop {
+            if entry.key_id != key_id {
+                return Err(IndexError::Inconsistent(format!(
+                    "entry {index} belongs to key {}, not {key_id}",
+                    entry.key_id
+                )));
+            }
+            if bound.admits(&entry) {
+                return Ok(Some((index, entry)));
+            }
+            if entry.parent == NO_ENTRY {
+                return Ok(None);
+            }
+            let jump = self.version(entry.jump)?;
+            (index, entry) = if entry.jump != index && !bound.admits(&jump) {
+                (entry.jump, jump)
+            } else {
+                (entry.parent, self.version(entry.parent)?)
+            };
+        }
+    }
+
+    /// The key's ancestor (or itself) at `depth`, from entry `index`.
+    pub(crate) fn ancestor_at_depth(
+        &self,
+        mut index: u64,
+        depth: u32,
+    ) -> Result<(u64, VersionEntry), IndexError> {
+        let mut entry = self.version(index)?;
+        assert!(entry.depth >= depth);
+        while entry.depth > depth {
+            let jump = self.version(entry.jump)?;
+            (index, entry) = if entry.jump != index && jump.depth >= depth {
+                (entry.jump, jump)
+            } else {
+                (entry.parent, self.version(entry.parent)?)
+            };
+        }
+        Ok((index, entry))
+    }
+
+    /// The value of a put entry.
+    pub(crate) fn value(
+        &self,
+        index: u64,
+        entry: &VersionEntry,
+        segments: &SegmentMaps,
+    ) -> Result<ValueBytes, IndexError> {
+        assert!(!entry.is_delete());
+        if index >= self.versions.count {
+            let t = (index - self.versions.count) as usize;
+            return Ok(ValueBytes::Shared(
+                self.tail_values[t].clone().expect("a put has its value"),
+            ));
+        }
+        let map = segments.map(entry.segment_seq as u64)?;
+        let (offset, len) = (entry.value_offset as usize, entry.value_len() as usize);
+        if offset + len > map.len() {
+            return Err(IndexError::Inconsistent(format!(
+                "value at {offset}+{len} is past the end of segment {}",
+                entry.segment_seq
+            )));
+        }
+        Ok(ValueBytes::Mapped { map, offset, len })
+    }
+
+    fn intern(&mut self, key: &str) -> u32 {
+        if let Some(id) = self.key_ids.get(key) {
+            return *id;
+        }
+        let id = self.keys.len() as u32;
+        let key: Arc<str> = Arc::from(key);
+        self.keys.push(key.clone());
+        self.key_ids.insert(key.clone(), id);
+        self.sorted.insert(key, id);
+        self.heads.push(NO_ENTRY);
+        id
+    }
+
+    /// Adds one durable commit.
+    fn apply(
+        &mut self,
+        commit: &Commit,
+        segment_seq: u64,
+        record_offset: u64,
+    ) -> Result<(), IndexError> {
+        assert_eq!(
+            commit.revision,
+            self.through_revision + 1,
+            "commits arrive in order"
+        );
+        self.revs_tail.push(RevEntry {
+            timestamp_us: commit.timestamp_us,
+            segment_seq: segment_seq as u32,
+            record_offset: record_offset as u32,
+        });
+        let value_base = record_offset + RECORD_HEADER_LEN as u64;
+        for (op, position) in commit.ops.iter().zip(commit.value_offsets()) {
+            let key_id = self.intern(op.key());
+            let index = self.version_count();
+            let parent_index = self.heads[key_id as usize];
+            let parent = if parent_index == NO_ENTRY {
+                None
+            } else {
+                Some(self.version(parent_index)?)
+            };
+            let (depth, jump) = match &parent {
+                None => (0, index),
+                Some(p) => {
+                    let pj = self.version(p.jump)?;
+                    let pjj = self.version(pj.jump)?;
+                    let jump = skew_jump(parent_index, p.depth, pj.depth, pj.jump, pjj.depth);
+                    (p.depth + 1, jump)
+                }
+            };
+            let live_parent = parent.filter(|p| !p.is_delete());
+            let (create_revision, version, value_offset, value_len, value) = match op {
+                Op::Put { value, .. } => {
+                    let (offset, len) = position.expect("a put has a value position");
+                    let (create, version) = match live_parent {
+                        Some(p) => (p.create_revision, p.version + 1),
+                        None => (commit.revision, 1),
+                    };
+                    let value_offset = value_base + offset as u64;
+                    (
+                        create,
+                        version,
+                        value_offset as u32,
+                        len as u32,
+                        Some(Arc::<[u8]>::from(value.as_slice())),
+                    )
+                }
+                Op::Delete { .. } => (0, 0, 0, DELETE_FLAG, None),
+            };
+            self.versions_tail.push(VersionEntry {
+                revision: commit.revision,
+                timestamp_us: commit.timestamp_us,
+                create_revision,
+                parent: parent_index,
+                jump,
+                depth,
+                key_id,
+                version,
+                segment_seq: segment_seq as u32,
+                value_offset,
+                value_len,
+            });
+            self.tail_values.push(value);
+            self.heads[key_id as usize] = index;
+        }
+        self.through_revision = commit.revision;
+        Ok(())
+    }
+}
+
+/// Lazily created read-only mappings of sealed segments.
+pub struct SegmentMaps {
+    log_dir: PathBuf,
+    maps: RwLock<HashMap<u64, Arc<Mmap>>>,
+}
+
+impl SegmentMaps {
+    fn new(data_dir: &Path) -> Self {
+        SegmentMaps {
+            log_dir: data_dir.join(SEGMENT_DIR),
+            maps: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The mapping of sealed segment `seq`. Only sealed segments are ever mapped: they are synced
+    /// and never written or truncated again (FORMAT.md "Assumptions about the disk").
+    pub fn map(&self, seq: u64) -> Result<Arc<Mmap>, IndexError> {
+        if let Some(map) = self.maps.read().get(&seq) {
+            return Ok(map.clone());
+        }
+        let path = self.log_dir.join(segment_file_name(seq));
+        let file = std::fs::File::open(&path).map_err(|source| IndexError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // SAFETY: the file is a sealed segment: it was synced before its successor existed and
+        // is never written, truncated or renamed over while the store runs; the mapping is
+        // read-only. A media error on a mapped page would be a SIGBUS, which is why the active
+        // segment is never mapped.
+        let map = Arc::new(
+            unsafe { Mmap::map(&file) }.map_err(|source| IndexError::Io { path, source })?,
+        );
+        Ok(self.maps.write().entry(seq).or_insert(map).clone())
+    }
+}
+
+/// The index of one store: state behind a lock, the files, and the segment mappings.
+pub struct Index {
+    dir: PathBuf,
+    history_id: HistoryId,
+    state: RwLock<State>,
+    segments: SegmentMaps,
+}
+
+impl Index {
+    /// Opens the index of the store whose log is `log`: loads the checkpoint (rebuilding from the
+    /// log, with a warning, when anything is missing or inconsistent), then indexes the commits
+    /// after it. Reads O(keys) bytes and the commits after the last checkpoint — never the whole
+    /// history — unless it has to rebuild.
+    pub fn open(data_dir: &Path, log: &Log) -> Result<Index, IndexError> {
+        let dir = data_dir.join(storage_format::index::INDEX_DIR);
+        std::fs::create_dir_all(&dir).map_err(|source| IndexError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let first_revision = log.segments()[0].first_revision;
+        let head = log.head().revision;
+        let state = match files::load(&dir, &log.history_id(), first_revision, head) {
+            Ok(state) => state,
+            Err(reason) => {
+                tracing::warn!(%reason, dir = %dir.display(), "rebuilding the index from the log");
+                files::remove_all(&dir)?;
+                State::empty(first_revision)
+            }
+        };
+        let index = Index {
+            dir,
+            history_id: log.history_id(),
+            state: RwLock::new(state),
+            segments: SegmentMaps::new(data_dir),
+        };
+        index.catch_up(log)?;
+        Ok(index)
+    }
+
+    /// Indexes every durable commit after `through_revision`, checkpointing after each sealed
+    /// segment so entries in files only ever point into sealed segments.
+    fn catch_up(&self, log: &Log) -> Result<(), IndexError> {
+        let mut state = self.state.write();
+        self.catch_up_locked(&mut state, log)
+    }
+
+    /// `catch_up` under a held lock. Commits the log makes durable meanwhile wait in
+    /// `on_durable` for the lock; the log publishes a batch's segment length only after that, so
+    /// the scan here never sees a commit twice.
+    fn catch_up_locked(&self, state: &mut State, log: &Log) -> Result<(), IndexError> {
+        for segment in log.segments() {
+            let from = state.through_revision + 1;
+            if segment.last_revision < from {
+                continue;
+            }
+            let mut failure = None;
+            log.for_each_commit(from, segment.last_revision, &mut |link| {
+                if failure.is_none()
+                    && let Err(e) =
+                        state.apply(&link.payload.commit, link.segment_seq, link.record_offset)
+                {
+                    failure = Some(e);
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if segment.sealed {
+                files::checkpoint(&self.dir, &self.history_id, state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the in-memory entries to the files, then the checkpoint, then maps them.
+    pub fn checkpoint(&self) -> Result<(), IndexError> {
+        let mut state = self.state.write();
+        files::checkpoint(&self.dir, &self.history_id, &mut state)
+    }
+
+    /// Drops everything and indexes the whole log again, holding the lock throughout.
+    pub fn rebuild(&self, log: &Log) -> Result<(), IndexError> {
+        tracing::warn!(dir = %self.dir.display(), "rebuilding the index from the log");
+        let mut state = self.state.write();
+        *state = State::empty(log.segments()[0].first_revision);
+        files::remove_all(&self.dir)?;
+        self.catch_up_locked(&mut state, log)
+    }
+
+    /// Runs `read` with the state under the read lock.
+    pub fn read<T>(&self, read: impl FnOnce(&State, &SegmentMaps) -> T) -> T {
+        read(&self.state.read(), &self.segments)
+    }
+}
+
+impl LogObserver for Index {
+    fn on_durable(&self, commits: &[DurableCommit<'_>]) {
+        let mut state = self.state.write();
+        for c in commits {
+            if state.broken.is_some() {
+                return;
+            }
+            if let Err(error) = state.apply(c.commit, c.segment_seq, c.record_offset) {
+                // Only a damaged mapped entry can fail here; reads see `broken` and rebuild.
+                tracing::error!(%error, revision = c.commit.revision, "indexing a commit failed");
+                state.broken = Some(format!(
+                    "indexing revision {} failed: {error}",
+                    c.commit.revision
+                ));
+            }
+        }
+    }
+
+    fn on_sealed(&self, sealed: &SegmentMeta) {
+        if let Err(error) = self.checkpoint() {
+            tracing::warn!(%error, segment = sealed.seq, "index checkpoint failed; entries stay in memory");
+        }
+    }
+}

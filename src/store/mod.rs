@@ -1,0 +1,257 @@
+//! The store: the log plus its indexes, and every read of DESIGN.md §2 at a point — latest,
+//! `revision=N` or `at=T`.
+//!
+//! Invariants:
+//! - reads see exactly the commits the index holds, which are durable (the index is fed by the
+//!   log's observer after each fsync, before the commit is visible);
+//! - a time point resolves to the last revision whose timestamp is at or before it, and is
+//!   recorded with the log so that no later commit can be stamped at or before it;
+//! - a point after the head (or after now) is an error, never an empty answer;
+//! - a damaged or inconsistent index is rebuilt from the log and the read retried once.
+
+mod reads;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use storage_format::commit::{Commit, decode_commit_payload};
+use storage_format::record::{RECORD_HEADER_LEN, RecordHeader};
+use storage_format::segment::{SEGMENT_DIR, segment_file_name};
+use storage_format::{Hash, KeyError, validate_key};
+use thiserror::Error;
+
+pub use reads::{
+    ChainVerification, Change, ChangeKind, CommitFilter, CommitRecord, CommitsPage, Diff,
+    HistoryItem, HistoryPage, KeyVersion, ListPage,
+};
+
+use crate::clock::{Clock, SystemClock};
+use crate::fs::RealFs;
+use crate::index::{Bound, Index, IndexError, SegmentMaps, State};
+use crate::log::{CommitInfo, CommitRequest, Log, LogConfig, LogError};
+
+/// Items in one page of a list, history or commits read, at most.
+pub const PAGE_ITEMS_MAX: usize = 1000;
+/// Commits a single `commits` read examines, at most, before returning a page (possibly empty)
+/// with `next` set, so a filter that matches nothing cannot scan the whole history at once.
+pub const COMMITS_SCAN_MAX: u64 = 10_000;
+/// Changes one diff returns, at most.
+pub const DIFF_CHANGES_MAX: usize = 10_000;
+
+/// A point in history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    Latest,
+    Revision(u64),
+    /// Microseconds since the Unix epoch, UTC.
+    Time(u64),
+}
+
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("revision {requested} is after the head revision {head}")]
+    FutureRevision { requested: u64, head: u64 },
+    #[error("time {requested_us} is in the future")]
+    FutureTime { requested_us: u64 },
+    #[error("invalid key {key:?}: {source}")]
+    InvalidKey { key: String, source: KeyError },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("too many changes: more than {max}; narrow the prefix")]
+    TooLarge { max: usize },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl ReadError {
+    fn index_damaged(&self) -> bool {
+        matches!(
+            self,
+            ReadError::Index(IndexError::Corrupt { .. } | IndexError::Inconsistent(_))
+        )
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// A store: one data directory, its log and its indexes.
+pub struct Store {
+    log: Log,
+    index: Arc<Index>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Store {
+    /// Opens (creating if empty) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Store, StoreError> {
+        Store::open_with_clock(dir.as_ref(), config, Arc::new(SystemClock))
+    }
+
+    /// Opens with a given clock (tests).
+    pub fn open_with_clock(
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, StoreError> {
+        let log = Log::open_with(Arc::new(RealFs), clock.clone(), dir, config)?;
+        let index = Arc::new(Index::open(dir, &log)?);
+        log.set_observer(index.clone());
+        Ok(Store { log, index, clock })
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Appends one commit; returns once it is durable and visible.
+    pub fn append(&self, request: CommitRequest) -> Result<CommitInfo, LogError> {
+        self.log.append(request)
+    }
+
+    /// Closes cleanly (see `Log::close`).
+    pub fn close(self) -> Result<(), LogError> {
+        self.log.close()
+    }
+
+    /// Runs a read against the index, rebuilding the index once if the read finds it damaged.
+    fn with_index<T>(
+        &self,
+        read: impl Fn(&State, &SegmentMaps) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
+        let first = self.index.read(|state, maps| {
+            state.check_usable()?;
+            read(state, maps)
+        });
+        match first {
+            Err(e) if e.index_damaged() => {
+                tracing::warn!(error = %e, "the index is damaged; rebuilding it from the log");
+                self.index.rebuild(&self.log)?;
+                self.index.read(|state, maps| read(state, maps))
+            }
+            other => other,
+        }
+    }
+
+    /// Resolves a point to (revision, bound) against `state`.
+    fn resolve(&self, state: &State, point: Point) -> Result<(u64, Bound), ReadError> {
+        let head = state.through_revision();
+        match point {
+            Point::Latest => Ok((head, Bound::Revision(head))),
+            Point::Revision(requested) if requested > head => {
+                Err(ReadError::FutureRevision { requested, head })
+            }
+            Point::Revision(r) => Ok((r, Bound::Revision(r))),
+            Point::Time(t) => {
+                if t > self.clock.now_us() {
+                    return Err(ReadError::FutureTime { requested_us: t });
+                }
+                // No commit may later be stamped at or before a time already answered for.
+                self.log.note_read_at(t);
+                Ok((state.revision_at(t)?, Bound::Time(t)))
+            }
+        }
+    }
+
+    /// Reads the commit record of `revision`: from the segment mapping when its index entry is
+    /// checkpointed (its segment is sealed), else from the file.
+    fn read_commit(
+        &self,
+        state: &State,
+        maps: &SegmentMaps,
+        revision: u64,
+    ) -> Result<(Commit, Hash), ReadError> {
+        let rev = state.rev(revision)?;
+        let seq = rev.segment_seq as u64;
+        let offset = rev.record_offset as usize;
+        let sealed = self.log.segments().iter().any(|s| s.seq == seq && s.sealed);
+        let corrupt = |e| {
+            ReadError::Log(LogError::Corrupted {
+                file: self.segment_path(seq),
+                offset: offset as u64,
+                revision,
+                kind: crate::log::Corruption::Decode(e),
+            })
+        };
+        let (commit, hash) = if sealed {
+            let map = maps.map(seq)?;
+            let header =
+                RecordHeader::decode(map.get(offset..).unwrap_or_default()).map_err(corrupt)?;
+            let start = offset + RECORD_HEADER_LEN;
+            let payload = map
+                .get(start..start + header.payload_len as usize)
+                .ok_or_else(|| {
+                    IndexError::Inconsistent(format!("record of {revision} runs past its segment"))
+                })?;
+            header.check_payload(payload).map_err(corrupt)?;
+            let decoded = decode_commit_payload(payload).map_err(corrupt)?;
+            (decoded.commit, decoded.hash)
+        } else {
+            use std::os::unix::fs::FileExt;
+            let path = self.segment_path(seq);
+            let io = |e| {
+                ReadError::Log(LogError::Io {
+                    op: "read record",
+                    path: path.clone(),
+                    source: e,
+                })
+            };
+            let file = std::fs::File::open(&path).map_err(io)?;
+            let mut head = [0u8; RECORD_HEADER_LEN];
+            file.read_exact_at(&mut head, offset as u64).map_err(io)?;
+            let header = RecordHeader::decode(&head).map_err(corrupt)?;
+            let mut payload = vec![0u8; header.payload_len as usize];
+            file.read_exact_at(&mut payload, (offset + RECORD_HEADER_LEN) as u64)
+                .map_err(io)?;
+            header.check_payload(&payload).map_err(corrupt)?;
+            let decoded = decode_commit_payload(&payload).map_err(corrupt)?;
+            (decoded.commit, decoded.hash)
+        };
+        if commit.revision != revision {
+            return Err(IndexError::Inconsistent(format!(
+                "revision {revision} points at the record of {}",
+                commit.revision
+            ))
+            .into());
+        }
+        Ok((commit, hash))
+    }
+
+    /// The chain hash of `revision` (the horizon's hash just below the first live revision).
+    fn hash_of(&self, state: &State, maps: &SegmentMaps, revision: u64) -> Result<Hash, ReadError> {
+        if revision < state.first_revision() {
+            return Ok(self.log.horizon().hash);
+        }
+        Ok(self.read_commit(state, maps, revision)?.1)
+    }
+
+    fn segment_path(&self, seq: u64) -> std::path::PathBuf {
+        self.log
+            .dir()
+            .join(SEGMENT_DIR)
+            .join(segment_file_name(seq))
+    }
+}
+
+fn check_key(key: &str) -> Result<(), ReadError> {
+    validate_key(key).map_err(|source| ReadError::InvalidKey {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn check_limit(limit: usize) -> Result<(), ReadError> {
+    if limit == 0 || limit > PAGE_ITEMS_MAX {
+        return Err(ReadError::Invalid(format!(
+            "limit must be between 1 and {PAGE_ITEMS_MAX}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,509 @@
+//! Index files (`index/` in a data directory): derived from the log, never its source of truth.
+//! FORMAT.md "Index files" specifies them; a missing or inconsistent index is rebuilt.
+//!
+//! - `versions.idx`: one 72-byte `VersionEntry` per (commit, op), in log order. Each entry links to
+//!   its key's previous version (`parent`) and to a skew-binary `jump` ancestor, so finding a key's
+//!   version as of a revision or time costs O(log versions) (Myers' jump pointers).
+//! - `revs.idx`: one 24-byte `RevEntry` per revision: timestamp and record position.
+//! - `keys.idx`: the key dictionary, keys in order of first appearance (the key id).
+//! - `CHECKPOINT`: how much of the three files is valid, and every key's newest entry.
+//!
+//! Every entry carries a CRC, checked when it is read, so a damaged index is detected at use
+//! without reading it whole at open.
+
+use crate::codec::{check_reserved, u32_at};
+use crate::{
+    DecodeError, FormatVersion, HISTORY_ID_LEN, HistoryId, MAGIC_LEN, Reader, VERSION_LEN, Writer,
+    crc32,
+};
+
+/// Directory, under the data directory, of the index files.
+pub const INDEX_DIR: &str = "index";
+pub const VERSIONS_FILE: &str = "versions.idx";
+pub const REVS_FILE: &str = "revs.idx";
+pub const KEYS_FILE: &str = "keys.idx";
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+
+const fn magic(name: &[u8; 3]) -> [u8; MAGIC_LEN] {
+    [0x89, name[0], name[1], name[2], 0x0D, 0x0A, 0x1A, 0x0A]
+}
+pub const VERSIONS_MAGIC: [u8; MAGIC_LEN] = magic(b"LCV");
+pub const REVS_MAGIC: [u8; MAGIC_LEN] = magic(b"LCR");
+pub const KEYS_MAGIC: [u8; MAGIC_LEN] = magic(b"LCK");
+pub const CHECKPOINT_MAGIC: [u8; MAGIC_LEN] = magic(b"LCP");
+
+/// "No entry" in `parent`.
+pub const NO_ENTRY: u64 = u64::MAX;
+/// Bit of `value_len` marking a delete.
+pub const DELETE_FLAG: u32 = 1 << 31;
+
+// ---- file header: the first 64 bytes of versions.idx, revs.idx and keys.idx ----
+
+pub const INDEX_HEADER_VERSION_OFFSET: usize = MAGIC_LEN;
+pub const INDEX_HEADER_LEN_OFFSET: usize = INDEX_HEADER_VERSION_OFFSET + VERSION_LEN;
+pub const INDEX_HEADER_HISTORY_OFFSET: usize = INDEX_HEADER_LEN_OFFSET + 4;
+pub const INDEX_HEADER_ENTRY_LEN_OFFSET: usize = INDEX_HEADER_HISTORY_OFFSET + HISTORY_ID_LEN;
+pub const INDEX_HEADER_RESERVED_OFFSET: usize = INDEX_HEADER_ENTRY_LEN_OFFSET + 4;
+pub const INDEX_HEADER_CRC_OFFSET: usize = 60;
+pub const INDEX_HEADER_LEN: usize = INDEX_HEADER_CRC_OFFSET + 4;
+const _: () = assert!(INDEX_HEADER_RESERVED_OFFSET == 36);
+const _: () = assert!(INDEX_HEADER_LEN == 64);
+
+/// Encodes an index file header (`entry_len` 0 for the variable-length keys file).
+pub fn encode_index_header(
+    magic: [u8; MAGIC_LEN],
+    history_id: &HistoryId,
+    entry_len: u32,
+) -> [u8; INDEX_HEADER_LEN] {
+    let mut w = Writer::with_capacity(INDEX_HEADER_LEN);
+    w.bytes(&magic);
+    w.u32(FormatVersion::CURRENT.as_u32());
+    w.u32(INDEX_HEADER_LEN as u32);
+    w.bytes(history_id);
+    w.u32(entry_len);
+    w.zeros(INDEX_HEADER_CRC_OFFSET - INDEX_HEADER_RESERVED_OFFSET);
+    let crc = crc32(&w.buf);
+    w.u32(crc);
+    w.buf.try_into().expect("INDEX_HEADER_LEN bytes")
+}
+
+/// Checks an index file header: magic, CRC, version, history, entry length.
+pub fn check_index_header(
+    bytes: &[u8],
+    magic: [u8; MAGIC_LEN],
+    history_id: &HistoryId,
+    entry_len: u32,
+) -> Result<(), DecodeError> {
+    const WHAT: &str = "index header";
+    if bytes.len() < INDEX_HEADER_LEN {
+        return Err(DecodeError::Truncated {
+            what: WHAT,
+            needed: INDEX_HEADER_LEN as u64,
+            available: bytes.len() as u64,
+        });
+    }
+    let bytes = &bytes[..INDEX_HEADER_LEN];
+    let expected = encode_index_header(magic, history_id, entry_len);
+    if bytes[..MAGIC_LEN] != magic {
+        return Err(DecodeError::BadMagic { what: WHAT });
+    }
+    let stored = u32_at(bytes, INDEX_HEADER_CRC_OFFSET);
+    let actual = crc32(&bytes[..INDEX_HEADER_CRC_OFFSET]);
+    if stored != actual {
+        return Err(DecodeError::ChecksumMismatch {
+            what: WHAT,
+            expected: stored,
+            actual,
+        });
+    }
+    FormatVersion::from_u32(u32_at(bytes, INDEX_HEADER_VERSION_OFFSET), WHAT)?;
+    if bytes != expected {
+        return Err(DecodeError::InvalidField {
+            field: "index.header",
+            reason: "another history, entry size or layout".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+// ---- versions.idx entries ----
+
+pub const VE_REVISION_OFFSET: usize = 0;
+pub const VE_TIMESTAMP_OFFSET: usize = VE_REVISION_OFFSET + 8;
+pub const VE_CREATE_REVISION_OFFSET: usize = VE_TIMESTAMP_OFFSET + 8;
+pub const VE_PARENT_OFFSET: usize = VE_CREATE_REVISION_OFFSET + 8;
+pub const VE_JUMP_OFFSET: usize = VE_PARENT_OFFSET + 8;
+pub const VE_DEPTH_OFFSET: usize = VE_JUMP_OFFSET + 8;
+pub const VE_KEY_ID_OFFSET: usize = VE_DEPTH_OFFSET + 4;
+pub const VE_VERSION_OFFSET: usize = VE_KEY_ID_OFFSET + 4;
+pub const VE_SEGMENT_OFFSET: usize = VE_VERSION_OFFSET + 4;
+pub const VE_VALUE_OFFSET_OFFSET: usize = VE_SEGMENT_OFFSET + 4;
+pub const VE_VALUE_LEN_OFFSET: usize = VE_VALUE_OFFSET_OFFSET + 4;
+pub const VE_RESERVED_OFFSET: usize = VE_VALUE_LEN_OFFSET + 4;
+pub const VE_CRC_OFFSET: usize = VE_RESERVED_OFFSET + 4;
+pub const VERSION_ENTRY_LEN: usize = VE_CRC_OFFSET + 4;
+const _: () = assert!(VERSION_ENTRY_LEN == 72);
+
+/// One version of one key: what a point read returns, and the links to older versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub revision: u64,
+    pub timestamp_us: u64,
+    /// Revision that created the key (0 for a delete).
+    pub create_revision: u64,
+    /// Entry index of the key's previous version, or `NO_ENTRY`.
+    pub parent: u64,
+    /// Entry index of a skew-binary ancestor (itself for a key's first version).
+    pub jump: u64,
+    /// Position of this version in its key's sequence of versions, from 0.
+    pub depth: u32,
+    pub key_id: u32,
+    /// Puts since the key was last created (0 for a delete).
+    pub version: u32,
+    pub segment_seq: u32,
+    /// Offset of the value bytes in the segment file (0 for a delete).
+    pub value_offset: u32,
+    /// Value length, with `DELETE_FLAG` set for a delete.
+    pub value_len: u32,
+}
+
+impl VersionEntry {
+    pub fn is_delete(&self) -> bool {
+        self.value_len & DELETE_FLAG != 0
+    }
+
+    pub fn value_len(&self) -> u32 {
+        self.value_len & !DELETE_FLAG
+    }
+
+    pub fn encode(&self) -> [u8; VERSION_ENTRY_LEN] {
+        let mut w = Writer::with_capacity(VERSION_ENTRY_LEN);
+        w.u64(self.revision);
+        w.u64(self.timestamp_us);
+        w.u64(self.create_revision);
+        w.u64(self.parent);
+        w.u64(self.jump);
+        w.u32(self.depth);
+        w.u32(self.key_id);
+        w.u32(self.version);
+        w.u32(self.segment_seq);
+        w.u32(self.value_offset);
+        w.u32(self.value_len);
+        w.zeros(4);
+        let crc = crc32(&w.buf);
+        w.u32(crc);
+        w.buf.try_into().expect("VERSION_ENTRY_LEN bytes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<VersionEntry, DecodeError> {
+        const WHAT: &str = "version entry";
+        if bytes.len() != VERSION_ENTRY_LEN {
+            return Err(DecodeError::Truncated {
+                what: WHAT,
+                needed: VERSION_ENTRY_LEN as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        let stored = u32_at(bytes, VE_CRC_OFFSET);
+        let actual = crc32(&bytes[..VE_CRC_OFFSET]);
+        if stored != actual {
+            return Err(DecodeError::ChecksumMismatch {
+                what: WHAT,
+                expected: stored,
+                actual,
+            });
+        }
+        check_reserved(
+            &bytes[VE_RESERVED_OFFSET..VE_CRC_OFFSET],
+            "version_entry.reserved",
+        )?;
+        let mut r = Reader::new(&bytes[..VE_RESERVED_OFFSET], WHAT);
+        let entry = VersionEntry {
+            revision: r.u64()?,
+            timestamp_us: r.u64()?,
+            create_revision: r.u64()?,
+            parent: r.u64()?,
+            jump: r.u64()?,
+            depth: r.u32()?,
+            key_id: r.u32()?,
+            version: r.u32()?,
+            segment_seq: r.u32()?,
+            value_offset: r.u32()?,
+            value_len: r.u32()?,
+        };
+        r.finish()?;
+        Ok(entry)
+    }
+}
+
+// ---- revs.idx entries ----
+
+pub const RE_TIMESTAMP_OFFSET: usize = 0;
+pub const RE_SEGMENT_OFFSET: usize = RE_TIMESTAMP_OFFSET + 8;
+pub const RE_RECORD_OFFSET_OFFSET: usize = RE_SEGMENT_OFFSET + 4;
+pub const RE_RESERVED_OFFSET: usize = RE_RECORD_OFFSET_OFFSET + 4;
+pub const RE_CRC_OFFSET: usize = RE_RESERVED_OFFSET + 4;
+pub const REV_ENTRY_LEN: usize = RE_CRC_OFFSET + 4;
+const _: () = assert!(REV_ENTRY_LEN == 24);
+
+/// Where one revision's commit record is, and its timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevEntry {
+    pub timestamp_us: u64,
+    pub segment_seq: u32,
+    pub record_offset: u32,
+}
+
+impl RevEntry {
+    pub fn encode(&self) -> [u8; REV_ENTRY_LEN] {
+        let mut w = Writer::with_capacity(REV_ENTRY_LEN);
+        w.u64(self.timestamp_us);
+        w.u32(self.segment_seq);
+        w.u32(self.record_offset);
+        w.zeros(4);
+        let crc = crc32(&w.buf);
+        w.u32(crc);
+        w.buf.try_into().expect("REV_ENTRY_LEN bytes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<RevEntry, DecodeError> {
+        const WHAT: &str = "revision entry";
+        if bytes.len() != REV_ENTRY_LEN {
+            return Err(DecodeError::Truncated {
+                what: WHAT,
+                needed: REV_ENTRY_LEN as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        let stored = u32_at(bytes, RE_CRC_OFFSET);
+        let actual = crc32(&bytes[..RE_CRC_OFFSET]);
+        if stored != actual {
+            return Err(DecodeError::ChecksumMismatch {
+                what: WHAT,
+                expected: stored,
+                actual,
+            });
+        }
+        check_reserved(
+            &bytes[RE_RESERVED_OFFSET..RE_CRC_OFFSET],
+            "rev_entry.reserved",
+        )?;
+        let mut r = Reader::new(&bytes[..RE_RESERVED_OFFSET], WHAT);
+        let entry = RevEntry {
+            timestamp_us: r.u64()?,
+            segment_seq: r.u32()?,
+            record_offset: r.u32()?,
+        };
+        r.finish()?;
+        Ok(entry)
+    }
+}
+
+// ---- CHECKPOINT ----
+
+pub const CP_VERSION_OFFSET: usize = MAGIC_LEN;
+pub const CP_LEN_OFFSET: usize = CP_VERSION_OFFSET + VERSION_LEN;
+pub const CP_HISTORY_OFFSET: usize = CP_LEN_OFFSET + 4;
+pub const CP_FIRST_REVISION_OFFSET: usize = CP_HISTORY_OFFSET + HISTORY_ID_LEN;
+pub const CP_THROUGH_REVISION_OFFSET: usize = CP_FIRST_REVISION_OFFSET + 8;
+pub const CP_VERSION_ENTRIES_OFFSET: usize = CP_THROUGH_REVISION_OFFSET + 8;
+pub const CP_KEY_COUNT_OFFSET: usize = CP_VERSION_ENTRIES_OFFSET + 8;
+pub const CP_KEYS_BYTES_OFFSET: usize = CP_KEY_COUNT_OFFSET + 8;
+pub const CP_KEYS_CRC_OFFSET: usize = CP_KEYS_BYTES_OFFSET + 8;
+pub const CP_HEADS_CRC_OFFSET: usize = CP_KEYS_CRC_OFFSET + 4;
+pub const CP_RESERVED_OFFSET: usize = CP_HEADS_CRC_OFFSET + 4;
+pub const CP_CRC_OFFSET: usize = 124;
+pub const CP_FIXED_LEN: usize = CP_CRC_OFFSET + 4;
+const _: () = assert!(CP_RESERVED_OFFSET == 80);
+const _: () = assert!(CP_FIXED_LEN == 128);
+/// Keys in an index, at most (key ids are u32).
+pub const INDEX_KEYS_MAX: u64 = u32::MAX as u64;
+
+/// How much of the index files is valid, and every key's newest version entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub history_id: HistoryId,
+    /// Revision of `revs.idx` entry 0.
+    pub first_revision: u64,
+    /// Last revision indexed (`first_revision - 1` when none).
+    pub through_revision: u64,
+    pub version_entries: u64,
+    /// Bytes of `keys.idx` after its header that are valid.
+    pub keys_bytes: u64,
+    /// CRC of those bytes.
+    pub keys_crc: u32,
+    /// `heads[key_id]`: entry index of the key's newest version. Its length is the key count.
+    pub heads: Vec<u64>,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut heads = Writer::with_capacity(self.heads.len() * 8);
+        for h in &self.heads {
+            heads.u64(*h);
+        }
+        let mut w = Writer::with_capacity(CP_FIXED_LEN + heads.len());
+        w.bytes(&CHECKPOINT_MAGIC);
+        w.u32(FormatVersion::CURRENT.as_u32());
+        w.u32(CP_FIXED_LEN as u32);
+        w.bytes(&self.history_id);
+        w.u64(self.first_revision);
+        w.u64(self.through_revision);
+        w.u64(self.version_entries);
+        w.u64(self.heads.len() as u64);
+        w.u64(self.keys_bytes);
+        w.u32(self.keys_crc);
+        w.u32(crc32(&heads.buf));
+        w.zeros(CP_CRC_OFFSET - CP_RESERVED_OFFSET);
+        let crc = crc32(&w.buf);
+        w.u32(crc);
+        w.bytes(&heads.buf);
+        w.buf
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+        const WHAT: &str = "index checkpoint";
+        if bytes.len() < CP_FIXED_LEN {
+            return Err(DecodeError::Truncated {
+                what: WHAT,
+                needed: CP_FIXED_LEN as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        if bytes[..MAGIC_LEN] != CHECKPOINT_MAGIC {
+            return Err(DecodeError::BadMagic { what: WHAT });
+        }
+        let stored = u32_at(bytes, CP_CRC_OFFSET);
+        let actual = crc32(&bytes[..CP_CRC_OFFSET]);
+        if stored != actual {
+            return Err(DecodeError::ChecksumMismatch {
+                what: WHAT,
+                expected: stored,
+                actual,
+            });
+        }
+        check_reserved(
+            &bytes[CP_RESERVED_OFFSET..CP_CRC_OFFSET],
+            "checkpoint.reserved",
+        )?;
+        let mut r = Reader::new(&bytes[MAGIC_LEN..CP_RESERVED_OFFSET], WHAT);
+        FormatVersion::from_u32(r.u32()?, WHAT)?;
+        if r.u32()? as usize != CP_FIXED_LEN {
+            return Err(DecodeError::InvalidField {
+                field: "checkpoint.len",
+                reason: format!("expected {CP_FIXED_LEN}"),
+            });
+        }
+        let history_id = r.array()?;
+        let first_revision = r.u64()?;
+        let through_revision = r.u64()?;
+        let version_entries = r.u64()?;
+        let key_count = r.u64()?;
+        let keys_bytes = r.u64()?;
+        let keys_crc = r.u32()?;
+        let heads_crc = r.u32()?;
+        r.finish()?;
+        if key_count > INDEX_KEYS_MAX {
+            return Err(DecodeError::TooLarge {
+                what: "checkpoint.key_count",
+                value: key_count,
+                max: INDEX_KEYS_MAX,
+            });
+        }
+        let heads_bytes = &bytes[CP_FIXED_LEN..];
+        if heads_bytes.len() as u64 != key_count * 8 {
+            return Err(DecodeError::InvalidField {
+                field: "checkpoint.heads",
+                reason: format!("{} bytes for {key_count} keys", heads_bytes.len()),
+            });
+        }
+        let actual = crc32(heads_bytes);
+        if actual != heads_crc {
+            return Err(DecodeError::ChecksumMismatch {
+                what: "checkpoint heads",
+                expected: heads_crc,
+                actual,
+            });
+        }
+        if first_revision == 0 || through_revision + 1 < first_revision {
+            return Err(DecodeError::InvalidField {
+                field: "checkpoint.through_revision",
+                reason: format!("{through_revision} before first revision {first_revision}"),
+            });
+        }
+        let heads = heads_bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Ok(Checkpoint {
+            history_id,
+            first_revision,
+            through_revision,
+            version_entries,
+            keys_bytes,
+            keys_crc,
+            heads,
+        })
+    }
+}
+
+/// The skew-binary jump target for a new entry whose parent is `parent` (at `parent_depth`),
+/// given the depth of the parent's jump (`jump_depth`) and that one's jump (`jump_jump`, at
+/// `jump_jump_depth`). With these jumps any ancestor is reached in O(log depth) steps (Myers,
+/// "An applicative random-access stack", 1983).
+pub fn skew_jump(
+    parent: u64,
+    parent_depth: u32,
+    jump_depth: u32,
+    jump_jump: u64,
+    jump_jump_depth: u32,
+) -> u64 {
+    if parent_depth - jump_depth == jump_depth - jump_jump_depth {
+        jump_jump
+    } else {
+        parent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_detect_damage() {
+        let e = VersionEntry {
+            revision: 9,
+            timestamp_us: 10,
+            create_revision: 3,
+            parent: 4,
+            jump: 2,
+            depth: 5,
+            key_id: 6,
+            version: 7,
+            segment_seq: 1,
+            value_offset: 300,
+            value_len: 12,
+        };
+        let bytes = e.encode();
+        assert_eq!(VersionEntry::decode(&bytes).unwrap(), e);
+        for i in 0..VERSION_ENTRY_LEN {
+            let mut bad = bytes;
+            bad[i] ^= 1;
+            assert!(VersionEntry::decode(&bad).is_err(), "flip at {i}");
+        }
+        let r = RevEntry {
+            timestamp_us: 1,
+            segment_seq: 2,
+            record_offset: 3,
+        };
+        assert_eq!(RevEntry::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn checkpoint_round_trips() {
+        let cp = Checkpoint {
+            history_id: [1; 16],
+            first_revision: 1,
+            through_revision: 50,
+            version_entries: 70,
+            keys_bytes: 123,
+            keys_crc: 4,
+            heads: vec![1, 5, 69],
+        };
+        let bytes = cp.encode();
+        assert_eq!(Checkpoint::decode(&bytes).unwrap(), cp);
+        let mut bad = bytes.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(Checkpoint::decode(&bad).is_err());
+        assert!(Checkpoint::decode(&bytes[..bytes.len() - 8]).is_err());
+    }
+
+    #[test]
+    fn headers_bind_history_and_entry_size() {
+        let h = encode_index_header(VERSIONS_MAGIC, &[5; 16], 72);
+        check_index_header(&h, VERSIONS_MAGIC, &[5; 16], 72).unwrap();
+        assert!(check_index_header(&h, VERSIONS_MAGIC, &[6; 16], 72).is_err());
+        assert!(check_index_header(&h, REVS_MAGIC, &[5; 16], 72).is_err());
+        assert!(check_index_header(&h, VERSIONS_MAGIC, &[5; 16], 24).is_err());
+    }
+}
