@@ -478,7 +478,10 @@ impl Index {
             state: RwLock::new(state),
             segments: SegmentMaps::new(data_dir),
         };
-        index.catch_up(log)?;
+        match index.catch_up(log) {
+            Err(IndexError::Corrupt { .. } | IndexError::Inconsistent(_)) => index.rebuild(log)?,
+            other => other?,
+        }
         Ok(index)
     }
 
