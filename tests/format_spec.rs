@@ -230,3 +230,92 @@ fn magic_bytes_in_the_text_are_the_code_s() {
         );
     }
 }
+
+#[test]
+fn index_tables_match_the_code() {
+    use sf::index::*;
+    expect(
+        "index_header",
+        &[
+            ("magic", 0, sf::MAGIC_LEN),
+            ("version", INDEX_HEADER_VERSION_OFFSET, sf::VERSION_LEN),
+            ("header_len", INDEX_HEADER_LEN_OFFSET, 4),
+            (
+                "history_id",
+                INDEX_HEADER_HISTORY_OFFSET,
+                sf::HISTORY_ID_LEN,
+            ),
+            ("entry_len", INDEX_HEADER_ENTRY_LEN_OFFSET, 4),
+            (
+                "reserved",
+                INDEX_HEADER_RESERVED_OFFSET,
+                INDEX_HEADER_CRC_OFFSET - INDEX_HEADER_RESERVED_OFFSET,
+            ),
+            ("crc", INDEX_HEADER_CRC_OFFSET, 4),
+        ],
+    );
+    expect(
+        "version_entry",
+        &[
+            ("revision", VE_REVISION_OFFSET, 8),
+            ("timestamp_us", VE_TIMESTAMP_OFFSET, 8),
+            ("create_revision", VE_CREATE_REVISION_OFFSET, 8),
+            ("parent", VE_PARENT_OFFSET, 8),
+            ("jump", VE_JUMP_OFFSET, 8),
+            ("depth", VE_DEPTH_OFFSET, 4),
+            ("key_id", VE_KEY_ID_OFFSET, 4),
+            ("version", VE_VERSION_OFFSET, 4),
+            ("segment_seq", VE_SEGMENT_OFFSET, 4),
+            ("value_offset", VE_VALUE_OFFSET_OFFSET, 4),
+            ("value_len", VE_VALUE_LEN_OFFSET, 4),
+            ("reserved", VE_RESERVED_OFFSET, 4),
+            ("crc", VE_CRC_OFFSET, 4),
+        ],
+    );
+    assert_eq!(VERSION_ENTRY_LEN, 72);
+    expect(
+        "rev_entry",
+        &[
+            ("timestamp_us", RE_TIMESTAMP_OFFSET, 8),
+            ("segment_seq", RE_SEGMENT_OFFSET, 4),
+            ("record_offset", RE_RECORD_OFFSET_OFFSET, 4),
+            ("reserved", RE_RESERVED_OFFSET, 4),
+            ("crc", RE_CRC_OFFSET, 4),
+        ],
+    );
+    assert_eq!(REV_ENTRY_LEN, 24);
+    expect(
+        "checkpoint",
+        &[
+            ("magic", 0, sf::MAGIC_LEN),
+            ("version", CP_VERSION_OFFSET, sf::VERSION_LEN),
+            ("len", CP_LEN_OFFSET, 4),
+            ("history_id", CP_HISTORY_OFFSET, sf::HISTORY_ID_LEN),
+            ("first_revision", CP_FIRST_REVISION_OFFSET, 8),
+            ("through_revision", CP_THROUGH_REVISION_OFFSET, 8),
+            ("version_entries", CP_VERSION_ENTRIES_OFFSET, 8),
+            ("key_count", CP_KEY_COUNT_OFFSET, 8),
+            ("keys_bytes", CP_KEYS_BYTES_OFFSET, 8),
+            ("keys_crc", CP_KEYS_CRC_OFFSET, 4),
+            ("heads_crc", CP_HEADS_CRC_OFFSET, 4),
+            (
+                "reserved",
+                CP_RESERVED_OFFSET,
+                CP_CRC_OFFSET - CP_RESERVED_OFFSET,
+            ),
+            ("crc", CP_CRC_OFFSET, 4),
+        ],
+    );
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/storage-format/FORMAT.md"
+    ))
+    .unwrap();
+    for magic in [VERSIONS_MAGIC, REVS_MAGIC, KEYS_MAGIC, CHECKPOINT_MAGIC] {
+        let spaced: Vec<String> = magic.iter().map(|b| format!("{b:02X}")).collect();
+        assert!(
+            text.contains(&format!("`{}`", spaced.join(" "))),
+            "FORMAT.md quotes {spaced:?}"
+        );
+    }
+}

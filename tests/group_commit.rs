@@ -104,6 +104,12 @@ fn appends_after_close_are_refused() {
     let log = open_mem(&fs, small_segments());
     log.append(change("k", 1)).unwrap();
     log.close().unwrap();
+    assert!(matches!(
+        log.append(change("k", 2)),
+        Err(llmcm::log::LogError::Closed)
+    ));
+    log.close().unwrap(); // idempotent
+    drop(log);
     let log = open_mem(&fs, small_segments());
     assert_eq!(log.head().revision, 1);
     assert_verifies(&fs, Path::new(DIR));

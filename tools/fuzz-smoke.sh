@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 seconds="${LLMCM_FUZZ_SECONDS:-15}"
 corpus=fuzz/corpus
 fixtures=tests/fixtures
-mkdir -p "$corpus"/{scan_segment,decode_commit,decode_fixed_files,decode_record}
+mkdir -p "$corpus"/{scan_segment,decode_commit,decode_fixed_files,decode_record,decode_index}
 # scan_segment's first byte picks the mode: bit 0 prepends a header, bit 1 selects the strict rule.
 for f in segment-sealed.valid segment-sealed.corrupt segment-active.valid segment-active.torn; do
   { printf '\x00'; cat "$fixtures/$f"; } > "$corpus/scan_segment/$f.tolerant"

@@ -333,7 +333,8 @@ impl Log {
 
     /// Closes the log cleanly: waits for the commit in flight, then records the clean-shutdown
     /// marker so the next open can skip re-reading the active segment.
-    pub fn close(self) -> Result<(), LogError> {
+    /// Idempotent; later appends fail with `Closed`.
+    pub fn close(&self) -> Result<(), LogError> {
         self.shutdown()
     }
 }

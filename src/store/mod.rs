@@ -116,8 +116,13 @@ impl Store {
         self.log.append(request)
     }
 
-    /// Closes cleanly (see `Log::close`).
-    pub fn close(self) -> Result<(), LogError> {
+    /// Closes cleanly: seals the active segment (so the index checkpoints everything and the next
+    /// open replays nothing), then closes the log (see `Log::close`). Idempotent; dropping the
+    /// store does the same, ignoring errors.
+    pub fn close(&self) -> Result<(), LogError> {
+        if self.log.read_only_reason().is_none() {
+            self.log.roll()?;
+        }
         self.log.close()
     }
 
@@ -237,6 +242,14 @@ impl Store {
             .dir()
             .join(SEGMENT_DIR)
             .join(segment_file_name(seq))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::warn!(%error, "the store did not close cleanly");
+        }
     }
 }
 
