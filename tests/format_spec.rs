@@ -262,6 +262,8 @@ fn index_tables_match_the_code() {
             ("create_revision", VE_CREATE_REVISION_OFFSET, 8),
             ("parent", VE_PARENT_OFFSET, 8),
             ("jump", VE_JUMP_OFFSET, 8),
+            ("jump_revision", VE_JUMP_REVISION_OFFSET, 8),
+            ("jump_timestamp_us", VE_JUMP_TIMESTAMP_OFFSET, 8),
             ("depth", VE_DEPTH_OFFSET, 4),
             ("key_id", VE_KEY_ID_OFFSET, 4),
             ("version", VE_VERSION_OFFSET, 4),
@@ -272,7 +274,7 @@ fn index_tables_match_the_code() {
             ("crc", VE_CRC_OFFSET, 4),
         ],
     );
-    assert_eq!(VERSION_ENTRY_LEN, 72);
+    assert_eq!(VERSION_ENTRY_LEN, 88);
     expect(
         "rev_entry",
         &[

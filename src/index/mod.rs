@@ -58,10 +58,10 @@ pub enum Bound {
 }
 
 impl Bound {
-    fn admits(self, entry: &VersionEntry) -> bool {
+    fn admits(self, revision: u64, timestamp_us: u64) -> bool {
         match self {
-            Bound::Revision(r) => entry.revision <= r,
-            Bound::Time(t) => entry.timestamp_us <= t,
+            Bound::Revision(r) => revision <= r,
+            Bound::Time(t) => timestamp_us <= t,
         }
     }
 }
@@ -251,7 +251,8 @@ impl State {
     ) -> Result<Option<(u64, VersionEntry)>, IndexError> {
         let mut index = self.heads[key_id as usize];
         let mut entry = self.version(index)?;
-        // Skew-binary descent: O(log versions) steps to the newest admitted ancestor.
+        // Skew-binary descent: O(log versions) steps to the newest admitted ancestor, reading one
+        // entry per step (each entry carries its jump target's revision and time).
         loop {
             if entry.key_id != key_id {
                 return Err(IndexError::Inconsistent(format!(
@@ -259,18 +260,20 @@ impl State {
                     entry.key_id
                 )));
             }
-            if bound.admits(&entry) {
+            if bound.admits(entry.revision, entry.timestamp_us) {
                 return Ok(Some((index, entry)));
             }
             if entry.parent == NO_ENTRY {
                 return Ok(None);
             }
-            let jump = self.version(entry.jump)?;
-            (index, entry) = if entry.jump != index && !bound.admits(&jump) {
-                (entry.jump, jump)
+            index = if entry.jump != index
+                && !bound.admits(entry.jump_revision, entry.jump_timestamp_us)
+            {
+                entry.jump
             } else {
-                (entry.parent, self.version(entry.parent)?)
+                entry.parent
             };
+            entry = self.version(index)?;
         }
     }
 
@@ -358,13 +361,14 @@ impl State {
             } else {
                 Some(self.version(parent_index)?)
             };
-            let (depth, jump) = match &parent {
-                None => (0, index),
+            let (depth, jump, jump_revision, jump_timestamp_us) = match &parent {
+                None => (0, index, commit.revision, commit.timestamp_us),
                 Some(p) => {
                     let pj = self.version(p.jump)?;
                     let pjj = self.version(pj.jump)?;
                     let jump = skew_jump(parent_index, p.depth, pj.depth, pj.jump, pjj.depth);
-                    (p.depth + 1, jump)
+                    let target = if jump == parent_index { *p } else { pjj };
+                    (p.depth + 1, jump, target.revision, target.timestamp_us)
                 }
             };
             let live_parent = parent.filter(|p| !p.is_delete());
@@ -392,6 +396,8 @@ impl State {
                 create_revision,
                 parent: parent_index,
                 jump,
+                jump_revision,
+                jump_timestamp_us,
                 depth,
                 key_id,
                 version,

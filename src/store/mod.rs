@@ -147,20 +147,31 @@ impl Store {
 
     /// Resolves a point to (revision, bound) against `state`.
     fn resolve(&self, state: &State, point: Point) -> Result<(u64, Bound), ReadError> {
+        let bound = self.resolve_bound(state, point)?;
+        let revision = match bound {
+            Bound::Revision(r) => r,
+            Bound::Time(t) => state.revision_at(t)?,
+        };
+        Ok((revision, bound))
+    }
+
+    /// Resolves a point to a bound without turning a time into a revision (a binary search that
+    /// a single-key read does not need: timestamps grow with revisions).
+    fn resolve_bound(&self, state: &State, point: Point) -> Result<Bound, ReadError> {
         let head = state.through_revision();
         match point {
-            Point::Latest => Ok((head, Bound::Revision(head))),
+            Point::Latest => Ok(Bound::Revision(head)),
             Point::Revision(requested) if requested > head => {
                 Err(ReadError::FutureRevision { requested, head })
             }
-            Point::Revision(r) => Ok((r, Bound::Revision(r))),
+            Point::Revision(r) => Ok(Bound::Revision(r)),
             Point::Time(t) => {
                 if t > self.clock.now_us() {
                     return Err(ReadError::FutureTime { requested_us: t });
                 }
                 // No commit may later be stamped at or before a time already answered for.
                 self.log.note_read_at(t);
-                Ok((state.revision_at(t)?, Bound::Time(t)))
+                Ok(Bound::Time(t))
             }
         }
     }

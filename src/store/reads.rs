@@ -174,7 +174,7 @@ impl Store {
     pub fn get(&self, key: &str, point: Point) -> Result<Option<KeyVersion>, ReadError> {
         check_key(key)?;
         self.with_index(|state, maps| {
-            let (_, bound) = self.resolve(state, point)?;
+            let bound = self.resolve_bound(state, point)?;
             match state.key_id(key) {
                 Some(id) => live_version(state, maps, id, bound),
                 None => Ok(None),

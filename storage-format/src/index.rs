@@ -1,7 +1,7 @@
 //! Index files (`index/` in a data directory): derived from the log, never its source of truth.
 //! FORMAT.md "Index files" specifies them; a missing or inconsistent index is rebuilt.
 //!
-//! - `versions.idx`: one 72-byte `VersionEntry` per (commit, op), in log order. Each entry links to
+//! - `versions.idx`: one 88-byte `VersionEntry` per (commit, op), in log order. Each entry links to
 //!   its key's previous version (`parent`) and to a skew-binary `jump` ancestor, so finding a key's
 //!   version as of a revision or time costs O(log versions) (Myers' jump pointers).
 //! - `revs.idx`: one 24-byte `RevEntry` per revision: timestamp and record position.
@@ -113,7 +113,9 @@ pub const VE_TIMESTAMP_OFFSET: usize = VE_REVISION_OFFSET + 8;
 pub const VE_CREATE_REVISION_OFFSET: usize = VE_TIMESTAMP_OFFSET + 8;
 pub const VE_PARENT_OFFSET: usize = VE_CREATE_REVISION_OFFSET + 8;
 pub const VE_JUMP_OFFSET: usize = VE_PARENT_OFFSET + 8;
-pub const VE_DEPTH_OFFSET: usize = VE_JUMP_OFFSET + 8;
+pub const VE_JUMP_REVISION_OFFSET: usize = VE_JUMP_OFFSET + 8;
+pub const VE_JUMP_TIMESTAMP_OFFSET: usize = VE_JUMP_REVISION_OFFSET + 8;
+pub const VE_DEPTH_OFFSET: usize = VE_JUMP_TIMESTAMP_OFFSET + 8;
 pub const VE_KEY_ID_OFFSET: usize = VE_DEPTH_OFFSET + 4;
 pub const VE_VERSION_OFFSET: usize = VE_KEY_ID_OFFSET + 4;
 pub const VE_SEGMENT_OFFSET: usize = VE_VERSION_OFFSET + 4;
@@ -122,7 +124,7 @@ pub const VE_VALUE_LEN_OFFSET: usize = VE_VALUE_OFFSET_OFFSET + 4;
 pub const VE_RESERVED_OFFSET: usize = VE_VALUE_LEN_OFFSET + 4;
 pub const VE_CRC_OFFSET: usize = VE_RESERVED_OFFSET + 4;
 pub const VERSION_ENTRY_LEN: usize = VE_CRC_OFFSET + 4;
-const _: () = assert!(VERSION_ENTRY_LEN == 72);
+const _: () = assert!(VERSION_ENTRY_LEN == 88);
 
 /// One version of one key: what a point read returns, and the links to older versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +137,10 @@ pub struct VersionEntry {
     pub parent: u64,
     /// Entry index of a skew-binary ancestor (itself for a key's first version).
     pub jump: u64,
+    /// Revision and timestamp of the `jump` entry, so a search decides whether to jump without
+    /// reading it.
+    pub jump_revision: u64,
+    pub jump_timestamp_us: u64,
     /// Position of this version in its key's sequence of versions, from 0.
     pub depth: u32,
     pub key_id: u32,
@@ -163,6 +169,8 @@ impl VersionEntry {
         w.u64(self.create_revision);
         w.u64(self.parent);
         w.u64(self.jump);
+        w.u64(self.jump_revision);
+        w.u64(self.jump_timestamp_us);
         w.u32(self.depth);
         w.u32(self.key_id);
         w.u32(self.version);
@@ -204,6 +212,8 @@ impl VersionEntry {
             create_revision: r.u64()?,
             parent: r.u64()?,
             jump: r.u64()?,
+            jump_revision: r.u64()?,
+            jump_timestamp_us: r.u64()?,
             depth: r.u32()?,
             key_id: r.u32()?,
             version: r.u32()?,
@@ -457,6 +467,8 @@ mod tests {
             create_revision: 3,
             parent: 4,
             jump: 2,
+            jump_revision: 8,
+            jump_timestamp_us: 9,
             depth: 5,
             key_id: 6,
             version: 7,

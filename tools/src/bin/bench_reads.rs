@@ -1,0 +1,362 @@
+//! As-of reads of the llmcm store against SQLite, single-threaded: point reads (random key,
+//! random time), prefix reads of 100-key prefixes as of a random time, and open time and anonymous
+//! RSS after open at 1M and 10M commits (each measured in a fresh child process). Prints figures
+//! and ratios; it is not a test.
+//!
+//! Data: N commits over 100,000 keys (`svcPPPP/keyKKK`: 1,000 prefixes of 100 keys), one put of a
+//! 512-byte JSON value per commit, written by 64 threads (group commit). SQLite gets exactly the
+//! same rows (same revisions and timestamps) in the schema of `bench_log` with its index on
+//! (key, timestamp), WAL mode.
+//!
+//!     cargo run --release -p llmcm-tools --bin bench_reads -- --dir /work/bench-reads
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use llmcm::log::{CommitRequest, LogConfig};
+use llmcm::storage_format::commit::Op;
+use llmcm::store::{Point, Store};
+
+#[derive(Parser)]
+struct Args {
+    /// Scratch directory on the disk under test; emptied first (unless --open-only).
+    #[arg(long, default_value = "./bench-reads")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    commits: u64,
+    /// Commits of the large store used for open time and RSS (0 skips it).
+    #[arg(long, default_value_t = 10_000_000)]
+    large_commits: u64,
+    #[arg(long, default_value_t = 200_000)]
+    point_reads: u64,
+    #[arg(long, default_value_t = 5_000)]
+    prefix_reads: u64,
+    /// Internal: open the store at DIR, print open time and RssAnon, exit.
+    #[arg(long)]
+    open_only: Option<PathBuf>,
+}
+
+const KEYS: u64 = 100_000;
+const WRITERS: u64 = 64;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn key(k: u64) -> String {
+    format!("svc{:04}/key{:03}", k / 100, k % 100)
+}
+
+fn value(n: u64) -> Vec<u8> {
+    let head = format!(
+        "{{\"model\":\"m{}\",\"temperature\":0.7,\"n\":{n},\"prompt\":\"",
+        n % 7
+    );
+    let pad = 512 - head.len() - 2;
+    format!("{head}{}\"}}", "x".repeat(pad)).into_bytes()
+}
+
+fn rss_anon_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn build_store(dir: &Path, commits: u64) -> Duration {
+    let _ = std::fs::remove_dir_all(dir);
+    let store = Arc::new(Store::open(dir, LogConfig::default()).unwrap());
+    let start = Instant::now();
+    let per_writer = commits / WRITERS;
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w + 1));
+                for i in 0..per_writer {
+                    let n = w * per_writer + i;
+                    let op = Op::Put {
+                        key: key(rng.next() % KEYS),
+                        value: value(n),
+                    };
+                    store
+                        .append(CommitRequest::change("bench", "", vec![op]))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let took = start.elapsed();
+    store.close().unwrap();
+    took
+}
+
+fn build_sqlite(store: &Store, path: &Path) -> rusqlite::Connection {
+    let _ = std::fs::remove_file(path);
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE events (revision INTEGER PRIMARY KEY, timestamp INTEGER NOT NULL,
+           kind TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, key TEXT NOT NULL,
+           op TEXT NOT NULL, value BLOB, hash BLOB NOT NULL, prev_hash BLOB NOT NULL);",
+    )
+    .unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO events VALUES (?1, ?2, 'change', 'bench', '', ?3, 'put', ?4, ?5, ?6)",
+            )
+            .unwrap();
+        store
+            .log()
+            .for_each_commit(1, u64::MAX, &mut |link| {
+                let c = &link.payload.commit;
+                let Op::Put { key, value } = &c.ops[0] else {
+                    unreachable!()
+                };
+                insert
+                    .execute(rusqlite::params![
+                        c.revision as i64,
+                        c.timestamp_us as i64,
+                        key,
+                        value,
+                        &link.payload.hash[..],
+                        &link.prev_hash[..]
+                    ])
+                    .unwrap();
+            })
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    conn.execute_batch("CREATE INDEX events_key_time ON events (key, timestamp); ANALYZE;")
+        .unwrap();
+    conn
+}
+
+fn report(name: &str, count: u64, elapsed: Duration, hist: &Histogram<u64>) -> f64 {
+    let per_s = count as f64 / elapsed.as_secs_f64();
+    println!(
+        "  {name:<34} {per_s:>10.0} reads/s  p50 {:>6.2} us  p99 {:>7.2} us",
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    per_s
+}
+
+fn timed<F: FnMut(usize) -> u64>(count: usize, mut f: F) -> (Duration, Histogram<u64>, u64) {
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let mut sink = 0;
+    let start = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        sink += f(i);
+        hist.record(t.elapsed().as_nanos() as u64).unwrap();
+    }
+    (start.elapsed(), hist, sink)
+}
+
+/// Opens the store in a fresh process three times; returns (median open ms, RssAnon kB).
+fn open_in_child(dir: &Path) -> (f64, u64) {
+    let exe = std::env::current_exe().unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let out = Command::new(&exe)
+            .arg("--open-only")
+            .arg(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace();
+        let ms: f64 = fields.next().and_then(|f| f.parse().ok()).expect("open ms");
+        let rss: u64 = fields.next().and_then(|f| f.parse().ok()).expect("rss kB");
+        runs.push((ms, rss));
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    runs[1]
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(dir) = args.open_only {
+        let start = Instant::now();
+        let store = Store::open(&dir, LogConfig::default()).unwrap();
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        println!("{ms:.1} {}", rss_anon_kb());
+        std::mem::forget(store); // measure open only; the OS releases the lock at exit
+        return;
+    }
+    std::fs::create_dir_all(&args.dir).unwrap();
+    println!(
+        "bench_reads: {} commits over {KEYS} keys, 512-byte values, single-threaded reads, {} cores",
+        args.commits,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    let store_dir = args.dir.join("llmcm-1m");
+    let took = build_store(&store_dir, args.commits);
+    println!("built llmcm store in {:.1} s", took.as_secs_f64());
+    let store = Store::open(&store_dir, LogConfig::default()).unwrap();
+    let t_first = store.get(&key(0), Point::Latest).ok();
+    drop(t_first);
+    let first_ts = store
+        .commits(&llmcm::store::CommitFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap()
+        .items[0]
+        .commit
+        .timestamp_us;
+    let last_ts = store.log().head().timestamp_us;
+    let sqlite_path = args.dir.join("events.db");
+    let started = Instant::now();
+    let conn = build_sqlite(&store, &sqlite_path);
+    println!(
+        "built SQLite copy in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut rng = Rng(42);
+    let points: Vec<(String, u64)> = (0..args.point_reads)
+        .map(|_| {
+            (
+                key(rng.next() % KEYS),
+                first_ts + rng.next() % (last_ts - first_ts + 1),
+            )
+        })
+        .collect();
+    let prefixes: Vec<(String, String, u64)> = (0..args.prefix_reads)
+        .map(|_| {
+            let p = rng.next() % (KEYS / 100);
+            (
+                format!("svc{p:04}/"),
+                format!("svc{p:04}0"),
+                first_ts + rng.next() % (last_ts - first_ts + 1),
+            )
+        })
+        .collect();
+
+    let mut point_stmt = conn
+        .prepare("SELECT value, op FROM events WHERE key = ?1 AND timestamp <= ?2 ORDER BY timestamp DESC LIMIT 1")
+        .unwrap();
+    let mut prefix_stmt = conn
+        .prepare(
+            "SELECT key, value, op, MAX(timestamp) FROM events
+             WHERE key >= ?1 AND key < ?2 AND timestamp <= ?3 GROUP BY key",
+        )
+        .unwrap();
+    let mut ratios_point = Vec::new();
+    let mut ratios_prefix = Vec::new();
+    for round in 1..=2 {
+        println!(
+            "round {round}: as-of point reads (random key, random time), {} reads",
+            points.len()
+        );
+        let (e, h, _) = timed(points.len(), |i| {
+            let (k, t) = &points[i];
+            store
+                .get(k, Point::Time(*t))
+                .unwrap()
+                .map_or(0, |v| v.value.as_bytes()[10] as u64)
+        });
+        let ours = report("llmcm get(key, at=T)", points.len() as u64, e, &h);
+        let (e, h, _) = timed(points.len(), |i| {
+            let (k, t) = &points[i];
+            point_stmt
+                .query_row(rusqlite::params![k, *t as i64], |r| {
+                    let v: Vec<u8> = r.get(0)?;
+                    Ok(v[10] as u64)
+                })
+                .unwrap_or(0)
+        });
+        let theirs = report("SQLite (key, timestamp) index", points.len() as u64, e, &h);
+        println!("  ratio llmcm/SQLite point reads: {:.1}x", ours / theirs);
+        ratios_point.push(ours / theirs);
+
+        println!(
+            "round {round}: prefix-as-of reads of 100-key prefixes, {} reads",
+            prefixes.len()
+        );
+        let (e, h, _) = timed(prefixes.len(), |i| {
+            let (p, _, t) = &prefixes[i];
+            let page = store.list(p, Point::Time(*t), None, 1000).unwrap();
+            page.items.len() as u64
+        });
+        let ours = report("llmcm list(prefix, at=T)", prefixes.len() as u64, e, &h);
+        let (e, h, _) = timed(prefixes.len(), |i| {
+            let (lo, hi, t) = &prefixes[i];
+            let mut rows = prefix_stmt
+                .query(rusqlite::params![lo, hi, *t as i64])
+                .unwrap();
+            let mut n = 0;
+            while let Some(row) = rows.next().unwrap() {
+                let op: String = row.get(2).unwrap();
+                let _v: Vec<u8> = row.get(1).unwrap();
+                if op == "put" {
+                    n += 1;
+                }
+            }
+            n
+        });
+        let theirs = report(
+            "SQLite GROUP BY key MAX(timestamp)",
+            prefixes.len() as u64,
+            e,
+            &h,
+        );
+        println!("  ratio llmcm/SQLite prefix reads: {:.1}x", ours / theirs);
+        ratios_prefix.push(ours / theirs);
+    }
+    drop(point_stmt);
+    drop(prefix_stmt);
+    drop(conn);
+    store.close().unwrap();
+    drop(store);
+
+    let (open_1m, rss_1m) = open_in_child(&store_dir);
+    println!(
+        "open at {} commits: {open_1m:.1} ms, RssAnon after open {rss_1m} kB",
+        args.commits
+    );
+    if args.large_commits > 0 {
+        let large_dir = args.dir.join("llmcm-large");
+        let took = build_store(&large_dir, args.large_commits);
+        println!(
+            "built {}-commit store in {:.1} s",
+            args.large_commits,
+            took.as_secs_f64()
+        );
+        let (open_large, rss_large) = open_in_child(&large_dir);
+        println!(
+            "open at {} commits: {open_large:.1} ms ({:.2}x the {}-commit open), RssAnon after open {rss_large} kB",
+            args.large_commits,
+            open_large / open_1m,
+            args.commits
+        );
+    }
+    println!(
+        "summary: point reads {:.1}x..{:.1}x SQLite, prefix reads {:.1}x..{:.1}x SQLite",
+        ratios_point.iter().cloned().fold(f64::INFINITY, f64::min),
+        ratios_point.iter().cloned().fold(0.0, f64::max),
+        ratios_prefix.iter().cloned().fold(f64::INFINITY, f64::min),
+        ratios_prefix.iter().cloned().fold(0.0, f64::max),
+    );
+    let _ = std::fs::remove_dir_all(&args.dir);
+}
