@@ -161,13 +161,17 @@ pub(super) fn load(
         return Err("a head points past the version entries".to_owned());
     }
     let mut key_ids = HashMap::with_capacity(keys.len());
-    let mut sorted = BTreeMap::new();
     for (id, key) in keys.iter().enumerate() {
         if key_ids.insert(key.clone(), id as u32).is_some() {
             return Err(format!("key {key:?} appears twice in keys.idx"));
         }
-        sorted.insert(key.clone(), id as u32);
     }
+    // Sorted once, then bulk-built: much cheaper than inserting keys in arrival order.
+    let sorted: BTreeMap<Arc<str>, u32> = keys
+        .iter()
+        .enumerate()
+        .map(|(id, key)| (key.clone(), id as u32))
+        .collect();
     Ok(State {
         first_revision: cp.first_revision,
         through_revision: cp.through_revision,

@@ -277,6 +277,19 @@ impl State {
         }
     }
 
+    /// Touches the newest entry of each key so that the independent cache misses overlap, before
+    /// the (dependent) descents that follow need them. Reads one byte per key; changes nothing.
+    pub(crate) fn warm_heads(&self, key_ids: &[u32]) {
+        let mut sink = 0u8;
+        for &id in key_ids {
+            let index = self.heads[id as usize];
+            if index < self.versions.count {
+                sink ^= self.versions.entry(index, VERSION_ENTRY_LEN)[0];
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
     /// The key's ancestor (or itself) at `depth`, from entry `index`.
     pub(crate) fn ancestor_at_depth(
         &self,

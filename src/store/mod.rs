@@ -101,9 +101,17 @@ impl Store {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
+        let started = std::time::Instant::now();
         let log = Log::open_with(Arc::new(RealFs), clock.clone(), dir, config)?;
+        let log_ms = started.elapsed().as_secs_f64() * 1000.0;
         let index = Arc::new(Index::open(dir, &log)?);
         log.set_observer(index.clone());
+        tracing::info!(
+            log_ms = format!("{log_ms:.1}"),
+            total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            head = log.head().revision,
+            "store opened"
+        );
         Ok(Store { log, index, clock })
     }
 

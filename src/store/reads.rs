@@ -10,6 +10,9 @@ use storage_format::{Hash, hex};
 use super::{COMMITS_SCAN_MAX, DIFF_CHANGES_MAX, Point, ReadError, Store, check_key, check_limit};
 use crate::index::{Bound, SegmentMaps, State, ValueBytes};
 
+/// Keys whose newest entries a list warms together before descending.
+const LIST_CHUNK_KEYS: usize = 32;
+
 /// One key as of a point (DESIGN.md §2 "Key version").
 #[derive(Debug, Clone)]
 pub struct KeyVersion {
@@ -199,24 +202,25 @@ impl Store {
             };
             let mut items = Vec::new();
             let mut next = None;
-            for (key, id) in state.keys_from(start) {
-                if !key.starts_with(prefix) {
-                    break;
-                }
-                if Some(&**key) == after {
-                    continue;
-                }
-                if let Some(version) = live_version(state, maps, id, bound)? {
-                    if items.len() == limit {
-                        next = Some(
-                            items
-                                .last()
-                                .map(|v: &KeyVersion| v.key.to_string())
-                                .unwrap_or_default(),
-                        );
-                        break;
+            let mut keys = state
+                .keys_from(start)
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .filter(|(key, _)| Some(&***key) != after)
+                .peekable();
+            // In chunks: warm the chunk's newest entries together, then descend key by key.
+            let mut chunk: Vec<u32> = Vec::with_capacity(LIST_CHUNK_KEYS);
+            'pages: while keys.peek().is_some() {
+                chunk.clear();
+                chunk.extend(keys.by_ref().take(LIST_CHUNK_KEYS).map(|(_, id)| id));
+                state.warm_heads(&chunk);
+                for &id in &chunk {
+                    if let Some(version) = live_version(state, maps, id, bound)? {
+                        if items.len() == limit {
+                            next = items.last().map(|v: &KeyVersion| v.key.to_string());
+                            break 'pages;
+                        }
+                        items.push(version);
                     }
-                    items.push(version);
                 }
             }
             Ok(ListPage {
