@@ -1,6 +1,7 @@
 //! The `llmcm` binary: `demo` appends and reads back; `verify --data-dir` exits 0 on a healthy
 //! directory, 1 naming file and offset on corruption (table and JSON), and 2 with a one-line error
-//! on bad input.
+//! on bad input; the demo fails when its chain verification finds damage, and refuses to open a
+//! store whose sealed segment's seal is damaged.
 
 use std::process::Command;
 
@@ -50,11 +51,27 @@ fn demo_then_verify_then_corrupt() {
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["problems"], 1);
 
-    // The store refuses to open, naming the file and offset.
+    // The demo's chain verification finds the damaged record and fails.
     let (code, _, err) = llmcm(&["demo", "--data-dir", dir_arg]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("seg-00000000000000000001.log at offset 128"),
+        err.contains("chain verification failed at revision 1"),
+        "{err}"
+    );
+
+    // A damaged seal: the store refuses to open, naming the file and offset.
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x10;
+    std::fs::write(&segment, bytes).unwrap();
+    let (code, _, err) = llmcm(&["demo", "--data-dir", dir_arg]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "seg-00000000000000000001.log at offset {}",
+            len - 128
+        )),
         "{err}"
     );
 }

@@ -1,4 +1,5 @@
-//! `llmcm demo`: the main job until the server exists — append commits, read them back, verify.
+//! `llmcm demo`: the main job until the server exists — append commits, read them back as of
+//! earlier points, diff two moments, verify the directory.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,8 @@ use storage_format::hex;
 
 use crate::clock::format_timestamp_us;
 use crate::fs::RealFs;
-use crate::log::{CommitRequest, Log, LogConfig};
+use crate::log::{CommitRequest, LogConfig};
+use crate::store::{Point, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,9 +21,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let log = Log::open(&args.data_dir, LogConfig::default())
+    let store = Store::open(&args.data_dir, LogConfig::default())
         .with_context(|| format!("opening {}", args.data_dir.display()))?;
-    let start = log.head().revision;
+    let start = store.log().head().revision;
     let changes: [(&str, Vec<Op>); 3] = [
         (
             "initial chatbot config",
@@ -50,8 +52,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ],
         ),
     ];
+    let mut first_time = None;
     for (reason, ops) in changes {
-        let info = log.append(CommitRequest::change("demo", reason, ops))?;
+        let info = store.append(CommitRequest::change("demo", reason, ops))?;
+        first_time.get_or_insert(info.timestamp_us);
         println!(
             "appended revision {} at {} hash {}",
             info.revision,
@@ -59,11 +63,54 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &hex(&info.hash)[..16]
         );
     }
-    println!("\nread back from the log:");
+    let first_time = first_time.expect("three commits");
+    let sampling_then = store.get("prod/chatbot/sampling", Point::Time(first_time))?;
+    let sampling_now = store.get("prod/chatbot/sampling", Point::Latest)?;
+    if let (Some(then), Some(now)) = (sampling_then, sampling_now) {
+        println!(
+            "\nprod/chatbot/sampling as of {}: {}  (revision {})",
+            format_timestamp_us(first_time),
+            String::from_utf8_lossy(then.value.as_bytes()),
+            then.revision
+        );
+        println!(
+            "prod/chatbot/sampling now: {}  (revision {}, version {})",
+            String::from_utf8_lossy(now.value.as_bytes()),
+            now.revision,
+            now.version
+        );
+    }
+    let page = store.list("prod/chatbot/", Point::Latest, None, 100)?;
+    println!("\nprod/chatbot/ at revision {}:", page.revision);
+    for item in &page.items {
+        println!(
+            "  {} = {}",
+            item.key,
+            String::from_utf8_lossy(item.value.as_bytes())
+        );
+    }
+    let diff = store.diff("prod/", Point::Revision(start + 1), Point::Latest)?;
+    println!("\ndiff prod/ from revision {} to {}:", diff.from, diff.to);
+    for change in &diff.changes {
+        println!("  {:<8} {}", change.kind.name(), change.key);
+    }
+    let verification = store.verify_chain(None, None)?;
+    if let Some((revision, reason)) = &verification.failure {
+        eprintln!("llmcm: chain verification failed at revision {revision}: {reason}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "\nchain verified over {} commits, head hash {}",
+        verification.commits,
+        hex(&verification.head_hash)
+    );
+    println!("\nthe new commits, as the chain export writes them:");
     let mut out = std::io::stdout().lock();
-    crate::chain::export_chain(&log, start + 1, u64::MAX, &mut out)?;
-    let dir = log.dir().to_path_buf();
-    log.close()?;
+    crate::chain::export_chain(store.log(), start + 1, u64::MAX, &mut out)?;
+    drop(out);
+    let dir = store.log().dir().to_path_buf();
+    store.close()?;
+    drop(store);
     let report = crate::log::verify::verify_dir(&RealFs, &dir);
     println!(
         "\nverified {}: {} commits, head revision {}, {} problems",
