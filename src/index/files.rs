@@ -157,8 +157,10 @@ pub(super) fn load(
     if keys.len() != cp.heads.len() {
         return Err(format!("{} keys but {} heads", keys.len(), cp.heads.len()));
     }
-    if cp.heads.iter().any(|&h| h >= cp.version_entries) {
-        return Err("a head points past the version entries".to_owned());
+    for (id, (index, entry)) in cp.heads.iter().enumerate() {
+        if *index >= cp.version_entries || entry.key_id as usize != id {
+            return Err(format!("head of key {id} is inconsistent"));
+        }
     }
     let mut key_ids = HashMap::with_capacity(keys.len());
     for (id, key) in keys.iter().enumerate() {

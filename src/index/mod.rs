@@ -50,6 +50,23 @@ pub enum IndexError {
     Log(#[from] LogError),
 }
 
+/// Placeholder head of a key being created (replaced before the state is unlocked).
+const NO_HEAD: VersionEntry = VersionEntry {
+    revision: 0,
+    timestamp_us: 0,
+    create_revision: 0,
+    parent: NO_ENTRY,
+    jump: NO_ENTRY,
+    jump_revision: 0,
+    jump_timestamp_us: 0,
+    depth: 0,
+    key_id: 0,
+    version: 0,
+    segment_seq: 0,
+    value_offset: 0,
+    value_len: DELETE_FLAG,
+};
+
 /// A bound on a point read: the newest version at or before a revision, or a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
@@ -125,7 +142,9 @@ pub struct State {
     keys_checkpointed: usize,
     keys_bytes: u64,
     keys_crc: u32,
-    heads: Vec<u64>,
+    /// Per key id: the index of its newest entry and a copy of that entry, so a descent (and a
+    /// write's parent lookup) starts without touching the mapped file.
+    heads: Vec<(u64, VersionEntry)>,
     /// Set when indexing a commit failed (a damaged mapped entry): reads fail until a rebuild.
     broken: Option<String>,
 }
@@ -249,8 +268,7 @@ impl State {
         key_id: u32,
         bound: Bound,
     ) -> Result<Option<(u64, VersionEntry)>, IndexError> {
-        let mut index = self.heads[key_id as usize];
-        let mut entry = self.version(index)?;
+        let (mut index, mut entry) = self.heads[key_id as usize];
         // Skew-binary descent: O(log versions) steps to the newest admitted ancestor, reading one
         // entry per step (each entry carries its jump target's revision and time).
         loop {
@@ -277,14 +295,25 @@ impl State {
         }
     }
 
-    /// Touches the newest entry of each key so that the independent cache misses overlap, before
-    /// the (dependent) descents that follow need them. Reads one byte per key; changes nothing.
-    pub(crate) fn warm_heads(&self, key_ids: &[u32]) {
+    /// Touches the first entry each key's descent will read (the in-memory head decides which),
+    /// so that these independent cache misses overlap before the dependent descents that follow.
+    /// Reads one byte per key; changes nothing.
+    pub(crate) fn warm_first_steps(&self, key_ids: &[u32], bound: Bound) {
         let mut sink = 0u8;
         for &id in key_ids {
-            let index = self.heads[id as usize];
-            if index < self.versions.count {
-                sink ^= self.versions.entry(index, VERSION_ENTRY_LEN)[0];
+            let (index, head) = &self.heads[id as usize];
+            if bound.admits(head.revision, head.timestamp_us) || head.parent == NO_ENTRY {
+                continue;
+            }
+            let next = if head.jump != *index
+                && !bound.admits(head.jump_revision, head.jump_timestamp_us)
+            {
+                head.jump
+            } else {
+                head.parent
+            };
+            if next < self.versions.count {
+                sink ^= self.versions.entry(next, VERSION_ENTRY_LEN)[0];
             }
         }
         std::hint::black_box(sink);
@@ -343,7 +372,7 @@ impl State {
         self.keys.push(key.clone());
         self.key_ids.insert(key.clone(), id);
         self.sorted.insert(key, id);
-        self.heads.push(NO_ENTRY);
+        self.heads.push((NO_ENTRY, NO_HEAD));
         id
     }
 
@@ -368,12 +397,8 @@ impl State {
         for (op, position) in commit.ops.iter().zip(commit.value_offsets()) {
             let key_id = self.intern(op.key());
             let index = self.version_count();
-            let parent_index = self.heads[key_id as usize];
-            let parent = if parent_index == NO_ENTRY {
-                None
-            } else {
-                Some(self.version(parent_index)?)
-            };
+            let (parent_index, parent_entry) = self.heads[key_id as usize];
+            let parent = (parent_index != NO_ENTRY).then_some(parent_entry);
             let (depth, jump, jump_revision, jump_timestamp_us) = match &parent {
                 None => (0, index, commit.revision, commit.timestamp_us),
                 Some(p) => {
@@ -403,7 +428,7 @@ impl State {
                 }
                 Op::Delete { .. } => (0, 0, 0, DELETE_FLAG, None),
             };
-            self.versions_tail.push(VersionEntry {
+            let entry = VersionEntry {
                 revision: commit.revision,
                 timestamp_us: commit.timestamp_us,
                 create_revision,
@@ -417,9 +442,10 @@ impl State {
                 segment_seq: segment_seq as u32,
                 value_offset,
                 value_len,
-            });
+            };
+            self.versions_tail.push(entry);
             self.tail_values.push(value);
-            self.heads[key_id as usize] = index;
+            self.heads[key_id as usize] = (index, entry);
         }
         self.through_revision = commit.revision;
         Ok(())

@@ -207,12 +207,12 @@ impl Store {
                 .take_while(|(key, _)| key.starts_with(prefix))
                 .filter(|(key, _)| Some(&***key) != after)
                 .peekable();
-            // In chunks: warm the chunk's newest entries together, then descend key by key.
+            // In chunks: warm each key's first step together, then descend key by key.
             let mut chunk: Vec<u32> = Vec::with_capacity(LIST_CHUNK_KEYS);
             'pages: while keys.peek().is_some() {
                 chunk.clear();
                 chunk.extend(keys.by_ref().take(LIST_CHUNK_KEYS).map(|(_, id)| id));
-                state.warm_heads(&chunk);
+                state.warm_first_steps(&chunk, bound);
                 for &id in &chunk {
                     if let Some(version) = live_version(state, maps, id, bound)? {
                         if items.len() == limit {

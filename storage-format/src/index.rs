@@ -309,6 +309,9 @@ const _: () = assert!(CP_FIXED_LEN == 128);
 /// Keys in an index, at most (key ids are u32).
 pub const INDEX_KEYS_MAX: u64 = u32::MAX as u64;
 
+/// Bytes of one head in CHECKPOINT: the entry index, then the entry itself.
+pub const CHECKPOINT_HEAD_LEN: usize = 8 + VERSION_ENTRY_LEN;
+
 /// How much of the index files is valid, and every key's newest version entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -322,15 +325,17 @@ pub struct Checkpoint {
     pub keys_bytes: u64,
     /// CRC of those bytes.
     pub keys_crc: u32,
-    /// `heads[key_id]`: entry index of the key's newest version. Its length is the key count.
-    pub heads: Vec<u64>,
+    /// `heads[key_id]`: the key's newest version entry and its index. Its length is the key
+    /// count. Kept whole so a read starts its descent without touching versions.idx.
+    pub heads: Vec<(u64, VersionEntry)>,
 }
 
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
-        let mut heads = Writer::with_capacity(self.heads.len() * 8);
-        for h in &self.heads {
-            heads.u64(*h);
+        let mut heads = Writer::with_capacity(self.heads.len() * CHECKPOINT_HEAD_LEN);
+        for (index, entry) in &self.heads {
+            heads.u64(*index);
+            heads.bytes(&entry.encode());
         }
         let mut w = Writer::with_capacity(CP_FIXED_LEN + heads.len());
         w.bytes(&CHECKPOINT_MAGIC);
@@ -401,7 +406,7 @@ impl Checkpoint {
             });
         }
         let heads_bytes = &bytes[CP_FIXED_LEN..];
-        if heads_bytes.len() as u64 != key_count * 8 {
+        if heads_bytes.len() as u64 != key_count * CHECKPOINT_HEAD_LEN as u64 {
             return Err(DecodeError::InvalidField {
                 field: "checkpoint.heads",
                 reason: format!("{} bytes for {key_count} keys", heads_bytes.len()),
@@ -422,9 +427,12 @@ impl Checkpoint {
             });
         }
         let heads = heads_bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
+            .chunks_exact(CHECKPOINT_HEAD_LEN)
+            .map(|c| {
+                let index = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+                VersionEntry::decode(&c[8..]).map(|entry| (index, entry))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Checkpoint {
             history_id,
             first_revision,
@@ -458,6 +466,24 @@ pub fn skew_jump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample_entry() -> VersionEntry {
+        VersionEntry {
+            revision: 9,
+            timestamp_us: 10,
+            create_revision: 3,
+            parent: 4,
+            jump: 2,
+            jump_revision: 8,
+            jump_timestamp_us: 9,
+            depth: 5,
+            key_id: 6,
+            version: 7,
+            segment_seq: 1,
+            value_offset: 300,
+            value_len: 12,
+        }
+    }
 
     #[test]
     fn entries_round_trip_and_detect_damage() {
@@ -500,7 +526,7 @@ mod tests {
             version_entries: 70,
             keys_bytes: 123,
             keys_crc: 4,
-            heads: vec![1, 5, 69],
+            heads: vec![(1, sample_entry()), (69, sample_entry())],
         };
         let bytes = cp.encode();
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), cp);
