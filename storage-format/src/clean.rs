@@ -3,7 +3,7 @@
 //! accepted. While it matches the active segment exactly, open may trust its summary instead of
 //! re-reading that segment; a mismatch only means it is ignored.
 
-use crate::codec::{check_reserved, u32_at};
+use crate::codec::{check_crc, check_reserved};
 use crate::{
     CLEAN_MAGIC, DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN,
     Reader, VERSION_LEN, Writer, crc32,
@@ -72,15 +72,7 @@ impl CleanShutdown {
         if bytes[..MAGIC_LEN] != CLEAN_MAGIC {
             return Err(DecodeError::BadMagic { what: WHAT });
         }
-        let stored = u32_at(bytes, CLEAN_CRC_OFFSET);
-        let actual = crc32(&bytes[..CLEAN_CRC_OFFSET]);
-        if stored != actual {
-            return Err(DecodeError::ChecksumMismatch {
-                what: WHAT,
-                expected: stored,
-                actual,
-            });
-        }
+        check_crc(bytes, CLEAN_CRC_OFFSET, WHAT)?;
         check_reserved(
             &bytes[CLEAN_RESERVED_OFFSET..CLEAN_CRC_OFFSET],
             "clean.reserved",

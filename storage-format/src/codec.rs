@@ -118,6 +118,20 @@ pub fn check_reserved(bytes: &[u8], field: &'static str) -> Result<(), DecodeErr
     Ok(())
 }
 
+/// Checks the little-endian CRC-32 stored at `crc_offset` against the CRC of the bytes before it.
+pub fn check_crc(bytes: &[u8], crc_offset: usize, what: &'static str) -> Result<(), DecodeError> {
+    let stored = u32_at(bytes, crc_offset);
+    let actual = crate::crc32(&bytes[..crc_offset]);
+    if stored != actual {
+        return Err(DecodeError::ChecksumMismatch {
+            what,
+            expected: stored,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// Reads a little-endian u32 at `offset` of a slice known to be long enough.
 pub fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))

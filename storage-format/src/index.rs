@@ -11,7 +11,7 @@
 //! Every entry carries a CRC, checked when it is read, so a damaged index is detected at use
 //! without reading it whole at open.
 
-use crate::codec::{check_reserved, u32_at};
+use crate::codec::{check_crc, check_reserved, u32_at};
 use crate::{
     DecodeError, FormatVersion, HISTORY_ID_LEN, HistoryId, MAGIC_LEN, Reader, VERSION_LEN, Writer,
     crc32,
@@ -87,15 +87,7 @@ pub fn check_index_header(
     if bytes[..MAGIC_LEN] != magic {
         return Err(DecodeError::BadMagic { what: WHAT });
     }
-    let stored = u32_at(bytes, INDEX_HEADER_CRC_OFFSET);
-    let actual = crc32(&bytes[..INDEX_HEADER_CRC_OFFSET]);
-    if stored != actual {
-        return Err(DecodeError::ChecksumMismatch {
-            what: WHAT,
-            expected: stored,
-            actual,
-        });
-    }
+    check_crc(bytes, INDEX_HEADER_CRC_OFFSET, WHAT)?;
     FormatVersion::from_u32(u32_at(bytes, INDEX_HEADER_VERSION_OFFSET), WHAT)?;
     if bytes != expected {
         return Err(DecodeError::InvalidField {
@@ -192,15 +184,7 @@ impl VersionEntry {
                 available: bytes.len() as u64,
             });
         }
-        let stored = u32_at(bytes, VE_CRC_OFFSET);
-        let actual = crc32(&bytes[..VE_CRC_OFFSET]);
-        if stored != actual {
-            return Err(DecodeError::ChecksumMismatch {
-                what: WHAT,
-                expected: stored,
-                actual,
-            });
-        }
+        check_crc(bytes, VE_CRC_OFFSET, WHAT)?;
         check_reserved(
             &bytes[VE_RESERVED_OFFSET..VE_CRC_OFFSET],
             "version_entry.reserved",
@@ -265,15 +249,7 @@ impl RevEntry {
                 available: bytes.len() as u64,
             });
         }
-        let stored = u32_at(bytes, RE_CRC_OFFSET);
-        let actual = crc32(&bytes[..RE_CRC_OFFSET]);
-        if stored != actual {
-            return Err(DecodeError::ChecksumMismatch {
-                what: WHAT,
-                expected: stored,
-                actual,
-            });
-        }
+        check_crc(bytes, RE_CRC_OFFSET, WHAT)?;
         check_reserved(
             &bytes[RE_RESERVED_OFFSET..RE_CRC_OFFSET],
             "rev_entry.reserved",
@@ -368,15 +344,7 @@ impl Checkpoint {
         if bytes[..MAGIC_LEN] != CHECKPOINT_MAGIC {
             return Err(DecodeError::BadMagic { what: WHAT });
         }
-        let stored = u32_at(bytes, CP_CRC_OFFSET);
-        let actual = crc32(&bytes[..CP_CRC_OFFSET]);
-        if stored != actual {
-            return Err(DecodeError::ChecksumMismatch {
-                what: WHAT,
-                expected: stored,
-                actual,
-            });
-        }
+        check_crc(bytes, CP_CRC_OFFSET, WHAT)?;
         check_reserved(
             &bytes[CP_RESERVED_OFFSET..CP_CRC_OFFSET],
             "checkpoint.reserved",

@@ -2,7 +2,7 @@
 //! writing `MANIFEST.tmp`, syncing it, renaming it over `MANIFEST` and syncing the directory, so
 //! one rename switches from one set of live files to the next (used by compaction).
 
-use crate::codec::{check_reserved, u32_at};
+use crate::codec::{check_crc, check_reserved};
 use crate::{
     DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN,
     MANIFEST_MAGIC, Reader, VERSION_LEN, Writer, crc32,
@@ -80,15 +80,7 @@ impl Manifest {
         if bytes[..MAGIC_LEN] != MANIFEST_MAGIC {
             return Err(DecodeError::BadMagic { what: WHAT });
         }
-        let stored = u32_at(bytes, MANIFEST_CRC_OFFSET);
-        let actual = crc32(&bytes[..MANIFEST_CRC_OFFSET]);
-        if stored != actual {
-            return Err(DecodeError::ChecksumMismatch {
-                what: WHAT,
-                expected: stored,
-                actual,
-            });
-        }
+        check_crc(bytes, MANIFEST_CRC_OFFSET, WHAT)?;
         check_reserved(
             &bytes[MANIFEST_RESERVED_OFFSET..MANIFEST_CRC_OFFSET],
             "manifest.reserved",

@@ -6,7 +6,7 @@
 //! a length is trusted only after that CRC passed and the length was checked against
 //! `RECORD_PAYLOAD_BYTES_MAX`.
 
-use crate::codec::{check_reserved, u32_at, u64_at};
+use crate::codec::{check_crc, check_reserved, u32_at, u64_at};
 use crate::{DecodeError, HASH_LEN, Hash, RECORD_PAYLOAD_BYTES_MAX, Reader, Writer, crc32};
 
 pub const RECORD_PAYLOAD_LEN_OFFSET: usize = 0;
@@ -73,15 +73,7 @@ impl RecordHeader {
                 available: bytes.len() as u64,
             });
         }
-        let stored = u32_at(bytes, RECORD_HEADER_CRC_OFFSET);
-        let actual = crc32(&bytes[..RECORD_HEADER_CRC_OFFSET]);
-        if stored != actual {
-            return Err(DecodeError::ChecksumMismatch {
-                what: "record header",
-                expected: stored,
-                actual,
-            });
-        }
+        check_crc(bytes, RECORD_HEADER_CRC_OFFSET, "record header")?;
         let type_byte = bytes[RECORD_TYPE_OFFSET];
         let record_type =
             RecordType::from_u8(type_byte).ok_or_else(|| DecodeError::InvalidField {

@@ -1,6 +1,6 @@
 //! The segment header (the first 128 bytes of every segment file) and segment file names.
 
-use crate::codec::{check_reserved, u32_at};
+use crate::codec::{check_crc, check_reserved};
 use crate::{
     DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN, Reader,
     SEGMENT_MAGIC, VERSION_LEN, Writer, crc32,
@@ -73,15 +73,7 @@ impl SegmentHeader {
         if bytes[..MAGIC_LEN] != SEGMENT_MAGIC {
             return Err(DecodeError::BadMagic { what: WHAT });
         }
-        let stored = u32_at(bytes, SEGMENT_HEADER_CRC_OFFSET);
-        let actual = crc32(&bytes[..SEGMENT_HEADER_CRC_OFFSET]);
-        if stored != actual {
-            return Err(DecodeError::ChecksumMismatch {
-                what: WHAT,
-                expected: stored,
-                actual,
-            });
-        }
+        check_crc(bytes, SEGMENT_HEADER_CRC_OFFSET, WHAT)?;
         check_reserved(
             &bytes[SEGMENT_RESERVED_OFFSET..SEGMENT_HEADER_CRC_OFFSET],
             "segment.reserved",
