@@ -295,28 +295,62 @@ impl State {
         }
     }
 
-    /// Touches the first entry each key's descent will read (the in-memory head decides which),
-    /// so that these independent cache misses overlap before the dependent descents that follow.
-    /// Reads one byte per key; changes nothing.
-    pub(crate) fn warm_first_steps(&self, key_ids: &[u32], bound: Bound) {
-        let mut sink = 0u8;
-        for &id in key_ids {
-            let (index, head) = &self.heads[id as usize];
-            if bound.admits(head.revision, head.timestamp_us) || head.parent == NO_ENTRY {
-                continue;
+    /// `lookup` for many keys at once, in lockstep: every unfinished descent advances one step per
+    /// round, and a round first touches all the entries it is about to read, so the cache misses
+    /// of different keys overlap instead of adding up. Results are in `key_ids` order.
+    pub(crate) fn lookup_many(
+        &self,
+        key_ids: &[u32],
+        bound: Bound,
+        out: &mut Vec<Option<(u64, VersionEntry)>>,
+    ) -> Result<(), IndexError> {
+        out.clear();
+        let mut cursors: Vec<(usize, u64, VersionEntry)> = Vec::with_capacity(key_ids.len());
+        for (slot, &id) in key_ids.iter().enumerate() {
+            let (index, entry) = self.heads[id as usize];
+            out.push(None);
+            cursors.push((slot, index, entry));
+        }
+        while !cursors.is_empty() {
+            // Decide each cursor's next entry from what it holds; finished ones leave.
+            let mut sink = 0u8;
+            let mut i = 0;
+            while i < cursors.len() {
+                let (slot, index, entry) = cursors[i];
+                if entry.key_id != key_ids[slot] {
+                    return Err(IndexError::Inconsistent(format!(
+                        "entry {index} belongs to key {}, not {}",
+                        entry.key_id, key_ids[slot]
+                    )));
+                }
+                if bound.admits(entry.revision, entry.timestamp_us) {
+                    out[slot] = Some((index, entry));
+                    cursors.swap_remove(i);
+                    continue;
+                }
+                if entry.parent == NO_ENTRY {
+                    cursors.swap_remove(i);
+                    continue;
+                }
+                let next = if entry.jump != index
+                    && !bound.admits(entry.jump_revision, entry.jump_timestamp_us)
+                {
+                    entry.jump
+                } else {
+                    entry.parent
+                };
+                cursors[i].1 = next;
+                if next < self.versions.count {
+                    sink ^= self.versions.entry(next, VERSION_ENTRY_LEN)[0];
+                }
+                i += 1;
             }
-            let next = if head.jump != *index
-                && !bound.admits(head.jump_revision, head.jump_timestamp_us)
-            {
-                head.jump
-            } else {
-                head.parent
-            };
-            if next < self.versions.count {
-                sink ^= self.versions.entry(next, VERSION_ENTRY_LEN)[0];
+            std::hint::black_box(sink);
+            for cursor in &mut cursors {
+                cursor.2 = self.version(cursor.1)?;
             }
         }
-        std::hint::black_box(sink);
+        Ok(())
     }
 
     /// The key's ancestor (or itself) at `depth`, from entry `index`.
@@ -345,6 +379,17 @@ impl State {
         entry: &VersionEntry,
         segments: &SegmentMaps,
     ) -> Result<ValueBytes, IndexError> {
+        self.value_memo(index, entry, segments, &mut None)
+    }
+
+    /// `value`, remembering the last segment mapping used (reads of many keys mostly hit one).
+    pub(crate) fn value_memo(
+        &self,
+        index: u64,
+        entry: &VersionEntry,
+        segments: &SegmentMaps,
+        memo: &mut Option<(u32, Arc<Mmap>)>,
+    ) -> Result<ValueBytes, IndexError> {
         assert!(!entry.is_delete());
         if index >= self.versions.count {
             let t = (index - self.versions.count) as usize;
@@ -352,7 +397,14 @@ impl State {
                 self.tail_values[t].clone().expect("a put has its value"),
             ));
         }
-        let map = segments.map(entry.segment_seq as u64)?;
+        let map = match memo {
+            Some((seq, map)) if *seq == entry.segment_seq => map.clone(),
+            _ => {
+                let map = segments.map(entry.segment_seq as u64)?;
+                *memo = Some((entry.segment_seq, map.clone()));
+                map
+            }
+        };
         let (offset, len) = (entry.value_offset as usize, entry.value_len() as usize);
         if offset + len > map.len() {
             return Err(IndexError::Inconsistent(format!(

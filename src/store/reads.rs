@@ -11,7 +11,7 @@ use super::{COMMITS_SCAN_MAX, DIFF_CHANGES_MAX, Point, ReadError, Store, check_k
 use crate::index::{Bound, SegmentMaps, State, ValueBytes};
 
 /// Keys whose newest entries a list warms together before descending.
-const LIST_CHUNK_KEYS: usize = 32;
+const LIST_CHUNK_KEYS: usize = 128;
 
 /// One key as of a point (DESIGN.md §2 "Key version").
 #[derive(Debug, Clone)]
@@ -207,20 +207,47 @@ impl Store {
                 .take_while(|(key, _)| key.starts_with(prefix))
                 .filter(|(key, _)| Some(&***key) != after)
                 .peekable();
-            // In chunks: warm each key's first step together, then descend key by key.
+            // In chunks, stage by stage: each stage's cache misses are independent across the
+            // chunk's keys, so touching them together lets them overlap.
             let mut chunk: Vec<u32> = Vec::with_capacity(LIST_CHUNK_KEYS);
+            let mut found = Vec::with_capacity(LIST_CHUNK_KEYS);
+            let mut looked_up = Vec::with_capacity(LIST_CHUNK_KEYS);
+            let mut memo = None;
             'pages: while keys.peek().is_some() {
                 chunk.clear();
                 chunk.extend(keys.by_ref().take(LIST_CHUNK_KEYS).map(|(_, id)| id));
-                state.warm_first_steps(&chunk, bound);
-                for &id in &chunk {
-                    if let Some(version) = live_version(state, maps, id, bound)? {
-                        if items.len() == limit {
-                            next = items.last().map(|v: &KeyVersion| v.key.to_string());
-                            break 'pages;
-                        }
-                        items.push(version);
+                state.lookup_many(&chunk, bound, &mut looked_up)?;
+                found.clear();
+                for (&id, result) in chunk.iter().zip(&looked_up) {
+                    if let Some((index, entry)) = result
+                        && !entry.is_delete()
+                    {
+                        found.push((
+                            id,
+                            *index,
+                            *entry,
+                            state.value_memo(*index, entry, maps, &mut memo)?,
+                        ));
                     }
+                }
+                let mut sink = 0u8;
+                for (_, _, _, value) in &found {
+                    sink ^= value.as_bytes().first().copied().unwrap_or(0);
+                }
+                std::hint::black_box(sink);
+                for (id, _, entry, value) in found.drain(..) {
+                    if items.len() == limit {
+                        next = items.last().map(|v: &KeyVersion| v.key.to_string());
+                        break 'pages;
+                    }
+                    items.push(KeyVersion {
+                        key: state.key(id).clone(),
+                        value,
+                        revision: entry.revision,
+                        create_revision: entry.create_revision,
+                        version: entry.version as u64,
+                        timestamp_us: entry.timestamp_us,
+                    });
                 }
             }
             Ok(ListPage {

@@ -318,7 +318,11 @@ fn main() {
         let (e, h, _) = timed(prefixes.len(), |i| {
             let (p, _, t) = &prefixes[i];
             let page = store.list(p, Point::Time(*t), None, 1000).unwrap();
-            page.items.len() as u64
+            // Touch every value, as SQLite's query copies every value.
+            page.items
+                .iter()
+                .map(|v| v.value.as_bytes()[10] as u64)
+                .sum::<u64>()
         });
         let ours = report("llmcm list(prefix, at=T)", prefixes.len() as u64, e, &h);
         let (e, h, _) = timed(prefixes.len(), |i| {
@@ -326,15 +330,15 @@ fn main() {
             let mut rows = prefix_stmt
                 .query(rusqlite::params![lo, hi, *t as i64])
                 .unwrap();
-            let mut n = 0;
+            let mut sum = 0;
             while let Some(row) = rows.next().unwrap() {
                 let op: String = row.get(2).unwrap();
-                let _v: Vec<u8> = row.get(1).unwrap();
+                let v: Vec<u8> = row.get(1).unwrap();
                 if op == "put" {
-                    n += 1;
+                    sum += v[10] as u64;
                 }
             }
-            n
+            sum
         });
         let theirs = report(
             "SQLite GROUP BY key MAX(timestamp)",
