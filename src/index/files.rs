@@ -139,7 +139,7 @@ pub(super) fn load(
     if storage_format::crc32(body) != cp.keys_crc {
         return Err("keys.idx fails its checkpoint CRC".to_owned());
     }
-    let mut keys = Vec::with_capacity(cp.heads.len());
+    let mut parsed: Vec<&str> = Vec::with_capacity(cp.heads.len());
     let mut at = 0usize;
     while at < body.len() {
         if at + 2 > body.len() {
@@ -151,9 +151,21 @@ pub(super) fn load(
             .and_then(|k| std::str::from_utf8(k).ok())
             .filter(|k| validate_key(k).is_ok())
             .ok_or("keys.idx holds an invalid key")?;
-        keys.push(Arc::<str>::from(key));
+        parsed.push(key);
         at += 2 + len;
     }
+    // Allocated in sorted order, so keys next to each other in a prefix scan are next to each
+    // other in memory.
+    let mut order: Vec<usize> = (0..parsed.len()).collect();
+    order.sort_unstable_by_key(|&id| parsed[id]);
+    let mut slots: Vec<Option<Arc<str>>> = vec![None; parsed.len()];
+    for id in order {
+        slots[id] = Some(Arc::from(parsed[id]));
+    }
+    let keys: Vec<Arc<str>> = slots
+        .into_iter()
+        .map(|k| k.expect("every id filled"))
+        .collect();
     if keys.len() != cp.heads.len() {
         return Err(format!("{} keys but {} heads", keys.len(), cp.heads.len()));
     }

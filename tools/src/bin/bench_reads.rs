@@ -35,6 +35,9 @@ struct Args {
     point_reads: u64,
     #[arg(long, default_value_t = 5_000)]
     prefix_reads: u64,
+    /// Rounds of reads; round 1 also pays first-touch page faults of the mappings.
+    #[arg(long, default_value_t = 3)]
+    rounds: u64,
     /// Internal: open the store at DIR, print open time and RssAnon, exit.
     #[arg(long)]
     open_only: Option<PathBuf>,
@@ -285,7 +288,7 @@ fn main() {
         .unwrap();
     let mut ratios_point = Vec::new();
     let mut ratios_prefix = Vec::new();
-    for round in 1..=2 {
+    for round in 1..=args.rounds {
         println!(
             "round {round}: as-of point reads (random key, random time), {} reads",
             points.len()
