@@ -114,3 +114,27 @@ fn a_crash_between_seal_and_successor_recovers() {
     drop(log);
     assert_verifies(&crashed, Path::new(DIR));
 }
+
+#[test]
+fn an_idle_store_rolls_by_age_on_its_own() {
+    use llmcm::store::Store;
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let config = LogConfig {
+        segment_age_max_us: 3_600_000_000,
+        ..LogConfig::default()
+    };
+    let store = Store::open_with_clock(tmp.path(), config, clock.clone()).unwrap();
+    store.append(change("k", 1)).unwrap();
+    assert_eq!(store.log().segments().len(), 1);
+    clock.advance(3_600_000_000);
+    // The housekeeping thread checks every second; allow it generous time on a loaded machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.log().segments().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let segments = store.log().segments();
+    assert_eq!(segments.len(), 2, "sealed by age without any append");
+    assert!(segments[0].sealed);
+    store.close().unwrap();
+}

@@ -82,11 +82,64 @@ pub enum StoreError {
     Index(#[from] IndexError),
 }
 
+/// How often the housekeeping thread checks whether the active segment is due to roll by age.
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A store: one data directory, its log and its indexes.
 pub struct Store {
-    log: Log,
+    log: Arc<Log>,
     index: Arc<Index>,
     clock: Arc<dyn Clock>,
+    housekeeping: Housekeeping,
+}
+
+/// A background thread that rolls the active segment once it is older than the configured age,
+/// so an idle store still seals (and so ships) its segments on time.
+struct Housekeeping {
+    stop: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Housekeeping {
+    fn start(log: Arc<Log>) -> Housekeeping {
+        let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("llmcm-housekeeping".into())
+            .spawn(move || {
+                let (stopped, wake) = &*signal;
+                let mut warned = false;
+                loop {
+                    let mut stopped = stopped.lock();
+                    if !*stopped {
+                        wake.wait_for(&mut stopped, HOUSEKEEPING_INTERVAL);
+                    }
+                    if *stopped {
+                        return;
+                    }
+                    drop(stopped);
+                    if let Err(error) = log.roll_if_due()
+                        && !warned
+                    {
+                        warned = true;
+                        tracing::warn!(%error, "rolling the active segment by age failed");
+                    }
+                }
+            })
+            .expect("spawn the housekeeping thread");
+        Housekeeping {
+            stop,
+            thread: parking_lot::Mutex::new(Some(thread)),
+        }
+    }
+
+    fn stop(&self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Store {
@@ -102,7 +155,12 @@ impl Store {
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
-        let log = Log::open_with(Arc::new(RealFs), clock.clone(), dir, config)?;
+        let log = Arc::new(Log::open_with(
+            Arc::new(RealFs),
+            clock.clone(),
+            dir,
+            config,
+        )?);
         let log_ms = started.elapsed().as_secs_f64() * 1000.0;
         let index = Arc::new(Index::open(dir, &log)?);
         log.set_observer(index.clone());
@@ -112,7 +170,13 @@ impl Store {
             head = log.head().revision,
             "store opened"
         );
-        Ok(Store { log, index, clock })
+        let housekeeping = Housekeeping::start(log.clone());
+        Ok(Store {
+            log,
+            index,
+            clock,
+            housekeeping,
+        })
     }
 
     pub fn log(&self) -> &Log {
@@ -128,6 +192,7 @@ impl Store {
     /// open replays nothing), then closes the log (see `Log::close`). Idempotent; dropping the
     /// store does the same, ignoring errors.
     pub fn close(&self) -> Result<(), LogError> {
+        self.housekeeping.stop();
         if self.log.read_only_reason().is_none() {
             self.log.roll()?;
         }
