@@ -6,7 +6,7 @@
 //! at the next open. The index is derived data: any failure to load is answered by a rebuild.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -205,14 +205,17 @@ pub(super) fn load(
     })
 }
 
-/// Opens an index file for appending, creating it with its header when missing.
-fn append_file(
+/// Appends `bytes` to an index file and syncs it. The file is created with its header when
+/// missing, and first cut back to `valid_len` (bytes past the last checkpoint, from a checkpoint
+/// that failed, are not part of the index).
+fn append_synced(
     path: &Path,
     magic: [u8; 8],
     history_id: &HistoryId,
     entry_len: u32,
-    expected_len: u64,
-) -> Result<File, IndexError> {
+    valid_len: u64,
+    bytes: &[u8],
+) -> Result<(), IndexError> {
     let exists = path.exists();
     let mut file = OpenOptions::new()
         .create(true)
@@ -223,12 +226,11 @@ fn append_file(
         file.write_all(&encode_index_header(magic, history_id, entry_len))
             .map_err(io(path))?;
     }
-    let len = file.metadata().map_err(io(path))?.len();
-    if len != expected_len {
-        // Bytes past the last checkpoint (a failed earlier checkpoint): cut them.
-        file.set_len(expected_len).map_err(io(path))?;
+    if file.metadata().map_err(io(path))?.len() != valid_len {
+        file.set_len(valid_len).map_err(io(path))?;
     }
-    Ok(file)
+    file.write_all(bytes).map_err(io(path))?;
+    file.sync_data().map_err(io(path))
 }
 
 /// Appends the in-memory entries and new keys, syncs, writes the checkpoint, remaps.
@@ -243,50 +245,42 @@ pub(super) fn checkpoint(
     let keys_path = dir.join(KEYS_FILE);
     let header = INDEX_HEADER_LEN as u64;
 
-    let mut buf = Vec::with_capacity(state.versions_tail.len() * VERSION_ENTRY_LEN);
-    for e in &state.versions_tail {
-        buf.extend_from_slice(&e.encode());
-    }
-    let mut f = append_file(
+    let versions: Vec<u8> = state
+        .versions_tail
+        .iter()
+        .flat_map(|e| e.encode())
+        .collect();
+    append_synced(
         &versions_path,
         VERSIONS_MAGIC,
         history_id,
         VERSION_ENTRY_LEN as u32,
         header + state.versions.count * VERSION_ENTRY_LEN as u64,
+        &versions,
     )?;
-    f.write_all(&buf).map_err(io(&versions_path))?;
-    f.sync_data().map_err(io(&versions_path))?;
-
-    buf.clear();
-    for e in &state.revs_tail {
-        buf.extend_from_slice(&e.encode());
-    }
-    let mut f = append_file(
+    let revs: Vec<u8> = state.revs_tail.iter().flat_map(|e| e.encode()).collect();
+    append_synced(
         &revs_path,
         REVS_MAGIC,
         history_id,
         REV_ENTRY_LEN as u32,
         header + state.revs.count * REV_ENTRY_LEN as u64,
+        &revs,
     )?;
-    f.write_all(&buf).map_err(io(&revs_path))?;
-    f.sync_data().map_err(io(&revs_path))?;
-
-    buf.clear();
+    let mut buf = Vec::new();
     for key in &state.keys[state.keys_checkpointed..] {
         buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
         buf.extend_from_slice(key.as_bytes());
     }
-    let mut f = append_file(
+    append_synced(
         &keys_path,
         KEYS_MAGIC,
         history_id,
         0,
         header + state.keys_bytes,
+        &buf,
     )?;
-    f.write_all(&buf).map_err(io(&keys_path))?;
-    f.sync_data().map_err(io(&keys_path))?;
-    let keys_crc = crc32fast::Hasher::new_with_initial(state.keys_crc);
-    let mut keys_crc = keys_crc;
+    let mut keys_crc = crc32fast::Hasher::new_with_initial(state.keys_crc);
     keys_crc.update(&buf);
     let keys_crc = keys_crc.finalize();
     let keys_bytes = state.keys_bytes + buf.len() as u64;
