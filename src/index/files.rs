@@ -19,6 +19,7 @@ use storage_format::index::{
 };
 use storage_format::{HistoryId, validate_key};
 
+use super::table::{KeySlot, TableKey};
 use super::{IndexError, Mapped, State};
 use crate::fs::{RealFs, write_file_atomic};
 
@@ -176,7 +177,13 @@ pub(super) fn load(
     }
     let mut key_ids = HashMap::with_capacity(keys.len());
     for (id, key) in keys.iter().enumerate() {
-        if key_ids.insert(key.clone(), id as u32).is_some() {
+        let (head_index, head) = cp.heads[id];
+        let slot = KeySlot {
+            id: id as u32,
+            head_index,
+            head,
+        };
+        if key_ids.insert(TableKey::new(key), slot).is_some() {
             return Err(format!("key {key:?} appears twice in keys.idx"));
         }
     }

@@ -14,6 +14,9 @@
 //!   and the store rebuilds the index.
 
 mod files;
+mod table;
+
+use table::{KeySlot, TableKey};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -137,7 +140,8 @@ pub struct State {
     tail_values: Vec<Option<Arc<[u8]>>>,
     revs_tail: Vec<RevEntry>,
     keys: Vec<Arc<str>>,
-    key_ids: HashMap<Arc<str>, u32>,
+    /// Key → id and newest entry, for point reads (`heads` serves reads by id).
+    key_ids: HashMap<TableKey, KeySlot>,
     sorted: BTreeMap<Arc<str>, u32>,
     keys_checkpointed: usize,
     keys_bytes: u64,
@@ -245,7 +249,7 @@ impl State {
     }
 
     pub(crate) fn key_id(&self, key: &str) -> Option<u32> {
-        self.key_ids.get(key).copied()
+        self.key_ids.get(key).map(|slot| slot.id)
     }
 
     pub(crate) fn key(&self, key_id: u32) -> &Arc<str> {
@@ -268,7 +272,30 @@ impl State {
         key_id: u32,
         bound: Bound,
     ) -> Result<Option<(u64, VersionEntry)>, IndexError> {
-        let (mut index, mut entry) = self.heads[key_id as usize];
+        let (index, entry) = self.heads[key_id as usize];
+        self.descend(key_id, index, entry, bound)
+    }
+
+    /// `lookup` by key: one hash-table probe yields the id and the newest entry together.
+    pub(crate) fn lookup_key(
+        &self,
+        key: &str,
+        bound: Bound,
+    ) -> Result<Option<(u32, Option<(u64, VersionEntry)>)>, IndexError> {
+        let Some(slot) = self.key_ids.get(key) else {
+            return Ok(None);
+        };
+        let found = self.descend(slot.id, slot.head_index, slot.head, bound)?;
+        Ok(Some((slot.id, found)))
+    }
+
+    fn descend(
+        &self,
+        key_id: u32,
+        mut index: u64,
+        mut entry: VersionEntry,
+        bound: Bound,
+    ) -> Result<Option<(u64, VersionEntry)>, IndexError> {
         // Skew-binary descent: O(log versions) steps to the newest admitted ancestor, reading one
         // entry per step (each entry carries its jump target's revision and time).
         loop {
@@ -416,13 +443,20 @@ impl State {
     }
 
     fn intern(&mut self, key: &str) -> u32 {
-        if let Some(id) = self.key_ids.get(key) {
-            return *id;
+        if let Some(slot) = self.key_ids.get(key) {
+            return slot.id;
         }
         let id = self.keys.len() as u32;
         let key: Arc<str> = Arc::from(key);
         self.keys.push(key.clone());
-        self.key_ids.insert(key.clone(), id);
+        self.key_ids.insert(
+            TableKey::new(&key),
+            KeySlot {
+                id,
+                head_index: NO_ENTRY,
+                head: NO_HEAD,
+            },
+        );
         self.sorted.insert(key, id);
         self.heads.push((NO_ENTRY, NO_HEAD));
         id
@@ -498,6 +532,10 @@ impl State {
             self.versions_tail.push(entry);
             self.tail_values.push(value);
             self.heads[key_id as usize] = (index, entry);
+            if let Some(slot) = self.key_ids.get_mut(op.key()) {
+                slot.head_index = index;
+                slot.head = entry;
+            }
         }
         self.through_revision = commit.revision;
         Ok(())

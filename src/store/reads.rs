@@ -178,9 +178,18 @@ impl Store {
         check_key(key)?;
         self.with_index(|state, maps| {
             let bound = self.resolve_bound(state, point)?;
-            match state.key_id(key) {
-                Some(id) => live_version(state, maps, id, bound),
-                None => Ok(None),
+            match state.lookup_key(key, bound)? {
+                Some((_, Some((index, entry)))) if !entry.is_delete() => Ok(Some(KeyVersion {
+                    // From the caller's string: cloning the stored `Arc` would touch (and
+                    // likely miss on) its reference count.
+                    key: Arc::from(key),
+                    value: state.value(index, &entry, maps)?,
+                    revision: entry.revision,
+                    create_revision: entry.create_revision,
+                    version: entry.version as u64,
+                    timestamp_us: entry.timestamp_us,
+                })),
+                _ => Ok(None),
             }
         })
     }
