@@ -53,6 +53,10 @@ pub enum IndexError {
     Log(#[from] LogError),
 }
 
+/// The result of a descent: the entry index and the entry, or `None` when the key has no
+/// version within the bound.
+pub(crate) type Found = Option<(u64, VersionEntry)>;
+
 /// Placeholder head of a key being created (replaced before the state is unlocked).
 const NO_HEAD: VersionEntry = VersionEntry {
     revision: 0,
@@ -276,12 +280,13 @@ impl State {
         self.descend(key_id, index, entry, bound)
     }
 
-    /// `lookup` by key: one hash-table probe yields the id and the newest entry together.
+    /// `lookup` by key: one hash-table probe yields the id and the newest entry together. `None`
+    /// when the key was never written.
     pub(crate) fn lookup_key(
         &self,
         key: &str,
         bound: Bound,
-    ) -> Result<Option<(u32, Option<(u64, VersionEntry)>)>, IndexError> {
+    ) -> Result<Option<(u32, Found)>, IndexError> {
         let Some(slot) = self.key_ids.get(key) else {
             return Ok(None);
         };
