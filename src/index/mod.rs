@@ -229,6 +229,11 @@ impl State {
         }
     }
 
+    /// Whether `revision`'s entries are in the files — and so its record is in a sealed segment.
+    pub(crate) fn is_checkpointed(&self, revision: u64) -> bool {
+        revision >= self.first_revision && revision - self.first_revision < self.revs.count
+    }
+
     pub(crate) fn first_revision(&self) -> u64 {
         self.first_revision
     }

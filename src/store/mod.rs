@@ -250,7 +250,7 @@ impl Store {
     }
 
     /// Reads the commit record of `revision`: from the segment mapping when its index entry is
-    /// checkpointed (its segment is sealed), else from the file.
+    /// checkpointed (its segment is sealed), else from the file with `pread`.
     fn read_commit(
         &self,
         state: &State,
@@ -260,7 +260,8 @@ impl Store {
         let rev = state.rev(revision)?;
         let seq = rev.segment_seq as u64;
         let offset = rev.record_offset as usize;
-        let sealed = self.log.segments().iter().any(|s| s.seq == seq && s.sealed);
+        // Checkpointed revisions always point into sealed (mappable) segments.
+        let sealed = state.is_checkpointed(revision);
         let corrupt = |e| {
             ReadError::Log(LogError::Corrupted {
                 file: self.segment_path(seq),
