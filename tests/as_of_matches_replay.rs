@@ -412,6 +412,16 @@ fn a_future_point_is_an_error() {
         store.get("k", Point::Time(T0 + 10)),
         Err(llmcm::store::ReadError::FutureTime { .. })
     ));
+    // A malformed key is refused, not answered "absent".
+    for bad in ["", "a//b", "/k", "k/", "a/../b", "k y"] {
+        assert!(
+            matches!(
+                store.get(bad, Point::Latest),
+                Err(llmcm::store::ReadError::InvalidKey { .. })
+            ),
+            "{bad:?}"
+        );
+    }
     // A point before the first revision sees an empty store.
     assert!(store.get("k", Point::Revision(0)).unwrap().is_none());
     assert!(store.get("k", Point::Time(T0 - 1)).unwrap().is_none());

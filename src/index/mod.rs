@@ -555,21 +555,22 @@ impl State {
 /// Lazily created read-only mappings of sealed segments.
 pub struct SegmentMaps {
     log_dir: PathBuf,
-    maps: RwLock<HashMap<u64, Arc<Mmap>>>,
+    /// Indexed by segment sequence number.
+    maps: RwLock<Vec<Option<Arc<Mmap>>>>,
 }
 
 impl SegmentMaps {
     fn new(data_dir: &Path) -> Self {
         SegmentMaps {
             log_dir: data_dir.join(SEGMENT_DIR),
-            maps: RwLock::new(HashMap::new()),
+            maps: RwLock::new(Vec::new()),
         }
     }
 
     /// The mapping of sealed segment `seq`. Only sealed segments are ever mapped: they are synced
     /// and never written or truncated again (FORMAT.md "Assumptions about the disk").
     pub fn map(&self, seq: u64) -> Result<Arc<Mmap>, IndexError> {
-        if let Some(map) = self.maps.read().get(&seq) {
+        if let Some(Some(map)) = self.maps.read().get(seq as usize) {
             return Ok(map.clone());
         }
         let path = self.log_dir.join(segment_file_name(seq));
@@ -584,7 +585,11 @@ impl SegmentMaps {
         let map = Arc::new(
             unsafe { Mmap::map(&file) }.map_err(|source| IndexError::Io { path, source })?,
         );
-        Ok(self.maps.write().entry(seq).or_insert(map).clone())
+        let mut maps = self.maps.write();
+        if maps.len() <= seq as usize {
+            maps.resize(seq as usize + 1, None);
+        }
+        Ok(maps[seq as usize].get_or_insert(map).clone())
     }
 }
 

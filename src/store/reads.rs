@@ -175,10 +175,14 @@ fn key_version(
 impl Store {
     /// One key at a point, or `None` if it does not exist there.
     pub fn get(&self, key: &str, point: Point) -> Result<Option<KeyVersion>, ReadError> {
-        check_key(key)?;
         self.with_index(|state, maps| {
             let bound = self.resolve_bound(state, point)?;
-            match state.lookup_key(key, bound)? {
+            let found = state.lookup_key(key, bound)?;
+            if found.is_none() {
+                // Only valid keys are ever in the table, so the key needs checking only here.
+                check_key(key)?;
+            }
+            match found {
                 Some((_, Some((index, entry)))) if !entry.is_delete() => Ok(Some(KeyVersion {
                     // From the caller's string: cloning the stored `Arc` would touch (and
                     // likely miss on) its reference count.
