@@ -152,24 +152,26 @@ fn live_version(
     if entry.is_delete() {
         return Ok(None);
     }
-    Ok(Some(key_version(state, maps, key_id, index, &entry)?))
+    let value = state.value(index, &entry, maps)?;
+    Ok(Some(KeyVersion::new(
+        state.key(key_id).clone(),
+        value,
+        &entry,
+    )))
 }
 
-fn key_version(
-    state: &State,
-    maps: &SegmentMaps,
-    key_id: u32,
-    index: u64,
-    entry: &VersionEntry,
-) -> Result<KeyVersion, ReadError> {
-    Ok(KeyVersion {
-        key: state.key(key_id).clone(),
-        value: state.value(index, entry, maps)?,
-        revision: entry.revision,
-        create_revision: entry.create_revision,
-        version: entry.version as u64,
-        timestamp_us: entry.timestamp_us,
-    })
+impl KeyVersion {
+    /// The key version a put entry describes.
+    fn new(key: Arc<str>, value: ValueBytes, entry: &VersionEntry) -> KeyVersion {
+        KeyVersion {
+            key,
+            value,
+            revision: entry.revision,
+            create_revision: entry.create_revision,
+            version: entry.version as u64,
+            timestamp_us: entry.timestamp_us,
+        }
+    }
 }
 
 impl Store {
@@ -183,16 +185,12 @@ impl Store {
                 check_key(key)?;
             }
             match found {
-                Some((_, Some((index, entry)))) if !entry.is_delete() => Ok(Some(KeyVersion {
-                    // From the caller's string: cloning the stored `Arc` would touch (and
-                    // likely miss on) its reference count.
-                    key: Arc::from(key),
-                    value: state.value(index, &entry, maps)?,
-                    revision: entry.revision,
-                    create_revision: entry.create_revision,
-                    version: entry.version as u64,
-                    timestamp_us: entry.timestamp_us,
-                })),
+                Some((_, Some((index, entry)))) if !entry.is_delete() => {
+                    let value = state.value(index, &entry, maps)?;
+                    // The key from the caller's string: cloning the stored `Arc` would touch
+                    // (and likely miss on) its reference count.
+                    Ok(Some(KeyVersion::new(Arc::from(key), value, &entry)))
+                }
                 _ => Ok(None),
             }
         })
@@ -235,32 +233,21 @@ impl Store {
                     if let Some((index, entry)) = result
                         && !entry.is_delete()
                     {
-                        found.push((
-                            id,
-                            *index,
-                            *entry,
-                            state.value_memo(*index, entry, maps, &mut memo)?,
-                        ));
+                        let value = state.value_memo(*index, entry, maps, &mut memo)?;
+                        found.push((id, *entry, value));
                     }
                 }
                 let mut sink = 0u8;
-                for (_, _, _, value) in &found {
+                for (_, _, value) in &found {
                     sink ^= value.as_bytes().first().copied().unwrap_or(0);
                 }
                 std::hint::black_box(sink);
-                for (id, _, entry, value) in found.drain(..) {
+                for (id, entry, value) in found.drain(..) {
                     if items.len() == limit {
                         next = items.last().map(|v: &KeyVersion| v.key.to_string());
                         break 'pages;
                     }
-                    items.push(KeyVersion {
-                        key: state.key(id).clone(),
-                        value,
-                        revision: entry.revision,
-                        create_revision: entry.create_revision,
-                        version: entry.version as u64,
-                        timestamp_us: entry.timestamp_us,
-                    });
+                    items.push(KeyVersion::new(state.key(id).clone(), value, &entry));
                 }
             }
             Ok(ListPage {

@@ -3,10 +3,10 @@
 //! accepted. While it matches the active segment exactly, open may trust its summary instead of
 //! re-reading that segment; a mismatch only means it is ignored.
 
-use crate::codec::{check_crc, check_reserved};
+use crate::codec::FixedLayout;
 use crate::{
     CLEAN_MAGIC, DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN,
-    Reader, VERSION_LEN, Writer, crc32,
+    Reader, VERSION_LEN, Writer,
 };
 
 pub const CLEAN_FILE: &str = "CLEAN";
@@ -25,6 +25,15 @@ pub const CLEAN_CRC_OFFSET: usize = 124;
 pub const CLEAN_LEN: usize = CLEAN_CRC_OFFSET + 4;
 const _: () = assert!(CLEAN_RESERVED_OFFSET == 100);
 const _: () = assert!(CLEAN_LEN == 128);
+
+const LAYOUT: FixedLayout = FixedLayout {
+    what: "clean-shutdown marker",
+    magic: Some(CLEAN_MAGIC),
+    len: CLEAN_LEN,
+    reserved_offset: CLEAN_RESERVED_OFFSET,
+    reserved_field: "clean.reserved",
+    exact: true,
+};
 
 /// What a clean close knew about the active segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,30 +63,13 @@ impl CleanShutdown {
         w.u64(self.last_timestamp_us);
         w.bytes(&self.last_hash);
         w.u32(self.data_crc);
-        w.zeros(CLEAN_CRC_OFFSET - CLEAN_RESERVED_OFFSET);
-        let crc = crc32(&w.buf);
-        w.u32(crc);
+        LAYOUT.seal(&mut w);
         w.buf.try_into().expect("CLEAN_LEN bytes")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<CleanShutdown, DecodeError> {
-        const WHAT: &str = "clean-shutdown marker";
-        if bytes.len() != CLEAN_LEN {
-            return Err(DecodeError::Truncated {
-                what: WHAT,
-                needed: CLEAN_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        if bytes[..MAGIC_LEN] != CLEAN_MAGIC {
-            return Err(DecodeError::BadMagic { what: WHAT });
-        }
-        check_crc(bytes, CLEAN_CRC_OFFSET, WHAT)?;
-        check_reserved(
-            &bytes[CLEAN_RESERVED_OFFSET..CLEAN_CRC_OFFSET],
-            "clean.reserved",
-        )?;
-        let mut r = Reader::new(&bytes[MAGIC_LEN..CLEAN_RESERVED_OFFSET], WHAT);
+        const WHAT: &str = LAYOUT.what;
+        let mut r = Reader::new(LAYOUT.open(bytes)?, WHAT);
         let version = FormatVersion::from_u32(r.u32()?, WHAT)?;
         if r.u32()? as usize != CLEAN_LEN {
             return Err(DecodeError::InvalidField {

@@ -3,7 +3,7 @@
 //! The reader never allocates by a length it read: callers check lengths against their maxima
 //! before asking for bytes, and `bytes` only borrows from the input.
 
-use crate::DecodeError;
+use crate::{DecodeError, MAGIC_LEN};
 
 /// Appends little-endian fields to a byte vector.
 #[derive(Debug, Default)]
@@ -116,6 +116,69 @@ pub fn check_reserved(bytes: &[u8], field: &'static str) -> Result<(), DecodeErr
         });
     }
     Ok(())
+}
+
+/// The frame every fixed-layout object shares: an optional magic at the start, the fields, a gap
+/// of reserved zero bytes, and a CRC-32 of everything before it in the last 4 bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedLayout {
+    pub what: &'static str,
+    pub magic: Option<[u8; MAGIC_LEN]>,
+    /// Total length, CRC included.
+    pub len: usize,
+    /// Where the reserved gap starts (it ends at the CRC).
+    pub reserved_offset: usize,
+    /// Field name reported when the reserved gap is not zero.
+    pub reserved_field: &'static str,
+    /// The input must be exactly `len` bytes (else only its first `len` bytes are the object).
+    pub exact: bool,
+}
+
+impl FixedLayout {
+    pub const fn crc_offset(&self) -> usize {
+        self.len - 4
+    }
+
+    /// Checks length, magic, CRC and the reserved gap, in that order; returns the field bytes
+    /// (after the magic, before the reserved gap).
+    pub fn open<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+        if bytes.len() < self.len || (self.exact && bytes.len() != self.len) {
+            return Err(DecodeError::Truncated {
+                what: self.what,
+                needed: self.len as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        let bytes = &bytes[..self.len];
+        let fields_start = match self.magic {
+            Some(magic) if bytes[..MAGIC_LEN] != magic => {
+                return Err(DecodeError::BadMagic { what: self.what });
+            }
+            Some(_) => MAGIC_LEN,
+            None => 0,
+        };
+        check_crc(bytes, self.crc_offset(), self.what)?;
+        check_reserved(
+            &bytes[self.reserved_offset..self.crc_offset()],
+            self.reserved_field,
+        )?;
+        Ok(&bytes[fields_start..self.reserved_offset])
+    }
+
+    /// Completes an encoding whose fields (and magic) fill `w` up to the reserved gap: writes the
+    /// zero gap and the CRC.
+    pub fn seal(&self, w: &mut Writer) {
+        assert_eq!(
+            w.len(),
+            self.reserved_offset,
+            "{}: fields end at the reserved gap",
+            self.what
+        );
+        w.zeros(self.crc_offset() - self.reserved_offset);
+        let crc = crate::crc32(&w.buf);
+        w.u32(crc);
+        assert_eq!(w.len(), self.len);
+    }
 }
 
 /// Checks the little-endian CRC-32 stored at `crc_offset` against the CRC of the bytes before it.

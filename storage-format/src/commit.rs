@@ -186,6 +186,12 @@ impl Commit {
                 Op::Delete { key } => 1 + 2 + key.len(),
             })
             .sum();
+        self.ops_offset() + ops
+    }
+
+    /// Where the first op starts in the canonical bytes: after the fixed prefix, actor, reason,
+    /// detail and the op count.
+    fn ops_offset(&self) -> usize {
         COMMIT_FIXED_PREFIX_LEN
             + 2
             + self.actor.len()
@@ -194,20 +200,12 @@ impl Commit {
             + 4
             + self.detail.len()
             + 4
-            + ops
     }
 
     /// Where each put's value lies within the canonical bytes: `(offset, len)` per op, `None` for
     /// a delete. Lets an index point straight at value bytes in a segment.
     pub fn value_offsets(&self) -> Vec<Option<(usize, usize)>> {
-        let mut at = COMMIT_FIXED_PREFIX_LEN
-            + 2
-            + self.actor.len()
-            + 2
-            + self.reason.len()
-            + 4
-            + self.detail.len()
-            + 4;
+        let mut at = self.ops_offset();
         self.ops
             .iter()
             .map(|op| match op {

@@ -11,7 +11,7 @@
 //! Every entry carries a CRC, checked when it is read, so a damaged index is detected at use
 //! without reading it whole at open.
 
-use crate::codec::{check_crc, check_reserved, u32_at};
+use crate::codec::{FixedLayout, check_crc, u32_at};
 use crate::{
     DecodeError, FormatVersion, HISTORY_ID_LEN, HistoryId, MAGIC_LEN, Reader, VERSION_LEN, Writer,
     crc32,
@@ -49,6 +49,16 @@ pub const INDEX_HEADER_LEN: usize = INDEX_HEADER_CRC_OFFSET + 4;
 const _: () = assert!(INDEX_HEADER_RESERVED_OFFSET == 36);
 const _: () = assert!(INDEX_HEADER_LEN == 64);
 
+/// The index headers' frame, for encoding (decoding compares with the expected header whole).
+const HEADER_LAYOUT: FixedLayout = FixedLayout {
+    what: "index header",
+    magic: None,
+    len: INDEX_HEADER_LEN,
+    reserved_offset: INDEX_HEADER_RESERVED_OFFSET,
+    reserved_field: "index_header.reserved",
+    exact: false,
+};
+
 /// Encodes an index file header (`entry_len` 0 for the variable-length keys file).
 pub fn encode_index_header(
     magic: [u8; MAGIC_LEN],
@@ -61,9 +71,7 @@ pub fn encode_index_header(
     w.u32(INDEX_HEADER_LEN as u32);
     w.bytes(history_id);
     w.u32(entry_len);
-    w.zeros(INDEX_HEADER_CRC_OFFSET - INDEX_HEADER_RESERVED_OFFSET);
-    let crc = crc32(&w.buf);
-    w.u32(crc);
+    HEADER_LAYOUT.seal(&mut w);
     w.buf.try_into().expect("INDEX_HEADER_LEN bytes")
 }
 
@@ -118,6 +126,15 @@ pub const VE_CRC_OFFSET: usize = VE_RESERVED_OFFSET + 4;
 pub const VERSION_ENTRY_LEN: usize = VE_CRC_OFFSET + 4;
 const _: () = assert!(VERSION_ENTRY_LEN == 88);
 
+const VERSION_ENTRY_LAYOUT: FixedLayout = FixedLayout {
+    what: "version entry",
+    magic: None,
+    len: VERSION_ENTRY_LEN,
+    reserved_offset: VE_RESERVED_OFFSET,
+    reserved_field: "version_entry.reserved",
+    exact: true,
+};
+
 /// One version of one key: what a point read returns, and the links to older versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VersionEntry {
@@ -169,27 +186,13 @@ impl VersionEntry {
         w.u32(self.segment_seq);
         w.u32(self.value_offset);
         w.u32(self.value_len);
-        w.zeros(4);
-        let crc = crc32(&w.buf);
-        w.u32(crc);
+        VERSION_ENTRY_LAYOUT.seal(&mut w);
         w.buf.try_into().expect("VERSION_ENTRY_LEN bytes")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<VersionEntry, DecodeError> {
-        const WHAT: &str = "version entry";
-        if bytes.len() != VERSION_ENTRY_LEN {
-            return Err(DecodeError::Truncated {
-                what: WHAT,
-                needed: VERSION_ENTRY_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        check_crc(bytes, VE_CRC_OFFSET, WHAT)?;
-        check_reserved(
-            &bytes[VE_RESERVED_OFFSET..VE_CRC_OFFSET],
-            "version_entry.reserved",
-        )?;
-        let mut r = Reader::new(&bytes[..VE_RESERVED_OFFSET], WHAT);
+        const WHAT: &str = VERSION_ENTRY_LAYOUT.what;
+        let mut r = Reader::new(VERSION_ENTRY_LAYOUT.open(bytes)?, WHAT);
         let entry = VersionEntry {
             revision: r.u64()?,
             timestamp_us: r.u64()?,
@@ -220,6 +223,15 @@ pub const RE_CRC_OFFSET: usize = RE_RESERVED_OFFSET + 4;
 pub const REV_ENTRY_LEN: usize = RE_CRC_OFFSET + 4;
 const _: () = assert!(REV_ENTRY_LEN == 24);
 
+const REV_ENTRY_LAYOUT: FixedLayout = FixedLayout {
+    what: "revision entry",
+    magic: None,
+    len: REV_ENTRY_LEN,
+    reserved_offset: RE_RESERVED_OFFSET,
+    reserved_field: "rev_entry.reserved",
+    exact: true,
+};
+
 /// Where one revision's commit record is, and its timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevEntry {
@@ -234,27 +246,13 @@ impl RevEntry {
         w.u64(self.timestamp_us);
         w.u32(self.segment_seq);
         w.u32(self.record_offset);
-        w.zeros(4);
-        let crc = crc32(&w.buf);
-        w.u32(crc);
+        REV_ENTRY_LAYOUT.seal(&mut w);
         w.buf.try_into().expect("REV_ENTRY_LEN bytes")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<RevEntry, DecodeError> {
-        const WHAT: &str = "revision entry";
-        if bytes.len() != REV_ENTRY_LEN {
-            return Err(DecodeError::Truncated {
-                what: WHAT,
-                needed: REV_ENTRY_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        check_crc(bytes, RE_CRC_OFFSET, WHAT)?;
-        check_reserved(
-            &bytes[RE_RESERVED_OFFSET..RE_CRC_OFFSET],
-            "rev_entry.reserved",
-        )?;
-        let mut r = Reader::new(&bytes[..RE_RESERVED_OFFSET], WHAT);
+        const WHAT: &str = REV_ENTRY_LAYOUT.what;
+        let mut r = Reader::new(REV_ENTRY_LAYOUT.open(bytes)?, WHAT);
         let entry = RevEntry {
             timestamp_us: r.u64()?,
             segment_seq: r.u32()?,
@@ -282,6 +280,16 @@ pub const CP_CRC_OFFSET: usize = 124;
 pub const CP_FIXED_LEN: usize = CP_CRC_OFFSET + 4;
 const _: () = assert!(CP_RESERVED_OFFSET == 80);
 const _: () = assert!(CP_FIXED_LEN == 128);
+
+/// The frame of CHECKPOINT's fixed part (the heads follow it, under their own CRC).
+const CHECKPOINT_LAYOUT: FixedLayout = FixedLayout {
+    what: "index checkpoint",
+    magic: Some(CHECKPOINT_MAGIC),
+    len: CP_FIXED_LEN,
+    reserved_offset: CP_RESERVED_OFFSET,
+    reserved_field: "checkpoint.reserved",
+    exact: false,
+};
 /// Keys in an index, at most (key ids are u32).
 pub const INDEX_KEYS_MAX: u64 = u32::MAX as u64;
 
@@ -325,31 +333,14 @@ impl Checkpoint {
         w.u64(self.keys_bytes);
         w.u32(self.keys_crc);
         w.u32(crc32(&heads.buf));
-        w.zeros(CP_CRC_OFFSET - CP_RESERVED_OFFSET);
-        let crc = crc32(&w.buf);
-        w.u32(crc);
+        CHECKPOINT_LAYOUT.seal(&mut w);
         w.bytes(&heads.buf);
         w.buf
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
-        const WHAT: &str = "index checkpoint";
-        if bytes.len() < CP_FIXED_LEN {
-            return Err(DecodeError::Truncated {
-                what: WHAT,
-                needed: CP_FIXED_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        if bytes[..MAGIC_LEN] != CHECKPOINT_MAGIC {
-            return Err(DecodeError::BadMagic { what: WHAT });
-        }
-        check_crc(bytes, CP_CRC_OFFSET, WHAT)?;
-        check_reserved(
-            &bytes[CP_RESERVED_OFFSET..CP_CRC_OFFSET],
-            "checkpoint.reserved",
-        )?;
-        let mut r = Reader::new(&bytes[MAGIC_LEN..CP_RESERVED_OFFSET], WHAT);
+        const WHAT: &str = CHECKPOINT_LAYOUT.what;
+        let mut r = Reader::new(CHECKPOINT_LAYOUT.open(bytes)?, WHAT);
         FormatVersion::from_u32(r.u32()?, WHAT)?;
         if r.u32()? as usize != CP_FIXED_LEN {
             return Err(DecodeError::InvalidField {

@@ -2,10 +2,10 @@
 //! writing `MANIFEST.tmp`, syncing it, renaming it over `MANIFEST` and syncing the directory, so
 //! one rename switches from one set of live files to the next (used by compaction).
 
-use crate::codec::{check_crc, check_reserved};
+use crate::codec::FixedLayout;
 use crate::{
     DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN,
-    MANIFEST_MAGIC, Reader, VERSION_LEN, Writer, crc32,
+    MANIFEST_MAGIC, Reader, VERSION_LEN, Writer,
 };
 
 pub const MANIFEST_FILE: &str = "MANIFEST";
@@ -25,6 +25,15 @@ pub const MANIFEST_CRC_OFFSET: usize = 124;
 pub const MANIFEST_LEN: usize = MANIFEST_CRC_OFFSET + 4;
 const _: () = assert!(MANIFEST_RESERVED_OFFSET == 112);
 const _: () = assert!(MANIFEST_LEN == 128);
+
+const LAYOUT: FixedLayout = FixedLayout {
+    what: "manifest",
+    magic: Some(MANIFEST_MAGIC),
+    len: MANIFEST_LEN,
+    reserved_offset: MANIFEST_RESERVED_OFFSET,
+    reserved_field: "manifest.reserved",
+    exact: true,
+};
 
 /// The store's identity and live set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,30 +71,13 @@ impl Manifest {
         w.bytes(&self.horizon_hash);
         w.u64(self.horizon_timestamp_us);
         w.u64(self.base_image_seq);
-        w.zeros(MANIFEST_CRC_OFFSET - MANIFEST_RESERVED_OFFSET);
-        let crc = crc32(&w.buf);
-        w.u32(crc);
+        LAYOUT.seal(&mut w);
         w.buf.try_into().expect("MANIFEST_LEN bytes")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
-        const WHAT: &str = "manifest";
-        if bytes.len() != MANIFEST_LEN {
-            return Err(DecodeError::Truncated {
-                what: WHAT,
-                needed: MANIFEST_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        if bytes[..MAGIC_LEN] != MANIFEST_MAGIC {
-            return Err(DecodeError::BadMagic { what: WHAT });
-        }
-        check_crc(bytes, MANIFEST_CRC_OFFSET, WHAT)?;
-        check_reserved(
-            &bytes[MANIFEST_RESERVED_OFFSET..MANIFEST_CRC_OFFSET],
-            "manifest.reserved",
-        )?;
-        let mut r = Reader::new(&bytes[MAGIC_LEN..MANIFEST_RESERVED_OFFSET], WHAT);
+        const WHAT: &str = LAYOUT.what;
+        let mut r = Reader::new(LAYOUT.open(bytes)?, WHAT);
         let version = FormatVersion::from_u32(r.u32()?, WHAT)?;
         if r.u32()? as usize != MANIFEST_LEN {
             return Err(DecodeError::InvalidField {

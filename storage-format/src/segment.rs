@@ -1,9 +1,9 @@
 //! The segment header (the first 128 bytes of every segment file) and segment file names.
 
-use crate::codec::{check_crc, check_reserved};
+use crate::codec::FixedLayout;
 use crate::{
     DecodeError, FormatVersion, HASH_LEN, HISTORY_ID_LEN, Hash, HistoryId, MAGIC_LEN, Reader,
-    SEGMENT_MAGIC, VERSION_LEN, Writer, crc32,
+    SEGMENT_MAGIC, VERSION_LEN, Writer,
 };
 
 pub const SEGMENT_VERSION_OFFSET: usize = MAGIC_LEN;
@@ -19,6 +19,15 @@ pub const SEGMENT_HEADER_CRC_OFFSET: usize = 124;
 pub const SEGMENT_HEADER_LEN: usize = SEGMENT_HEADER_CRC_OFFSET + 4;
 const _: () = assert!(SEGMENT_RESERVED_OFFSET == 96);
 const _: () = assert!(SEGMENT_HEADER_LEN == 128);
+
+const LAYOUT: FixedLayout = FixedLayout {
+    what: "segment header",
+    magic: Some(SEGMENT_MAGIC),
+    len: SEGMENT_HEADER_LEN,
+    reserved_offset: SEGMENT_RESERVED_OFFSET,
+    reserved_field: "segment.reserved",
+    exact: false,
+};
 
 /// Directory, under the data directory, that holds the segments.
 pub const SEGMENT_DIR: &str = "log";
@@ -53,32 +62,14 @@ impl SegmentHeader {
         w.bytes(&self.prev_hash);
         w.u64(self.prev_timestamp_us);
         w.u64(self.created_unix_us);
-        w.zeros(SEGMENT_HEADER_CRC_OFFSET - SEGMENT_RESERVED_OFFSET);
-        let crc = crc32(&w.buf);
-        w.u32(crc);
+        LAYOUT.seal(&mut w);
         w.buf.try_into().expect("SEGMENT_HEADER_LEN bytes")
     }
 
     /// Decodes the first `SEGMENT_HEADER_LEN` bytes of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, DecodeError> {
-        const WHAT: &str = "segment header";
-        if bytes.len() < SEGMENT_HEADER_LEN {
-            return Err(DecodeError::Truncated {
-                what: WHAT,
-                needed: SEGMENT_HEADER_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        let bytes = &bytes[..SEGMENT_HEADER_LEN];
-        if bytes[..MAGIC_LEN] != SEGMENT_MAGIC {
-            return Err(DecodeError::BadMagic { what: WHAT });
-        }
-        check_crc(bytes, SEGMENT_HEADER_CRC_OFFSET, WHAT)?;
-        check_reserved(
-            &bytes[SEGMENT_RESERVED_OFFSET..SEGMENT_HEADER_CRC_OFFSET],
-            "segment.reserved",
-        )?;
-        let mut r = Reader::new(&bytes[MAGIC_LEN..SEGMENT_RESERVED_OFFSET], WHAT);
+        const WHAT: &str = LAYOUT.what;
+        let mut r = Reader::new(LAYOUT.open(bytes)?, WHAT);
         let version = FormatVersion::from_u32(r.u32()?, WHAT)?;
         let header_len = r.u32()?;
         if header_len as usize != SEGMENT_HEADER_LEN {
@@ -125,6 +116,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crc32;
 
     #[test]
     fn header_round_trips_and_detects_damage() {
