@@ -3,12 +3,14 @@
 //! reads — latest and at random past revisions — must equal a replay of the log itself, and every
 //! acknowledged write must be visible. `LLMCM_CRASH_ROUNDS` scales the rounds (default 20 here).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::run_child_and_kill;
 use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
 use llmcm::store::{Point, Store};
@@ -86,34 +88,11 @@ fn reads_after_sigkill_match_the_log() {
         .unwrap_or(20);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let exe = std::env::current_exe().unwrap();
     let mut max_acked = 0;
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "store_crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("ACK ").and_then(|r| r.parse::<u64>().ok()))
-                .max()
-        });
-        std::thread::sleep(Duration::from_millis(50 + (round * 37) % 200));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if let Some(m) = reader.join().unwrap() {
+        let run_for = Duration::from_millis(50 + (round * 37) % 200);
+        let lines = run_child_and_kill("store_crash_child", CHILD_ENV, &dir, run_for);
+        if let Some(m) = lines.iter().filter_map(|l| l.parse::<u64>().ok()).max() {
             max_acked = max_acked.max(m);
         }
         let store = Store::open(&dir, config()).expect("reopen after SIGKILL");

@@ -9,9 +9,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,44 +76,21 @@ fn acknowledged_commits_survive_sigkill() {
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let exe = std::env::current_exe().unwrap();
     // revision → (key, thread, n) of every acknowledged commit so far.
     let mut acked: BTreeMap<u64, (String, u64, u64)> = BTreeMap::new();
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("ACK ") {
-                    let f: Vec<&str> = rest.split(' ').collect();
-                    lines.push((
-                        f[0].parse::<u64>().unwrap(),
-                        f[1].to_owned(),
-                        f[2].parse::<u64>().unwrap(),
-                        f[3].parse::<u64>().unwrap(),
-                    ));
-                }
-            }
-            lines
+        let run_for = Duration::from_millis(20 + rng.next() % 180);
+        let lines = run_child_and_kill("crash_child", CHILD_ENV, &dir, run_for);
+        let parsed = lines.iter().map(|rest| {
+            let f: Vec<&str> = rest.split(' ').collect();
+            (
+                f[0].parse::<u64>().unwrap(),
+                f[1].to_owned(),
+                f[2].parse::<u64>().unwrap(),
+                f[3].parse::<u64>().unwrap(),
+            )
         });
-        std::thread::sleep(Duration::from_millis(20 + rng.next() % 180));
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-        for (revision, key, t, n) in reader.join().unwrap() {
+        for (revision, key, t, n) in parsed {
             assert!(
                 acked.insert(revision, (key, t, n)).is_none(),
                 "revision {revision} acknowledged twice"

@@ -78,3 +78,41 @@ pub fn assert_verifies(fs: &dyn Fs, dir: &Path) -> llmcm::log::verify::VerifyRep
     );
     report
 }
+
+/// Runs the ignored test `child_test` of this same test binary as a child process (with `env` set
+/// to `dir`), lets it work for `run_for`, SIGKILLs it, and returns what followed `ACK ` on each
+/// line it printed before dying.
+pub fn run_child_and_kill(
+    child_test: &str,
+    env: &str,
+    dir: &Path,
+    run_for: std::time::Duration,
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            child_test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| line.strip_prefix("ACK ").map(str::to_owned))
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(run_for);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap the child");
+    reader.join().expect("the reader thread")
+}
