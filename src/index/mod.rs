@@ -305,30 +305,17 @@ impl State {
         mut index: u64,
         mut entry: VersionEntry,
         bound: Bound,
-    ) -> Result<Option<(u64, VersionEntry)>, IndexError> {
+    ) -> Result<Found, IndexError> {
         // Skew-binary descent: O(log versions) steps to the newest admitted ancestor, reading one
         // entry per step (each entry carries its jump target's revision and time).
         loop {
-            if entry.key_id != key_id {
-                return Err(IndexError::Inconsistent(format!(
-                    "entry {index} belongs to key {}, not {key_id}",
-                    entry.key_id
-                )));
+            match step(key_id, index, &entry, bound)? {
+                Step::Done(found) => return Ok(found),
+                Step::Next(next) => {
+                    index = next;
+                    entry = self.version(index)?;
+                }
             }
-            if bound.admits(entry.revision, entry.timestamp_us) {
-                return Ok(Some((index, entry)));
-            }
-            if entry.parent == NO_ENTRY {
-                return Ok(None);
-            }
-            index = if entry.jump != index
-                && !bound.admits(entry.jump_revision, entry.jump_timestamp_us)
-            {
-                entry.jump
-            } else {
-                entry.parent
-            };
-            entry = self.version(index)?;
         }
     }
 
@@ -354,27 +341,13 @@ impl State {
             let mut i = 0;
             while i < cursors.len() {
                 let (slot, index, entry) = cursors[i];
-                if entry.key_id != key_ids[slot] {
-                    return Err(IndexError::Inconsistent(format!(
-                        "entry {index} belongs to key {}, not {}",
-                        entry.key_id, key_ids[slot]
-                    )));
-                }
-                if bound.admits(entry.revision, entry.timestamp_us) {
-                    out[slot] = Some((index, entry));
-                    cursors.swap_remove(i);
-                    continue;
-                }
-                if entry.parent == NO_ENTRY {
-                    cursors.swap_remove(i);
-                    continue;
-                }
-                let next = if entry.jump != index
-                    && !bound.admits(entry.jump_revision, entry.jump_timestamp_us)
-                {
-                    entry.jump
-                } else {
-                    entry.parent
+                let next = match step(key_ids[slot], index, &entry, bound)? {
+                    Step::Done(found) => {
+                        out[slot] = found;
+                        cursors.swap_remove(i);
+                        continue;
+                    }
+                    Step::Next(next) => next,
                 };
                 cursors[i].1 = next;
                 if next < self.versions.count {
@@ -550,6 +523,40 @@ impl State {
         self.through_revision = commit.revision;
         Ok(())
     }
+}
+
+/// One step of a descent from `entry` (at `index`, of key `key_id`).
+enum Step {
+    /// The search ends: the newest admitted version, or none.
+    Done(Found),
+    /// Read this entry next.
+    Next(u64),
+}
+
+/// Decides a descent's step from the entry it holds: the entry itself if the bound admits it,
+/// nothing if it has no parent, else the jump target (decided from the jump's revision and time
+/// stored in the entry) when that is still too new, or the parent.
+#[inline]
+fn step(key_id: u32, index: u64, entry: &VersionEntry, bound: Bound) -> Result<Step, IndexError> {
+    if entry.key_id != key_id {
+        return Err(IndexError::Inconsistent(format!(
+            "entry {index} belongs to key {}, not {key_id}",
+            entry.key_id
+        )));
+    }
+    if bound.admits(entry.revision, entry.timestamp_us) {
+        return Ok(Step::Done(Some((index, *entry))));
+    }
+    if entry.parent == NO_ENTRY {
+        return Ok(Step::Done(None));
+    }
+    let jump_is_too_new =
+        entry.jump != index && !bound.admits(entry.jump_revision, entry.jump_timestamp_us);
+    Ok(Step::Next(if jump_is_too_new {
+        entry.jump
+    } else {
+        entry.parent
+    }))
 }
 
 /// Lazily created read-only mappings of sealed segments.
