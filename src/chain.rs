@@ -52,6 +52,14 @@ pub enum OpView<'a> {
     Delete { key: &'a str },
 }
 
+impl OpView<'_> {
+    pub fn key(&self) -> &str {
+        match self {
+            OpView::Put { key, .. } | OpView::Delete { key } => key,
+        }
+    }
+}
+
 impl<'a> CommitView<'a> {
     pub fn new(
         commit: &'a Commit,

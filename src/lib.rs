@@ -3,9 +3,11 @@
 //!
 //! Layers only look down: `cli` → `log` → `fs` and the `storage-format` crate.
 
+pub mod api;
 pub mod chain;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod fs;
 pub mod index;
 pub mod log;

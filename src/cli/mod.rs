@@ -1,6 +1,8 @@
 //! The `llmcm` command line: argument definitions and one module per command.
 
 mod demo;
+pub mod serve;
+mod token;
 mod verify;
 
 use std::process::ExitCode;
@@ -24,6 +26,11 @@ pub enum Command {
     Demo(demo::Args),
     /// Check every file of a data directory offline; exits 1 on any problem.
     Verify(verify::Args),
+    /// Run the HTTP server (with no arguments: ./llmcm-data on 127.0.0.1:7070).
+    Serve(serve::Args),
+    /// Manage bearer tokens.
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 /// Runs a parsed command and returns the process exit code.
@@ -31,5 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Serve(args) => serve::run(serve::load(&args)?),
+        Command::Token(command) => token::run(command),
     }
 }

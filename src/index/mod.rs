@@ -275,6 +275,16 @@ impl State {
             .map(|(k, id)| (k, *id))
     }
 
+    /// The newest revision that wrote (put or deleted) any key starting with `prefix`; 0 if none.
+    /// O(keys under the prefix).
+    pub(crate) fn newest_revision_under(&self, prefix: &str) -> u64 {
+        self.keys_from(prefix)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, id)| self.heads[id as usize].1.revision)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The key's newest version within `bound`, with its entry index; deletes included.
     pub(crate) fn lookup(
         &self,

@@ -7,6 +7,8 @@
 //! publishes the new durable head, and wakes everyone. An appender returns once the head reaches
 //! its revision, or with an error if its batch, or any batch before it, failed.
 
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 
 use storage_format::commit::{Commit, CommitKind, Op, encode_commit_payload};
@@ -29,11 +31,87 @@ pub(crate) struct Queue {
     pub closed: bool,
     /// Last time a clock-behind warning was logged, to log it once per second at most.
     pub clock_warned_us: u64,
+    /// Keys written by queued commits that readers cannot see yet.
+    pub unseen: UnseenWrites,
+}
+
+/// The newest queued write of a key that readers cannot see yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnseenWrite {
+    pub revision: u64,
+    pub deleted: bool,
+}
+
+/// Writes that are queued or being synced, so not yet in the index: a precondition checked in the
+/// queue's critical section must consult these before the index, or two conditional writers could
+/// both pass a check that only one of them may pass.
+#[derive(Default)]
+pub struct UnseenWrites {
+    newest: HashMap<String, UnseenWrite>,
+    /// Revisions in order, with the keys each wrote, to forget them once they are visible.
+    order: VecDeque<(u64, Vec<String>)>,
+}
+
+impl UnseenWrites {
+    /// The newest write of `key` not yet visible to readers.
+    pub fn get(&self, key: &str) -> Option<UnseenWrite> {
+        self.newest.get(key).copied()
+    }
+
+    /// Whether any not-yet-visible write touches a key starting with `prefix`.
+    pub fn any_under(&self, prefix: &str) -> bool {
+        self.newest.keys().any(|k| k.starts_with(prefix))
+    }
+
+    fn record(&mut self, revision: u64, ops: &[Op]) {
+        let mut keys = Vec::with_capacity(ops.len());
+        for op in ops {
+            let deleted = matches!(op, Op::Delete { .. });
+            self.newest
+                .insert(op.key().to_owned(), UnseenWrite { revision, deleted });
+            keys.push(op.key().to_owned());
+        }
+        self.order.push_back((revision, keys));
+    }
+
+    /// Forgets writes at or below `visible`: the index (which readers use) has them.
+    fn forget_through(&mut self, visible: u64) {
+        while let Some((revision, _)) = self.order.front()
+            && *revision <= visible
+        {
+            let (revision, keys) = self.order.pop_front().expect("front exists");
+            for key in keys {
+                if self
+                    .newest
+                    .get(&key)
+                    .is_some_and(|w| w.revision == revision)
+                {
+                    self.newest.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 impl Log {
     /// Appends one commit and returns once it is durable. Refused requests write nothing.
     pub fn append(&self, request: CommitRequest) -> Result<CommitInfo, LogError> {
+        let ops_max = self.config.commit_ops_max;
+        self.append_checked(request, ops_max, |_| Ok::<(), Infallible>(()))
+            .map(|checked| checked.unwrap_or_else(|never| match never {}))
+    }
+
+    /// Appends one commit if `precondition` passes, and returns once it is durable.
+    /// `precondition` runs in the critical section that assigns the revision, so nothing can be
+    /// queued between the check and the commit; it sees the writes still in flight (not yet
+    /// visible to readers) and must consult them before reading the index. `ops_max` bounds the
+    /// ops of a change commit (the configured maximum, or a higher one for rollbacks).
+    pub fn append_checked<E>(
+        &self,
+        request: CommitRequest,
+        ops_max: usize,
+        precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
+    ) -> Result<Result<CommitInfo, E>, LogError> {
         // Revision and timestamp are fixed-width, so placeholders give the final encoded length.
         let mut commit = Commit {
             revision: 0,
@@ -44,7 +122,7 @@ impl Log {
             detail: request.detail,
             ops: request.ops,
         };
-        self.check_commit(&commit)?;
+        self.check_commit(&commit, ops_max)?;
         let mut queue = self.queue.lock();
         if queue.closed {
             return Err(LogError::Closed);
@@ -53,6 +131,11 @@ impl Log {
             return Err(LogError::ReadOnly {
                 reason: reason.clone(),
             });
+        }
+        let visible = self.head.read().revision;
+        queue.unseen.forget_through(visible);
+        if let Err(failed) = precondition(&queue.unseen) {
+            return Ok(Err(failed));
         }
         let revision = queue.next_revision;
         let timestamp_us = self.next_timestamp(&mut queue);
@@ -64,6 +147,9 @@ impl Log {
         queue.next_revision += 1;
         queue.last_timestamp_us = timestamp_us;
         queue.last_hash = hash;
+        if commit.kind == CommitKind::Change {
+            queue.unseen.record(revision, &commit.ops);
+        }
         queue.pending.push(PendingCommit {
             revision,
             timestamp_us,
@@ -73,11 +159,11 @@ impl Log {
         });
         loop {
             if self.head.read().revision >= revision {
-                return Ok(CommitInfo {
+                return Ok(Ok(CommitInfo {
                     revision,
                     timestamp_us,
                     hash,
-                });
+                }));
             }
             if let Some((from, reason)) = &queue.failed_from
                 && *from <= revision
@@ -178,11 +264,11 @@ impl Log {
     }
 
     /// Checks a commit against the format's and the configured limits.
-    fn check_commit(&self, commit: &Commit) -> Result<(), LogError> {
-        if commit.kind == CommitKind::Change && commit.ops.len() > self.config.commit_ops_max {
+    fn check_commit(&self, commit: &Commit, ops_max: usize) -> Result<(), LogError> {
+        if commit.kind == CommitKind::Change && commit.ops.len() > ops_max {
             return Err(Rejection::TooManyOps {
                 count: commit.ops.len(),
-                max: self.config.commit_ops_max,
+                max: ops_max,
             }
             .into());
         }

@@ -30,6 +30,7 @@ pub use segment::SegmentMeta;
 use crate::clock::{Clock, SystemClock};
 use crate::fs::{DirLock, Fs, RealFs};
 use group_commit::Queue;
+pub use group_commit::{UnseenWrite, UnseenWrites};
 use segment::ActiveSegment;
 
 /// Settings of the log. Every field has a default and bounds, checked by `validate`.

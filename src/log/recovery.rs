@@ -152,6 +152,7 @@ pub(super) fn open(
             failed_from: None,
             closed: false,
             clock_warned_us: 0,
+            unseen: Default::default(),
         }),
         queue_changed: Condvar::new(),
         writer: Mutex::new(active),

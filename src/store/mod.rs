@@ -10,6 +10,8 @@
 //! - a damaged or inconsistent index is rebuilt from the log and the read retried once.
 
 mod reads;
+pub mod schema;
+mod write;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +25,10 @@ use thiserror::Error;
 pub use reads::{
     ChainVerification, Change, ChangeKind, CommitFilter, CommitRecord, CommitsPage, Diff,
     HistoryItem, HistoryPage, KeyVersion, ListPage,
+};
+pub use write::{
+    Condition, Conflict, ROLLBACK_OPS_MAX, RollbackOutcome, WRITE_ATTEMPTS_MAX, WriteError,
+    WriteRequest,
 };
 
 use crate::clock::{Clock, SystemClock};
@@ -91,6 +97,7 @@ pub struct Store {
     index: Arc<Index>,
     clock: Arc<dyn Clock>,
     housekeeping: Housekeeping,
+    schemas: schema::SchemaCache,
 }
 
 /// A background thread that rolls the active segment once it is older than the configured age,
@@ -176,6 +183,7 @@ impl Store {
             index,
             clock,
             housekeeping,
+            schemas: Default::default(),
         })
     }
 

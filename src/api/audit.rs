@@ -1,0 +1,520 @@
+//! The auditors' and operators' reads: history, commits (JSON pages, NDJSON streams, the chain
+//! export), diff, verify, admin status, and the health probes.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use storage_format::hex;
+
+use super::AppState;
+use super::auth::{Action, Principal};
+use super::error::ApiError;
+use super::json::{ok, raw};
+use super::params::{self, blocking};
+use crate::chain::CommitView;
+use crate::clock::format_timestamp_us;
+use crate::store::{ChangeKind, CommitFilter, CommitRecord, PAGE_ITEMS_MAX, Point};
+
+/// NDJSON lines buffered between the reading thread and the connection.
+pub const STREAM_CHUNKS_QUEUED_MAX: usize = 4;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Lowest revision included.
+    pub from: Option<u64>,
+    /// Highest revision included.
+    pub to: Option<u64>,
+    /// Page size, 1 to 1000. Default: 100.
+    pub limit: Option<usize>,
+    /// Start after this revision (the previous page's `next`).
+    pub after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct HistoryItemView<'a> {
+    revision: u64,
+    timestamp: String,
+    op: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a RawValue>,
+    actor: &'a str,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct HistoryView<'a> {
+    key: &'a str,
+    items: Vec<HistoryItemView<'a>>,
+    next: Option<u64>,
+}
+
+/// Every version of one key, puts and deletes, oldest first.
+#[utoipa::path(get, path = "/v1/history/{key}", tag = "audit",
+    params(("key" = String, Path, description = "The key"), HistoryQuery),
+    responses(
+        (status = 200, description = "One page of versions", body = super::openapi::HistoryDoc),
+        (status = 400, description = "Bad key or query", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+        (status = 410, description = "Below the compaction horizon", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let key = params::path_key(path)?;
+    let q = params::query(query)?;
+    principal.require_key(Action::Audit, &key)?;
+    let limit = params::limit(q.limit)?;
+    let store = state.store().clone();
+    let page = blocking(move || Ok(store.history(&key, q.from, q.to, q.after, limit)?)).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for item in &page.items {
+        items.push(HistoryItemView {
+            revision: item.revision,
+            timestamp: format_timestamp_us(item.timestamp_us),
+            op: if item.value.is_some() {
+                "put"
+            } else {
+                "delete"
+            },
+            value: item.value.as_ref().map(|v| raw(v.as_bytes())).transpose()?,
+            actor: &item.actor,
+            reason: &item.reason,
+        });
+    }
+    ok(&HistoryView {
+        key: &page.key,
+        items,
+        next: page.next,
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CommitsQuery {
+    pub from_revision: Option<u64>,
+    pub to_revision: Option<u64>,
+    /// Commits at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Commits at or before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Only ops on keys with this prefix; commits with none are left out.
+    pub prefix: Option<String>,
+    /// Only commits by this actor.
+    pub actor: Option<String>,
+    /// Page size, 1 to 1000. Default: 100.
+    pub limit: Option<usize>,
+    /// Start after this revision (the previous page's `next`).
+    pub after: Option<u64>,
+    /// `chain`: whole commits with their canonical bytes in hex (`tools/verify_chain.py`).
+    pub format: Option<String>,
+}
+
+/// Audit replay, in revision order: JSON pages, or NDJSON (`Accept: application/x-ndjson`)
+/// streaming every matching commit.
+#[utoipa::path(get, path = "/v1/commits", tag = "audit",
+    params(CommitsQuery),
+    responses(
+        (status = 200, description = "One page of commits; with `Accept: application/x-ndjson`, a stream of commits, one per line", content(
+            (super::openapi::CommitsDoc = "application/json"),
+            (super::openapi::CommitDoc = "application/x-ndjson"),
+        )),
+        (status = 400, description = "Bad query", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+        (status = 410, description = "Below the compaction horizon", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn commits(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    query: Result<Query<CommitsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = params::query(query)?;
+    principal.require(Action::Audit)?;
+    let chain = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("chain") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("format {other:?}: use `chain` or leave it out"),
+            ));
+        }
+    };
+    if chain && (q.prefix.is_some() || !principal.prefixes.is_empty()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "format=chain exports whole commits: it takes no prefix and needs a token that sees every key",
+        ));
+    }
+    let filter = CommitFilter {
+        from_revision: q.from_revision,
+        to_revision: q.to_revision,
+        since_us: q.since.as_deref().map(params::parse_time).transpose()?,
+        until_us: q.until.as_deref().map(params::parse_time).transpose()?,
+        prefix: q.prefix.clone(),
+        actor: q.actor.clone(),
+        after: q.after,
+        limit: params::limit(q.limit)?,
+    };
+    let stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    if stream {
+        return Ok(stream_commits(state, principal, filter, chain));
+    }
+    let store = state.store().clone();
+    let page = blocking(move || Ok(store.commits(&filter)?)).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for record in &page.items {
+        if let Some(view) = commit_view(&principal, record, chain)? {
+            items.push(view);
+        }
+    }
+    #[derive(Serialize)]
+    struct CommitsView<'a> {
+        items: Vec<CommitView<'a>>,
+        next: Option<u64>,
+    }
+    ok(&CommitsView {
+        items,
+        next: page.next,
+    })
+}
+
+/// A commit as the principal may see it: ops outside its prefixes removed, and `None` when none
+/// remain (or, for a prefix-limited token, for a system commit, which has no ops).
+fn commit_view<'a>(
+    principal: &Principal,
+    record: &'a CommitRecord,
+    chain: bool,
+) -> Result<Option<CommitView<'a>>, ApiError> {
+    let canonical = chain.then(|| record.commit.encode_canonical());
+    let mut view = CommitView::new(
+        &record.commit,
+        &record.hash,
+        &record.prev_hash,
+        canonical.as_deref(),
+    )
+    .map_err(ApiError::internal)?;
+    if !principal.prefixes.is_empty() {
+        view.ops.retain(|op| principal.sees(op.key()));
+        if view.ops.is_empty() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(view))
+}
+
+/// Streams every commit matching `filter` as NDJSON, reading pages on a blocking thread.
+fn stream_commits(
+    state: AppState,
+    principal: Principal,
+    mut filter: CommitFilter,
+    chain: bool,
+) -> Response {
+    let (sender, receiver) =
+        tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_QUEUED_MAX);
+    filter.limit = PAGE_ITEMS_MAX;
+    let store = state.store().clone();
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let page = match store.commits(&filter) {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+                    return;
+                }
+            };
+            let mut chunk = Vec::new();
+            for record in &page.items {
+                match commit_view(&principal, record, chain) {
+                    Ok(Some(view)) => {
+                        let _ = serde_json::to_writer(&mut chunk, &view);
+                        chunk.push(b'\n');
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        let _ = sender.blocking_send(Err(std::io::Error::other(error.message)));
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() && sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                return; // the client went away
+            }
+            match page.next {
+                Some(next) => filter.after = Some(next),
+                None => return,
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    /// Key prefix; absent: every key.
+    pub prefix: Option<String>,
+    /// First point: a revision or an RFC 3339 time.
+    pub from: String,
+    /// Second point: a revision or an RFC 3339 time.
+    pub to: String,
+}
+
+#[derive(Serialize)]
+struct ChangeView<'a> {
+    key: &'a str,
+    change: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new: Option<&'a RawValue>,
+}
+
+/// Keys added, changed or removed under a prefix between two points.
+#[utoipa::path(get, path = "/v1/diff", tag = "audit",
+    params(DiffQuery),
+    responses(
+        (status = 200, description = "The changes", body = super::openapi::DiffDoc),
+        (status = 400, description = "Bad query or point", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+        (status = 410, description = "Below the compaction horizon", body = super::openapi::ErrorDoc),
+        (status = 413, description = "Too many changes: narrow the prefix", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn diff(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = params::query(query)?;
+    principal.require(Action::Audit)?;
+    let mut from = params::parse_point(&q.from)?;
+    let mut to = params::parse_point(&q.to)?;
+    let prefix = q.prefix.unwrap_or_default();
+    let prefixes = principal.visible_prefixes(&prefix);
+    let store = state.store().clone();
+    let diffs = blocking(move || {
+        let mut out = Vec::new();
+        for p in &prefixes {
+            let d = store.diff(p, from, to)?;
+            (from, to) = (Point::Revision(d.from), Point::Revision(d.to));
+            out.push(d);
+        }
+        if out.is_empty() {
+            out.push(store.diff("", from, to).map(|mut d| {
+                d.changes.clear();
+                d
+            })?);
+        }
+        Ok(out)
+    })
+    .await?;
+    let mut changes = Vec::new();
+    for d in &diffs {
+        for c in &d.changes {
+            changes.push(ChangeView {
+                key: &c.key,
+                change: match c.kind {
+                    ChangeKind::Added => "added",
+                    ChangeKind::Changed => "changed",
+                    ChangeKind::Removed => "removed",
+                },
+                old: c.old.as_ref().map(|v| raw(v.as_bytes())).transpose()?,
+                new: c.new.as_ref().map(|v| raw(v.as_bytes())).transpose()?,
+            });
+        }
+    }
+    #[derive(Serialize)]
+    struct DiffView<'a> {
+        from: u64,
+        to: u64,
+        changes: Vec<ChangeView<'a>>,
+    }
+    ok(&DiffView {
+        from: diffs[0].from,
+        to: diffs[0].to,
+        changes,
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// First revision to verify. Default: the first available.
+    pub from_revision: Option<u64>,
+    /// An auditor's saved digest, `REV:HASH` (64 hex digits): checked against the chain.
+    pub expected: Option<String>,
+}
+
+/// Recomputes the hash chain to the head.
+#[utoipa::path(get, path = "/v1/verify", tag = "audit",
+    params(VerifyQuery),
+    responses(
+        (status = 200, description = "The verification report (`ok` false on any failure)", body = super::openapi::VerifyDoc),
+        (status = 400, description = "Bad query", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<VerifyQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = params::query(query)?;
+    principal.require(Action::Audit)?;
+    let expected = q.expected.as_deref().map(parse_expected).transpose()?;
+    let store = state.store().clone();
+    let report = blocking(move || Ok(store.verify_chain(q.from_revision, expected)?)).await?;
+    #[derive(Serialize)]
+    struct Failure {
+        revision: u64,
+        reason: String,
+    }
+    #[derive(Serialize)]
+    struct VerifyView {
+        ok: bool,
+        from: u64,
+        to: u64,
+        commits: u64,
+        head_hash: String,
+        expected_matched: Option<bool>,
+        failure: Option<Failure>,
+    }
+    ok(&VerifyView {
+        ok: report.ok(),
+        from: report.from,
+        to: report.to,
+        commits: report.commits,
+        head_hash: hex(&report.head_hash),
+        expected_matched: report.expected_matched,
+        failure: report
+            .failure
+            .map(|(revision, reason)| Failure { revision, reason }),
+    })
+}
+
+fn parse_expected(text: &str) -> Result<(u64, storage_format::Hash), ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("expected {text:?} is not REV:HASH with a 64-hex-digit hash"),
+        )
+    };
+    let (rev, hash_hex) = text.split_once(':').ok_or_else(invalid)?;
+    let revision = rev.parse().map_err(|_| invalid())?;
+    if hash_hex.len() != 64 {
+        return Err(invalid());
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hash_hex[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+    }
+    Ok((revision, hash))
+}
+
+/// History id, head, horizon, segments, read-only state.
+#[utoipa::path(get, path = "/v1/admin/status", tag = "admin",
+    responses(
+        (status = 200, description = "The store's status", body = super::openapi::StatusDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Action::Admin)?;
+    let log = state.store().log();
+    let head = log.head();
+    let horizon = log.horizon();
+    let segments = log.segments();
+    let stats = log.stats();
+    let read_only = log.read_only_reason();
+    ok(&serde_json::json!({
+        "history_id": hex(&log.history_id()),
+        "head": {
+            "revision": head.revision,
+            "timestamp": (head.revision > horizon.revision).then(|| format_timestamp_us(head.timestamp_us)),
+            "hash": hex(&head.hash),
+        },
+        "horizon": { "revision": horizon.revision, "hash": hex(&horizon.hash) },
+        "segments": {
+            "count": segments.len(),
+            "sealed": segments.iter().filter(|s| s.sealed).count(),
+            "bytes": segments.iter().map(|s| s.len).sum::<u64>(),
+        },
+        "commits_since_start": stats.commits,
+        "snapshots": [],
+        "last_backups": [],
+        "read_only": { "on": read_only.is_some(), "reason": read_only },
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "Alive", body = super::openapi::HealthDoc)))]
+pub async fn live() -> Result<Response, ApiError> {
+    ok(&serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: recovered and writable (else 503 with the reason).
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = super::openapi::HealthDoc),
+        (status = 503, description = "Not ready, with the reason", body = super::openapi::ErrorDoc),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.store().log().read_only_reason() {
+        None => ok(&serde_json::json!({ "status": "ready" })),
+        Some(reason) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("read-only: {reason}"),
+        )),
+    }
+}
+
+/// Component detail.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "Every component healthy", body = super::openapi::HealthDoc),
+        (status = 503, description = "Some component is not", body = super::openapi::HealthDoc),
+    ))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let log = state.store().log();
+    let read_only = log.read_only_reason();
+    let status = if read_only.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::json!({
+        "status": if read_only.is_some() { "degraded" } else { "ok" },
+        "storage": {
+            "writable": read_only.is_none(),
+            "read_only_reason": read_only,
+            "head_revision": log.head().revision,
+        },
+    });
+    (status, axum::Json(body)).into_response()
+}

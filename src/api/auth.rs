@@ -1,0 +1,319 @@
+//! Bearer-token auth (DESIGN.md §3 "Auth"): the config holds each token's SHA-256; a request's
+//! token is hashed and compared with every entry in constant time; the matching entry's role and
+//! prefixes decide what the request may do and see.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use sha2::{Digest, Sha256};
+
+use super::{ANONYMOUS_ACTOR, AppState};
+use crate::api::error::ApiError;
+use crate::config::{AuthConfig, Role, TokenEntry};
+
+/// Longest `Authorization` header value considered.
+pub const AUTH_HEADER_BYTES_MAX: usize = 4096;
+/// Random bytes in a new token.
+pub const TOKEN_RANDOM_BYTES: usize = 32;
+/// What every token starts with, so secret scanners can recognise one.
+pub const TOKEN_PREFIX: &str = "llmcm_";
+
+/// What a request wants to do, by the columns of DESIGN.md §3's role table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// get, list, watch
+    Read,
+    /// history, commits, diff, verify
+    Audit,
+    /// put, delete, txn, rollback
+    Write,
+    /// admin/*
+    Admin,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Audit => "audit",
+            Action::Write => "write",
+            Action::Admin => "admin",
+        }
+    }
+}
+
+/// Whether `role` may do `action`.
+pub fn role_allows(role: Role, action: Action) -> bool {
+    matches!(
+        (role, action),
+        (_, Action::Read)
+            | (Role::Writer | Role::Admin, Action::Write)
+            | (Role::Auditor | Role::Operator | Role::Admin, Action::Audit)
+            | (Role::Operator | Role::Admin, Action::Admin)
+    )
+}
+
+struct TokenRecord {
+    digest: [u8; 32],
+    principal: Principal,
+}
+
+/// The configured tokens.
+pub struct Auth {
+    tokens: Vec<TokenRecord>,
+}
+
+impl Auth {
+    /// From validated configuration (`Config::validate` checked the digests).
+    pub fn new(config: &AuthConfig) -> Auth {
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|t: &TokenEntry| {
+                let mut digest = [0u8; 32];
+                for (i, byte) in digest.iter_mut().enumerate() {
+                    *byte =
+                        u8::from_str_radix(&t.sha256[2 * i..2 * i + 2], 16).expect("validated hex");
+                }
+                TokenRecord {
+                    digest,
+                    principal: Principal {
+                        name: Arc::from(t.name.as_str()),
+                        role: t.role,
+                        prefixes: Arc::from(t.prefixes.clone()),
+                    },
+                }
+            })
+            .collect();
+        Auth { tokens }
+    }
+
+    /// Whether any token is configured (else every caller is the anonymous admin).
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// The principal of a request's `Authorization` header value.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, ApiError> {
+        if !self.enabled() {
+            return Ok(Principal::anonymous());
+        }
+        let unauthorized = |message: &str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
+        };
+        let header = header.ok_or_else(|| unauthorized("a bearer token is required"))?;
+        if header.len() > AUTH_HEADER_BYTES_MAX {
+            return Err(unauthorized("the Authorization header is too long"));
+        }
+        let token = header
+            .strip_prefix(b"Bearer ")
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        // Compare with every entry, without stopping early, so timing says nothing about which
+        // entry (if any) matched or how much of a digest did.
+        let mut found = None;
+        for record in &self.tokens {
+            if constant_time_eq(&record.digest, &digest) {
+                found = Some(&record.principal);
+            }
+        }
+        found
+            .cloned()
+            .ok_or_else(|| unauthorized("the token is not valid"))
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut difference = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        difference |= std::hint::black_box(x ^ y);
+    }
+    difference == 0
+}
+
+/// Who is asking, and what they may see.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: Arc<str>,
+    pub role: Role,
+    /// Empty: every key.
+    pub prefixes: Arc<[String]>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Principal {
+        Principal {
+            name: Arc::from(ANONYMOUS_ACTOR),
+            role: Role::Admin,
+            prefixes: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Refuses unless the role allows `action`.
+    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+        if role_allows(self.role, action) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "token {:?} has role {}, which may not {}",
+                self.name,
+                self.role.name(),
+                action.name()
+            )))
+        }
+    }
+
+    /// Whether the token may see `key`.
+    pub fn sees(&self, key: &str) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    /// Whether every key under `prefix` is visible to the token.
+    pub fn sees_all_of(&self, prefix: &str) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| prefix.starts_with(p.as_str()))
+    }
+
+    /// Refuses unless the role allows `action` on `key`.
+    pub fn require_key(&self, action: Action, key: &str) -> Result<(), ApiError> {
+        self.require(action)?;
+        if self.sees(key) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "token {:?} may not access key {key:?}",
+                self.name
+            )))
+        }
+    }
+
+    /// Refuses unless the role allows `action` on every key under `prefix`.
+    pub fn require_prefix(&self, action: Action, prefix: &str) -> Result<(), ApiError> {
+        self.require(action)?;
+        if self.sees_all_of(prefix) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "token {:?} may not access every key under {prefix:?}",
+                self.name
+            )))
+        }
+    }
+
+    /// The disjoint prefixes, in key order, whose keys are both under `requested` and visible.
+    pub fn visible_prefixes(&self, requested: &str) -> Vec<String> {
+        if self.sees_all_of(requested) {
+            return vec![requested.to_owned()];
+        }
+        let mut narrowed: Vec<String> = self
+            .prefixes
+            .iter()
+            .filter(|p| p.starts_with(requested))
+            .cloned()
+            .collect();
+        narrowed.sort();
+        // Drop prefixes covered by a shorter one; what remains is disjoint and sorted, so the
+        // key ranges follow one another in order.
+        let mut out: Vec<String> = Vec::with_capacity(narrowed.len());
+        for p in narrowed {
+            if !out.last().is_some_and(|last| p.starts_with(last.as_str())) {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        state.auth().authenticate(header)
+    }
+}
+
+/// A fresh random token and its config entry text.
+pub fn new_token(name: &str, role: Role, prefixes: &[String]) -> std::io::Result<(String, String)> {
+    let mut random = [0u8; TOKEN_RANDOM_BYTES];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+    let token = format!("{TOKEN_PREFIX}{}", storage_format::hex(&random));
+    let digest = storage_format::hex(&Sha256::digest(token.as_bytes()));
+    let entry = TokenEntry {
+        name: name.to_owned(),
+        role,
+        prefixes: prefixes.to_vec(),
+        sha256: digest,
+    };
+    #[derive(serde::Serialize)]
+    struct Wrapper<'a> {
+        auth: Tokens<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Tokens<'a> {
+        tokens: [&'a TokenEntry; 1],
+    }
+    let text = toml::to_string(&Wrapper {
+        auth: Tokens { tokens: [&entry] },
+    })
+    .map_err(std::io::Error::other)?;
+    Ok((token, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_table() {
+        use Action::*;
+        let table = [
+            (Role::Reader, [true, false, false, false]),
+            (Role::Writer, [true, false, true, false]),
+            (Role::Auditor, [true, true, false, false]),
+            (Role::Operator, [true, true, false, true]),
+            (Role::Admin, [true, true, true, true]),
+        ];
+        for (role, allowed) in table {
+            for (action, want) in [Read, Audit, Write, Admin].into_iter().zip(allowed) {
+                assert_eq!(role_allows(role, action), want, "{role:?} {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn visible_prefixes_are_disjoint_and_sorted() {
+        let p = Principal {
+            name: Arc::from("t"),
+            role: Role::Reader,
+            prefixes: Arc::from(vec![
+                "prod/b/".to_string(),
+                "prod/a/".to_string(),
+                "prod/a/x/".to_string(),
+                "dev/".to_string(),
+            ]),
+        };
+        assert_eq!(p.visible_prefixes("prod/"), vec!["prod/a/", "prod/b/"]);
+        assert_eq!(p.visible_prefixes("prod/a/x/y"), vec!["prod/a/x/y"]);
+        assert!(p.visible_prefixes("staging/").is_empty());
+        assert_eq!(p.visible_prefixes(""), vec!["dev/", "prod/a/", "prod/b/"]);
+    }
+
+    #[test]
+    fn tokens_authenticate_by_digest() {
+        let (token, text) = new_token("bot", Role::Writer, &["prod/".into()]).unwrap();
+        let config: crate::config::Config = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        let auth = Auth::new(&config.auth);
+        let header = format!("Bearer {token}");
+        let p = auth.authenticate(Some(header.as_bytes())).unwrap();
+        assert_eq!(&*p.name, "bot");
+        assert!(auth.authenticate(Some(b"Bearer llmcm_wrong")).is_err());
+        assert!(auth.authenticate(None).is_err());
+        assert!(auth.authenticate(Some(token.as_bytes())).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! Answer bodies that embed stored values verbatim. A value is stored byte for byte as received,
+//! so it is written into the answer as raw JSON (checked to still parse), never re-encoded.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use crate::clock::format_timestamp_us;
+use crate::store::KeyVersion;
+
+/// A stored value as raw JSON.
+pub fn raw(bytes: &[u8]) -> Result<&RawValue, ApiError> {
+    serde_json::from_slice::<&RawValue>(bytes)
+        .map_err(|e| ApiError::internal(format!("a stored value is not JSON: {e}")))
+}
+
+/// A key version (DESIGN.md §3 "key version").
+#[derive(Serialize)]
+pub struct KeyVersionView<'a> {
+    pub key: &'a str,
+    pub value: &'a RawValue,
+    pub revision: u64,
+    pub create_revision: u64,
+    pub version: u64,
+    pub timestamp: String,
+}
+
+impl<'a> KeyVersionView<'a> {
+    pub fn new(v: &'a KeyVersion) -> Result<KeyVersionView<'a>, ApiError> {
+        Ok(KeyVersionView {
+            key: &v.key,
+            value: raw(v.value.as_bytes())?,
+            revision: v.revision,
+            create_revision: v.create_revision,
+            version: v.version,
+            timestamp: format_timestamp_us(v.timestamp_us),
+        })
+    }
+}
+
+/// `200` with `body` as JSON.
+pub fn ok<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// The answer to every write: `{"revision", "timestamp"}`.
+#[derive(Serialize)]
+pub struct WriteView {
+    pub revision: u64,
+    pub timestamp: String,
+}
+
+impl From<crate::log::CommitInfo> for WriteView {
+    fn from(info: crate::log::CommitInfo) -> Self {
+        WriteView {
+            revision: info.revision,
+            timestamp: format_timestamp_us(info.timestamp_us),
+        }
+    }
+}

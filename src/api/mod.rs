@@ -1,0 +1,128 @@
+//! The HTTP API (DESIGN.md §3): axum handlers over the store. Handlers parse and check input,
+//! authorize, call one store operation (on a blocking thread when it may wait for the disk), and
+//! shape the answer; they hold no storage logic.
+//!
+//! Limits: request bodies (per route), header size (hyper's defaults: 100 headers, 400 KiB
+//! buffer), page sizes (`PAGE_ITEMS_MAX`), txn conditions (`TXN_CONDITIONS_MAX`), request time
+//! (`http.request_timeout`) and concurrency (`http.concurrent_requests_max`). A panic in a handler
+//! is caught and answered 500.
+
+mod audit;
+pub mod auth;
+pub mod error;
+mod json;
+mod kv;
+pub mod openapi;
+mod params;
+mod server;
+mod writes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use parking_lot::RwLock;
+
+pub use auth::{Action, Auth, Principal};
+pub use error::ApiError;
+pub use server::{ServeError, serve};
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// The actor of commits made with auth off.
+pub const ANONYMOUS_ACTOR: &str = "anonymous";
+/// Conditions in one txn, at most.
+pub const TXN_CONDITIONS_MAX: usize = 1000;
+/// Bytes of JSON around the values of a txn or rollback body, beyond the commit's own limit.
+pub const BODY_OVERHEAD_BYTES_MAX: usize = 1 << 20;
+/// Small bodies (rollback, admin actions).
+pub const SMALL_BODY_BYTES_MAX: usize = 64 << 10;
+/// Items of a page when the request gives no `limit`.
+pub const PAGE_ITEMS_DEFAULT: usize = 100;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    config: Config,
+    auth: RwLock<Arc<Auth>>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, config: Config) -> AppState {
+        let auth = Arc::new(Auth::new(&config.auth));
+        AppState {
+            inner: Arc::new(Shared {
+                store,
+                config,
+                auth: RwLock::new(auth),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn auth(&self) -> Arc<Auth> {
+        self.inner.auth.read().clone()
+    }
+}
+
+/// Every route of the API, with its body limit.
+pub fn router(state: AppState) -> Router {
+    let config = state.config();
+    let value_body = config.storage.value_bytes_max;
+    let txn_body = config.storage.commit_bytes_max + BODY_OVERHEAD_BYTES_MAX;
+    Router::new()
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_key)
+                .put(kv::put_key)
+                .delete(kv::delete_key)
+                .layer(DefaultBodyLimit::max(value_body)),
+        )
+        .route("/v1/kv", get(kv::list_keys))
+        .route(
+            "/v1/txn",
+            post(writes::txn).layer(DefaultBodyLimit::max(txn_body)),
+        )
+        .route(
+            "/v1/rollback",
+            post(writes::rollback).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),
+        )
+        .route("/v1/history/{*key}", get(audit::history))
+        .route("/v1/commits", get(audit::commits))
+        .route("/v1/diff", get(audit::diff))
+        .route("/v1/verify", get(audit::verify))
+        .route("/v1/admin/status", get(audit::status))
+        .route("/health/live", get(audit::live))
+        .route("/health/ready", get(audit::ready))
+        .route("/health", get(audit::health))
+        .route("/openapi.json", get(openapi::serve_openapi))
+        .fallback(fallback_not_found)
+        .method_not_allowed_fallback(fallback_method_not_allowed)
+        .with_state(state)
+}
+
+async fn fallback_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}", uri.path()))
+}
+
+async fn fallback_method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {method} is not allowed here"),
+    )
+}

@@ -1,0 +1,99 @@
+//! Turning request parts into checked values: query strings, bodies, keys, points in time, page
+//! sizes. Every rejection becomes the API's error shape (400, or 413 for a body over its limit).
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::store::{PAGE_ITEMS_MAX, Point};
+
+pub fn query<T: DeserializeOwned>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+pub fn path_key(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(key)| key)
+        .map_err(|e| ApiError::bad_request("invalid_key", e.body_text()))
+}
+
+pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!("the request body is too large: {}", e.body_text()))
+        } else {
+            ApiError::bad_request("invalid_body", e.body_text())
+        }
+    })
+}
+
+/// A JSON body of a known shape.
+pub fn json_body<T: DeserializeOwned>(
+    body_bytes: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body(body_bytes)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body: {e}")))
+}
+
+/// The point named by `revision` or `at` (at most one of them); latest if neither.
+pub fn point(revision: Option<u64>, at: Option<&str>) -> Result<Point, ApiError> {
+    match (revision, at) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_query",
+            "give `revision` or `at`, not both",
+        )),
+        (Some(r), None) => Ok(Point::Revision(r)),
+        (None, Some(t)) => Ok(Point::Time(parse_time(t)?)),
+        (None, None) => Ok(Point::Latest),
+    }
+}
+
+/// An RFC 3339 time (`Z` or an offset) as microseconds since the epoch.
+pub fn parse_time(text: &str) -> Result<u64, ApiError> {
+    let invalid = |why: String| {
+        ApiError::bad_request(
+            "invalid_time",
+            format!("{text:?} is not an RFC 3339 time (e.g. 2026-11-26T22:15:00Z): {why}"),
+        )
+    };
+    let ts: jiff::Timestamp = text
+        .parse()
+        .map_err(|e: jiff::Error| invalid(e.to_string()))?;
+    u64::try_from(ts.as_microsecond()).map_err(|_| invalid("before 1970".into()))
+}
+
+/// A point written as an integer revision or an RFC 3339 time.
+pub fn parse_point(text: &str) -> Result<Point, ApiError> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Point::Revision).map_err(|_| {
+            ApiError::bad_request("invalid_query", format!("revision {text:?} is too large"))
+        });
+    }
+    Ok(Point::Time(parse_time(text)?))
+}
+
+/// A page size: default `PAGE_ITEMS_DEFAULT`, 1 to `PAGE_ITEMS_MAX`.
+pub fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(super::PAGE_ITEMS_DEFAULT),
+        Some(n) if (1..=PAGE_ITEMS_MAX).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {n} is outside 1..={PAGE_ITEMS_MAX}"),
+        )),
+    }
+}
+
+/// Runs store work that may wait for the disk on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+}

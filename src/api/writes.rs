@@ -1,0 +1,193 @@
+//! `/v1/txn` and `/v1/rollback`: multi-key commits with conditions, and rolling a prefix back.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use storage_format::commit::Op;
+
+use super::auth::{Action, Principal};
+use super::error::ApiError;
+use super::json::{WriteView, ok};
+use super::params::{self, blocking};
+use super::{AppState, TXN_CONDITIONS_MAX};
+use crate::clock::format_timestamp_us;
+use crate::store::{Condition, RollbackOutcome, WriteRequest};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnBody {
+    ops: Vec<TxnOp>,
+    #[serde(default)]
+    conditions: Vec<TxnCondition>,
+    #[serde(default)]
+    reason: String,
+}
+
+// A struct, not an internally tagged enum: serde buffers a tagged enum's fields, and a raw value
+// (kept byte for byte) cannot be read back from that buffer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnOp {
+    op: TxnOpKind,
+    key: String,
+    value: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TxnOpKind {
+    Put,
+    Delete,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnCondition {
+    key: String,
+    revision: u64,
+}
+
+/// Atomic multi-key commit: every condition holds and every op applies, or nothing is written.
+#[utoipa::path(post, path = "/v1/txn", tag = "kv",
+    request_body(content = super::openapi::TxnDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = super::openapi::WriteDoc),
+        (status = 400, description = "Bad body, key or op", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+        (status = 409, description = "A condition did not hold (`conflicts` lists each)", body = super::openapi::ErrorDoc),
+        (status = 413, description = "Too many ops or conditions, or too large", body = super::openapi::ErrorDoc),
+        (status = 422, description = "Schema violation or invalid schema", body = super::openapi::ErrorDoc),
+        (status = 503, description = "Read-only or shutting down", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn txn(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Action::Write)?;
+    let body: TxnBody = params::json_body(body)?;
+    if body.conditions.len() > TXN_CONDITIONS_MAX {
+        return Err(ApiError::too_large(format!(
+            "{} conditions, over the maximum {TXN_CONDITIONS_MAX}",
+            body.conditions.len()
+        )));
+    }
+    let ops_max = state.config().storage.commit_ops_max;
+    if body.ops.len() > ops_max {
+        return Err(ApiError::too_large(format!(
+            "{} ops, over the maximum {ops_max}",
+            body.ops.len()
+        )));
+    }
+    let mut ops = Vec::with_capacity(body.ops.len());
+    for op in body.ops {
+        principal.require_key(Action::Write, &op.key)?;
+        ops.push(match (op.op, op.value) {
+            (TxnOpKind::Put, Some(value)) => Op::Put {
+                key: op.key,
+                value: value.get().as_bytes().to_vec(),
+            },
+            (TxnOpKind::Delete, None) => Op::Delete { key: op.key },
+            (TxnOpKind::Put, None) => {
+                return Err(ApiError::bad_request(
+                    "invalid_argument",
+                    format!("put of {:?} has no value", op.key),
+                ));
+            }
+            (TxnOpKind::Delete, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_argument",
+                    format!("delete of {:?} takes no value", op.key),
+                ));
+            }
+        });
+    }
+    let mut conditions = Vec::with_capacity(body.conditions.len());
+    for c in body.conditions {
+        principal.require_key(Action::Read, &c.key)?;
+        conditions.push(Condition {
+            key: c.key,
+            revision: c.revision,
+        });
+    }
+    let request = WriteRequest {
+        actor: principal.name.to_string(),
+        reason: body.reason,
+        ops,
+        conditions,
+        must_exist: Vec::new(),
+    };
+    let store = state.store().clone();
+    let info = blocking(move || Ok(store.write(request)?)).await?;
+    ok(&WriteView::from(info))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    prefix: String,
+    revision: Option<u64>,
+    at: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct RollbackView {
+    changed: bool,
+    /// The new commit's revision, or (unchanged) the head it was compared at.
+    revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<String>,
+}
+
+/// One new commit making the prefix's state equal its state at a point.
+#[utoipa::path(post, path = "/v1/rollback", tag = "kv",
+    request_body(content = super::openapi::RollbackDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rolled back (`changed: true`) or nothing differed (`changed: false`)", body = super::openapi::RollbackResultDoc),
+        (status = 400, description = "Bad body or point", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+        (status = 409, description = "The prefix kept changing", body = super::openapi::ErrorDoc),
+        (status = 410, description = "Point below the compaction horizon", body = super::openapi::ErrorDoc),
+        (status = 413, description = "More changes than one rollback may make", body = super::openapi::ErrorDoc),
+        (status = 503, description = "Read-only or shutting down", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: RollbackBody = params::json_body(body)?;
+    principal.require_prefix(Action::Write, &body.prefix)?;
+    if body.revision.is_none() && body.at.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "give `revision` or `at`",
+        ));
+    }
+    let point = params::point(body.revision, body.at.as_deref())?;
+    let store = state.store().clone();
+    let actor = principal.name.to_string();
+    let outcome =
+        blocking(move || Ok(store.rollback(&body.prefix, point, &actor, &body.reason)?)).await?;
+    ok(&match outcome {
+        RollbackOutcome::Unchanged { revision } => RollbackView {
+            changed: false,
+            revision,
+            timestamp: None,
+        },
+        RollbackOutcome::Committed(info) => RollbackView {
+            changed: true,
+            revision: info.revision,
+            timestamp: Some(format_timestamp_us(info.timestamp_us)),
+        },
+    })
+}

@@ -1,0 +1,567 @@
+//! The server's configuration: defaults, then the TOML file, then `LLMCM_*` environment variables,
+//! then command-line flags. Every field is documented with its default and bounds here and in
+//! `docs/configuration.md`; `Config::validate` enforces the bounds with an error naming the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::log::{
+    COMMIT_BYTES_MAX, COMMIT_OPS_MAX, LogConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+};
+
+/// Largest configuration file read.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+/// Tokens in the configuration, at most.
+pub const TOKENS_MAX: usize = 10_000;
+/// Prefixes of one token, at most.
+pub const TOKEN_PREFIXES_MAX: usize = 100;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is {len} bytes, over the maximum {max}")]
+    TooLarge { path: PathBuf, len: u64, max: u64 },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The data directory. Default: `./llmcm-data`.
+    pub data_dir: PathBuf,
+    /// Address to listen on. Default: `127.0.0.1:7070`. A non-loopback address needs tokens (or
+    /// `insecure_no_auth`).
+    pub listen: String,
+    /// Log filter (`info`, `llmcm=debug`, ...). Default: `info`.
+    pub log_level: String,
+    /// Serve without tokens on a non-loopback address. Default: false.
+    pub insecure_no_auth: bool,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+}
+
+/// Limits and rolling of the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A segment rolls once it would grow past this. Default: 64 MiB. Bounds: 64 KiB to 4 GiB.
+    pub segment_bytes_max: u64,
+    /// A segment holding commits rolls once it is this old. Default: `1h`. Bounds: `1s` to `30d`.
+    pub segment_age_max: String,
+    /// Largest value of one put. Default and maximum: 1 MiB. Minimum: 1 byte.
+    pub value_bytes_max: usize,
+    /// Most ops in one change commit. Default and maximum: 1000. Minimum: 1.
+    pub commit_ops_max: usize,
+    /// Largest encoded change commit. Default and maximum: 8 MiB. Minimum: 4 KiB.
+    pub commit_bytes_max: usize,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request that takes longer is answered 503. Default: `30s`. Bounds: `1s` to `10m`.
+    pub request_timeout: String,
+    /// Requests served at once; more wait. Default: 1024. Bounds: 1 to 65536.
+    pub concurrent_requests_max: usize,
+    /// On SIGTERM, in-flight requests get this long to finish. Default: `10s`. Bounds: `0s` to `5m`.
+    pub shutdown_drain: String,
+}
+
+/// Bearer tokens. Empty: auth is off (every caller is `anonymous` with the admin role), which is
+/// refused on a non-loopback address unless `insecure_no_auth`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// One token, as `llmcm token new` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Recorded as the actor of the token's commits. 1 to 256 bytes.
+    pub name: String,
+    /// `reader`, `writer`, `auditor`, `operator` or `admin`.
+    pub role: Role,
+    /// Key prefixes the token may see; absent or empty: every key.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Hex SHA-256 of the bearer token (64 hex digits).
+    pub sha256: String,
+}
+
+/// What a token may do (DESIGN.md §3 "Auth").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Reader,
+    Writer,
+    Auditor,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Auditor => "auditor",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "reader" => Ok(Role::Reader),
+            "writer" => Ok(Role::Writer),
+            "auditor" => Ok(Role::Auditor),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?}: reader, writer, auditor, operator or admin"
+            )),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./llmcm-data"),
+            listen: "127.0.0.1:7070".into(),
+            log_level: "info".into(),
+            insecure_no_auth: false,
+            storage: StorageConfig::default(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        StorageConfig {
+            segment_bytes_max: log.segment_bytes_max,
+            segment_age_max: "1h".into(),
+            value_bytes_max: log.value_bytes_max,
+            commit_ops_max: log.commit_ops_max,
+            commit_bytes_max: log.commit_bytes_max,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            request_timeout: "30s".into(),
+            concurrent_requests_max: 1024,
+            shutdown_drain: "10s".into(),
+        }
+    }
+}
+
+/// Fields settable from the environment: `LLMCM_<SECTION>_<FIELD>` (top level: `LLMCM_<FIELD>`).
+/// Tokens are not: they belong in the file, which can be kept private.
+const ENV_FIELDS: &[(&str, &str)] = &[
+    ("", "data_dir"),
+    ("", "listen"),
+    ("", "log_level"),
+    ("", "insecure_no_auth"),
+    ("storage", "segment_bytes_max"),
+    ("storage", "segment_age_max"),
+    ("storage", "value_bytes_max"),
+    ("storage", "commit_ops_max"),
+    ("storage", "commit_bytes_max"),
+    ("http", "request_timeout"),
+    ("http", "concurrent_requests_max"),
+    ("http", "shutdown_drain"),
+];
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment; validated.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(file, |name| std::env::var(name).ok())
+    }
+
+    /// `load` with an explicit environment (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        for (section, field) in ENV_FIELDS {
+            let name = if section.is_empty() {
+                format!("LLMCM_{}", field.to_uppercase())
+            } else {
+                format!("LLMCM_{}_{}", section.to_uppercase(), field.to_uppercase())
+            };
+            let Some(text) = env(&name) else { continue };
+            let value = env_value(&Config::default(), section, field, &text)
+                .map_err(|message| ConfigError::Env { name, message })?;
+            let target = if section.is_empty() {
+                &mut table
+            } else {
+                table
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError::Invalid {
+                        field: section.to_string(),
+                        message: "must be a table".into(),
+                    })?
+            };
+            target.insert(field.to_string(), value);
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file.map(Path::to_path_buf).unwrap_or_default(),
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.to_owned(),
+            message,
+        };
+        self.listen_addr()?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| invalid("log_level", e.to_string()))?;
+        let s = &self.storage;
+        check_range(
+            "storage.segment_bytes_max",
+            s.segment_bytes_max,
+            SEGMENT_BYTES_MIN,
+            SEGMENT_BYTES_MAX,
+        )?;
+        check_duration(
+            "storage.segment_age_max",
+            &s.segment_age_max,
+            Duration::from_secs(1),
+            Duration::from_secs(30 * 86400),
+        )?;
+        check_range(
+            "storage.value_bytes_max",
+            s.value_bytes_max as u64,
+            1,
+            storage_format::VALUE_BYTES_MAX as u64,
+        )?;
+        check_range(
+            "storage.commit_ops_max",
+            s.commit_ops_max as u64,
+            1,
+            COMMIT_OPS_MAX as u64,
+        )?;
+        check_range(
+            "storage.commit_bytes_max",
+            s.commit_bytes_max as u64,
+            4096,
+            COMMIT_BYTES_MAX as u64,
+        )?;
+        let h = &self.http;
+        check_duration(
+            "http.request_timeout",
+            &h.request_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?;
+        check_range(
+            "http.concurrent_requests_max",
+            h.concurrent_requests_max as u64,
+            1,
+            65536,
+        )?;
+        check_duration(
+            "http.shutdown_drain",
+            &h.shutdown_drain,
+            Duration::ZERO,
+            Duration::from_secs(300),
+        )?;
+        if self.auth.tokens.len() > TOKENS_MAX {
+            return Err(invalid(
+                "auth.tokens",
+                format!(
+                    "{} tokens, over the maximum {TOKENS_MAX}",
+                    self.auth.tokens.len()
+                ),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let field = format!("auth.tokens[{i}]");
+            if token.name.is_empty() || token.name.len() > 256 {
+                return Err(invalid(&field, "name must be 1 to 256 bytes".into()));
+            }
+            if token.name == crate::api::ANONYMOUS_ACTOR {
+                return Err(invalid(&field, "the name `anonymous` is reserved".into()));
+            }
+            if !names.insert(token.name.as_str()) {
+                return Err(invalid(
+                    &field,
+                    format!("name {:?} is used twice", token.name),
+                ));
+            }
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(&field, "sha256 must be 64 hex digits".into()));
+            }
+            if token.prefixes.len() > TOKEN_PREFIXES_MAX {
+                return Err(invalid(
+                    &field,
+                    format!("more than {TOKEN_PREFIXES_MAX} prefixes"),
+                ));
+            }
+            if token
+                .prefixes
+                .iter()
+                .any(|p| p.is_empty() || p.len() > storage_format::KEY_BYTES_MAX)
+            {
+                return Err(invalid(
+                    &field,
+                    format!(
+                        "a prefix must be 1 to {} bytes",
+                        storage_format::KEY_BYTES_MAX
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            field: "listen".into(),
+            message: format!("{:?} is not an IP:port address: {e}", self.listen),
+        })
+    }
+
+    /// The log's settings.
+    pub fn log_config(&self) -> LogConfig {
+        let s = &self.storage;
+        LogConfig {
+            segment_bytes_max: s.segment_bytes_max,
+            segment_age_max_us: parse_duration(&s.segment_age_max)
+                .expect("validated")
+                .as_micros() as u64,
+            value_bytes_max: s.value_bytes_max,
+            commit_ops_max: s.commit_ops_max,
+            commit_bytes_max: s.commit_bytes_max,
+            ..LogConfig::default()
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        parse_duration(&self.http.request_timeout).expect("validated")
+    }
+
+    pub fn shutdown_drain(&self) -> Duration {
+        parse_duration(&self.http.shutdown_drain).expect("validated")
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let read = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read)?.len();
+    if len > CONFIG_FILE_BYTES_MAX {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            len,
+            max: CONFIG_FILE_BYTES_MAX,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// An environment variable's text as the TOML value its field expects (the default's type).
+fn env_value(
+    defaults: &Config,
+    section: &str,
+    field: &str,
+    text: &str,
+) -> Result<toml::Value, String> {
+    let defaults = toml::Value::try_from(defaults).map_err(|e| e.to_string())?;
+    let default = if section.is_empty() {
+        defaults.get(field)
+    } else {
+        defaults.get(section).and_then(|s| s.get(field))
+    };
+    match default {
+        Some(toml::Value::Integer(_)) => text
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{text:?} is not an integer")),
+        Some(toml::Value::Boolean(_)) => match text.trim() {
+            "true" | "1" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("{text:?} is not true or false")),
+        },
+        _ => Ok(toml::Value::String(text.to_owned())),
+    }
+}
+
+fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            field: field.to_owned(),
+            message: format!("{value} is outside {min}..={max}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_duration(
+    field: &str,
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    let invalid = |message| ConfigError::Invalid {
+        field: field.to_owned(),
+        message,
+    };
+    let value = parse_duration(text).map_err(invalid)?;
+    if value < min || value > max {
+        return Err(invalid(format!(
+            "{text} is outside {}..={}",
+            format_duration(min),
+            format_duration(max)
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `500ms`, `30s`, `10m`, `1h`, `30d` (one number, one unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(ms_per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(86400) && s > 0 {
+        format!("{}d", s / 86400)
+    } else if s.is_multiple_of(60) && s > 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_with_env(None, |_| None).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen_addr().unwrap().to_string(), "127.0.0.1:7070");
+    }
+
+    #[test]
+    fn environment_overrides_and_is_checked() {
+        let c = Config::load_with_env(None, |name| match name {
+            "LLMCM_LISTEN" => Some("127.0.0.1:9000".into()),
+            "LLMCM_STORAGE_COMMIT_OPS_MAX" => Some("10".into()),
+            "LLMCM_HTTP_REQUEST_TIMEOUT" => Some("5s".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.storage.commit_ops_max, 10);
+        assert_eq!(c.request_timeout(), Duration::from_secs(5));
+        let err = Config::load_with_env(None, |name| {
+            (name == "LLMCM_STORAGE_COMMIT_OPS_MAX").then(|| "5000".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("storage.commit_ops_max"), "{err}");
+        let err = Config::load_with_env(None, |name| {
+            (name == "LLMCM_STORAGE_COMMIT_OPS_MAX").then(|| "many".into())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("LLMCM_STORAGE_COMMIT_OPS_MAX"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn example_file_is_valid_and_unknown_fields_are_refused() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/llmcm.example.toml");
+        Config::load_with_env(Some(&example), |_| None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
+        let err = Config::load_with_env(Some(&bad), |_| None).unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+}
