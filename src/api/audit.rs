@@ -17,7 +17,9 @@ use super::json::{ok, raw};
 use super::params::{self, blocking};
 use crate::chain::CommitView;
 use crate::clock::format_timestamp_us;
-use crate::store::{ChangeKind, CommitFilter, CommitRecord, PAGE_ITEMS_MAX, Point};
+use crate::store::{
+    ChangeKind, CommitFilter, CommitRecord, DIFF_CHANGES_MAX, PAGE_ITEMS_MAX, Point,
+};
 
 /// NDJSON lines buffered between the reading thread and the connection.
 pub const STREAM_CHUNKS_QUEUED_MAX: usize = 4;
@@ -30,6 +32,7 @@ pub struct HistoryQuery {
     /// Highest revision included.
     pub to: Option<u64>,
     /// Page size, 1 to 1000. Default: 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Start after this revision (the previous page's `next`).
     pub after: Option<u64>,
@@ -55,7 +58,7 @@ struct HistoryView<'a> {
 
 /// Every version of one key, puts and deletes, oldest first.
 #[utoipa::path(get, path = "/v1/history/{key}", tag = "audit",
-    params(("key" = String, Path, description = "The key"), HistoryQuery),
+    params(("key" = String, Path, description = "The key", pattern = r"^(?!\.\.?(/|$))[A-Za-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*$", max_length = 512), HistoryQuery),
     responses(
         (status = 200, description = "One page of versions", body = super::openapi::HistoryDoc),
         (status = 400, description = "Bad key or query", body = super::openapi::ErrorDoc),
@@ -73,6 +76,7 @@ pub async fn history(
     let key = params::path_key(path)?;
     let q = params::query(query)?;
     principal.require_key(Action::Audit, &key)?;
+    params::revisions(&[q.from, q.to, q.after])?;
     let limit = params::limit(q.limit)?;
     let store = state.store().clone();
     let page = blocking(move || Ok(store.history(&key, q.from, q.to, q.after, limit)?)).await?;
@@ -98,25 +102,35 @@ pub async fn history(
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitsFormat {
+    Json,
+    Chain,
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CommitsQuery {
     pub from_revision: Option<u64>,
     pub to_revision: Option<u64>,
     /// Commits at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Commits at or before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Only ops on keys with this prefix; commits with none are left out.
     pub prefix: Option<String>,
     /// Only commits by this actor.
     pub actor: Option<String>,
     /// Page size, 1 to 1000. Default: 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Start after this revision (the previous page's `next`).
     pub after: Option<u64>,
     /// `chain`: whole commits with their canonical bytes in hex (`tools/verify_chain.py`).
-    pub format: Option<String>,
+    pub format: Option<CommitsFormat>,
 }
 
 /// Audit replay, in revision order: JSON pages, or NDJSON (`Accept: application/x-ndjson`)
@@ -142,16 +156,8 @@ pub async fn commits(
 ) -> Result<Response, ApiError> {
     let q = params::query(query)?;
     principal.require(Action::Audit)?;
-    let chain = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("chain") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("format {other:?}: use `chain` or leave it out"),
-            ));
-        }
-    };
+    params::revisions(&[q.from_revision, q.to_revision, q.after])?;
+    let chain = q.format == Some(CommitsFormat::Chain);
     if chain && (q.prefix.is_some() || !principal.prefixes.is_empty()) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -271,8 +277,10 @@ pub struct DiffQuery {
     /// Key prefix; absent: every key.
     pub prefix: Option<String>,
     /// First point: a revision or an RFC 3339 time.
+    #[param(pattern = r"^([0-9]{1,19}|[0-9]{4}-[0-9]{2}-[0-9]{2}T.+)$")]
     pub from: String,
     /// Second point: a revision or an RFC 3339 time.
+    #[param(pattern = r"^([0-9]{1,19}|[0-9]{4}-[0-9]{2}-[0-9]{2}T.+)$")]
     pub to: String,
 }
 
@@ -311,10 +319,17 @@ pub async fn diff(
     let prefixes = principal.visible_prefixes(&prefix);
     let store = state.store().clone();
     let diffs = blocking(move || {
-        let mut out = Vec::new();
+        let mut out: Vec<crate::store::Diff> = Vec::new();
+        let mut total = 0;
         for p in &prefixes {
             let d = store.diff(p, from, to)?;
             (from, to) = (Point::Revision(d.from), Point::Revision(d.to));
+            total += d.changes.len();
+            if total > DIFF_CHANGES_MAX {
+                return Err(ApiError::too_large(format!(
+                    "more than {DIFF_CHANGES_MAX} changes; narrow the prefix"
+                )));
+            }
             out.push(d);
         }
         if out.is_empty() {
@@ -360,6 +375,7 @@ pub struct VerifyQuery {
     /// First revision to verify. Default: the first available.
     pub from_revision: Option<u64>,
     /// An auditor's saved digest, `REV:HASH` (64 hex digits): checked against the chain.
+    #[param(pattern = r"^[0-9]{1,19}:[0-9a-fA-F]{64}$")]
     pub expected: Option<String>,
 }
 
@@ -380,6 +396,7 @@ pub async fn verify(
 ) -> Result<Response, ApiError> {
     let q = params::query(query)?;
     principal.require(Action::Audit)?;
+    params::revisions(&[q.from_revision])?;
     let expected = q.expected.as_deref().map(parse_expected).transpose()?;
     let store = state.store().clone();
     let report = blocking(move || Ok(store.verify_chain(q.from_revision, expected)?)).await?;
@@ -420,6 +437,7 @@ fn parse_expected(text: &str) -> Result<(u64, storage_format::Hash), ApiError> {
     };
     let (rev, hash_hex) = text.split_once(':').ok_or_else(invalid)?;
     let revision = rev.parse().map_err(|_| invalid())?;
+    params::revisions(&[Some(revision)])?;
     if hash_hex.len() != 64 {
         return Err(invalid());
     }

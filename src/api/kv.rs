@@ -20,6 +20,7 @@ pub struct PointQuery {
     /// Read as of this revision.
     pub revision: Option<u64>,
     /// Read as of this time (RFC 3339, `Z` or an offset).
+    #[param(format = DateTime)]
     pub at: Option<String>,
 }
 
@@ -38,8 +39,11 @@ pub struct ListQuery {
     /// Key prefix (a plain string prefix); absent: every key.
     pub prefix: Option<String>,
     pub revision: Option<u64>,
+    /// RFC 3339 time.
+    #[param(format = DateTime)]
     pub at: Option<String>,
     /// Page size, 1 to 1000. Default: 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Start after this key (the previous page's `next`).
     pub after: Option<String>,
@@ -47,7 +51,7 @@ pub struct ListQuery {
 
 /// One key at a point.
 #[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv",
-    params(("key" = String, Path, description = "The key, e.g. prod/chatbot/model"), PointQuery),
+    params(("key" = String, Path, description = "The key, e.g. prod/chatbot/model", pattern = r"^(?!\.\.?(/|$))[A-Za-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*$", max_length = 512), PointQuery),
     responses(
         (status = 200, description = "The key's version at the point", body = super::openapi::KeyVersionDoc),
         (status = 400, description = "Bad key, point or query", body = super::openapi::ErrorDoc),
@@ -77,7 +81,7 @@ pub async fn get_key(
 
 /// Put a JSON value.
 #[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
-    params(("key" = String, Path, description = "The key"), WriteQuery),
+    params(("key" = String, Path, description = "The key", pattern = r"^(?!\.\.?(/|$))[A-Za-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*$", max_length = 512), WriteQuery),
     request_body(content = serde_json::Value, description = "Any JSON document (at most 1 MiB), stored verbatim", content_type = "application/json"),
     responses(
         (status = 200, description = "Committed", body = super::openapi::WriteDoc),
@@ -100,6 +104,7 @@ pub async fn put_key(
     let key = params::path_key(path)?;
     let q = params::query(query)?;
     principal.require_key(Action::Write, &key)?;
+    params::revisions(&[q.if_revision])?;
     let value = params::body(body)?;
     let request = WriteRequest {
         actor: principal.name.to_string(),
@@ -125,7 +130,7 @@ pub async fn put_key(
 
 /// Delete a key (404 if it has no live version).
 #[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv",
-    params(("key" = String, Path, description = "The key"), WriteQuery),
+    params(("key" = String, Path, description = "The key", pattern = r"^(?!\.\.?(/|$))[A-Za-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*$", max_length = 512), WriteQuery),
     responses(
         (status = 200, description = "Committed", body = super::openapi::WriteDoc),
         (status = 400, description = "Bad key or query", body = super::openapi::ErrorDoc),
@@ -145,6 +150,7 @@ pub async fn delete_key(
     let key = params::path_key(path)?;
     let q = params::query(query)?;
     principal.require_key(Action::Write, &key)?;
+    params::revisions(&[q.if_revision])?;
     let request = WriteRequest {
         actor: principal.name.to_string(),
         reason: q.reason.unwrap_or_default(),

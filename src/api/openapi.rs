@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::audit::history, super::audit::commits, super::audit::diff, super::audit::verify,
         super::audit::status, super::audit::live, super::audit::ready, super::audit::health,
     ),
+    components(schemas(super::audit::CommitsFormat)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -92,6 +93,8 @@ pub struct WriteDoc {
 
 #[derive(ToSchema)]
 pub struct TxnDoc {
+    /// 1 to `storage.commit_ops_max` ops, keys distinct.
+    #[schema(min_items = 1, max_items = 1000)]
     pub ops: Vec<TxnOpDoc>,
     pub conditions: Option<Vec<ConditionDoc>>,
     pub reason: Option<String>,
@@ -101,6 +104,10 @@ pub struct TxnDoc {
 pub struct TxnOpDoc {
     /// `put` or `delete`.
     pub op: OpKindDoc,
+    #[schema(
+        pattern = r"^(?!\.\.?(/|$))[A-Za-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*$",
+        max_length = 512
+    )]
     pub key: String,
     /// For a put: any JSON.
     pub value: Option<Value>,
@@ -117,6 +124,10 @@ pub enum OpKindDoc {
 /// "Key must be at this revision" (0: must not exist).
 #[derive(ToSchema)]
 pub struct ConditionDoc {
+    #[schema(
+        pattern = r"^(?!\.\.?(/|$))[A-Za-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*$",
+        max_length = 512
+    )]
     pub key: String,
     pub revision: u64,
 }
@@ -124,8 +135,10 @@ pub struct ConditionDoc {
 #[derive(ToSchema)]
 pub struct RollbackDoc {
     pub prefix: String,
+    /// Give `revision` or `at`.
     pub revision: Option<u64>,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub at: Option<String>,
     pub reason: Option<String>,
 }

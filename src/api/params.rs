@@ -42,6 +42,7 @@ pub fn json_body<T: DeserializeOwned>(
 
 /// The point named by `revision` or `at` (at most one of them); latest if neither.
 pub fn point(revision: Option<u64>, at: Option<&str>) -> Result<Point, ApiError> {
+    revisions(&[revision])?;
     match (revision, at) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "invalid_query",
@@ -70,9 +71,11 @@ pub fn parse_time(text: &str) -> Result<u64, ApiError> {
 /// A point written as an integer revision or an RFC 3339 time.
 pub fn parse_point(text: &str) -> Result<Point, ApiError> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().map(Point::Revision).map_err(|_| {
+        let revision = text.parse().map_err(|_| {
             ApiError::bad_request("invalid_query", format!("revision {text:?} is too large"))
-        });
+        })?;
+        revisions(&[Some(revision)])?;
+        return Ok(Point::Revision(revision));
     }
     Ok(Point::Time(parse_time(text)?))
 }
@@ -96,4 +99,19 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(ApiError::internal)?
+}
+
+/// Largest revision a request may name: revisions are documented as int64, so a larger number is
+/// malformed input rather than a point in the future.
+pub const REVISION_MAX: u64 = i64::MAX as u64;
+
+/// Refuses any revision parameter above `REVISION_MAX`.
+pub fn revisions(values: &[Option<u64>]) -> Result<(), ApiError> {
+    match values.iter().flatten().find(|&&r| r > REVISION_MAX) {
+        Some(r) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("revision {r} is above the largest revision {REVISION_MAX}"),
+        )),
+        None => Ok(()),
+    }
 }

@@ -21,9 +21,9 @@ use crate::store::{Condition, RollbackOutcome, WriteRequest};
 struct TxnBody {
     ops: Vec<TxnOp>,
     #[serde(default)]
-    conditions: Vec<TxnCondition>,
+    conditions: Option<Vec<TxnCondition>>,
     #[serde(default)]
-    reason: String,
+    reason: Option<String>,
 }
 
 // A struct, not an internally tagged enum: serde buffers a tagged enum's fields, and a raw value
@@ -71,10 +71,11 @@ pub async fn txn(
 ) -> Result<Response, ApiError> {
     principal.require(Action::Write)?;
     let body: TxnBody = params::json_body(body)?;
-    if body.conditions.len() > TXN_CONDITIONS_MAX {
+    let body_conditions = body.conditions.unwrap_or_default();
+    if body_conditions.len() > TXN_CONDITIONS_MAX {
         return Err(ApiError::too_large(format!(
             "{} conditions, over the maximum {TXN_CONDITIONS_MAX}",
-            body.conditions.len()
+            body_conditions.len()
         )));
     }
     let ops_max = state.config().storage.commit_ops_max;
@@ -107,8 +108,8 @@ pub async fn txn(
             }
         });
     }
-    let mut conditions = Vec::with_capacity(body.conditions.len());
-    for c in body.conditions {
+    let mut conditions = Vec::with_capacity(body_conditions.len());
+    for c in body_conditions {
         principal.require_key(Action::Read, &c.key)?;
         conditions.push(Condition {
             key: c.key,
@@ -117,7 +118,7 @@ pub async fn txn(
     }
     let request = WriteRequest {
         actor: principal.name.to_string(),
-        reason: body.reason,
+        reason: body.reason.unwrap_or_default(),
         ops,
         conditions,
         must_exist: Vec::new(),
@@ -134,7 +135,7 @@ struct RollbackBody {
     revision: Option<u64>,
     at: Option<String>,
     #[serde(default)]
-    reason: String,
+    reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -176,8 +177,11 @@ pub async fn rollback(
     let point = params::point(body.revision, body.at.as_deref())?;
     let store = state.store().clone();
     let actor = principal.name.to_string();
-    let outcome =
-        blocking(move || Ok(store.rollback(&body.prefix, point, &actor, &body.reason)?)).await?;
+    let outcome = blocking(move || {
+        let reason = body.reason.unwrap_or_default();
+        Ok(store.rollback(&body.prefix, point, &actor, &reason)?)
+    })
+    .await?;
     ok(&match outcome {
         RollbackOutcome::Unchanged { revision } => RollbackView {
             changed: false,
