@@ -12,12 +12,15 @@ pub mod auth;
 pub mod error;
 mod json;
 mod kv;
+pub mod metrics;
 pub mod openapi;
 mod params;
 mod server;
+mod watch;
 mod writes;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -52,6 +55,8 @@ struct Shared {
     store: Arc<Store>,
     config: Config,
     auth: RwLock<Arc<Auth>>,
+    watchers: Arc<AtomicUsize>,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -62,6 +67,8 @@ impl AppState {
                 store,
                 config,
                 auth: RwLock::new(auth),
+                watchers: Arc::new(AtomicUsize::new(0)),
+                shutdown: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -76,6 +83,20 @@ impl AppState {
 
     pub fn auth(&self) -> Arc<Auth> {
         self.inner.auth.read().clone()
+    }
+
+    /// Open watchers.
+    pub fn watchers(&self) -> Arc<AtomicUsize> {
+        self.inner.watchers.clone()
+    }
+
+    /// Becomes true when the server starts shutting down (long-lived streams end).
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
     }
 }
 
@@ -101,6 +122,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/rollback",
             post(writes::rollback).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),
         )
+        .route("/v1/watch", get(watch::watch))
         .route("/v1/history/{*key}", get(audit::history))
         .route("/v1/commits", get(audit::commits))
         .route("/v1/diff", get(audit::diff))
@@ -110,8 +132,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(audit::ready))
         .route("/health", get(audit::health))
         .route("/openapi.json", get(openapi::serve_openapi))
+        .route("/metrics", get(metrics::serve_metrics))
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(fallback_method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::record_request))
         .with_state(state)
 }
 

@@ -13,9 +13,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
     info(title = "LLM Config Manager", description = "A configuration store with full, verifiable history (DESIGN.md §3)."),
     paths(
         super::kv::get_key, super::kv::put_key, super::kv::delete_key, super::kv::list_keys,
-        super::writes::txn, super::writes::rollback,
+        super::writes::txn, super::writes::rollback, super::watch::watch,
         super::audit::history, super::audit::commits, super::audit::diff, super::audit::verify,
         super::audit::status, super::audit::live, super::audit::ready, super::audit::health,
+        super::metrics::serve_metrics,
     ),
     components(schemas(super::audit::CommitsFormat)),
     modifiers(&BearerAuth),

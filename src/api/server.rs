@@ -64,6 +64,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     let store = Arc::new(store);
+    super::metrics::install();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Listen { addr, source })?;
@@ -74,7 +75,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     });
     let drain = config.shutdown_drain();
     let state = AppState::new(store.clone(), config);
-    let app = router(state)
+    let app = router(state.clone())
         .layer(axum::middleware::from_fn_with_state(limits, bound_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -87,6 +88,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections; draining in-flight requests");
+        state.begin_shutdown();
         let _ = stop_tx.send(true);
     });
     let mut server = std::pin::pin!(server.into_future());

@@ -616,6 +616,9 @@ pub struct Index {
     history_id: HistoryId,
     state: RwLock<State>,
     segments: SegmentMaps,
+    /// The newest revision readers can see, for watchers (tokio's watch channel never blocks the
+    /// sender and keeps only the latest value).
+    indexed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Index {
@@ -644,6 +647,7 @@ impl Index {
             history_id: log.history_id(),
             state: RwLock::new(state),
             segments: SegmentMaps::new(data_dir),
+            indexed: tokio::sync::watch::Sender::new(head),
         };
         match index.catch_up(log) {
             Err(IndexError::Corrupt { .. } | IndexError::Inconsistent(_)) => index.rebuild(log)?,
@@ -703,6 +707,11 @@ impl Index {
     }
 
     /// Runs `read` with the state under the read lock.
+    /// Follows the newest indexed (so readable) revision.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.indexed.subscribe()
+    }
+
     pub fn read<T>(&self, read: impl FnOnce(&State, &SegmentMaps) -> T) -> T {
         read(&self.state.read(), &self.segments)
     }
@@ -713,7 +722,7 @@ impl LogObserver for Index {
         let mut state = self.state.write();
         for c in commits {
             if state.broken.is_some() {
-                return;
+                break;
             }
             if let Err(error) = state.apply(c.commit, c.segment_seq, c.record_offset) {
                 // Only a damaged mapped entry can fail here; reads see `broken` and rebuild.
@@ -724,6 +733,9 @@ impl LogObserver for Index {
                 ));
             }
         }
+        let through = state.through_revision;
+        drop(state);
+        self.indexed.send_replace(through);
     }
 
     fn on_sealed(&self, sealed: &SegmentMeta) {

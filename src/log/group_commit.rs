@@ -205,6 +205,9 @@ impl Log {
             self.publish_roll(sealed, &writer);
         }
         let written = writer.write_batch(batch)?;
+        // Facade calls: no-ops unless the server installed a recorder.
+        metrics::histogram!("llmcm_fsync_seconds").record(written.fsync_us as f64 / 1e6);
+        metrics::histogram!("llmcm_group_commit_batch_commits").record(batch.len() as f64);
         self.stats
             .fsync_us
             .fetch_add(written.fsync_us, Ordering::Relaxed);

@@ -187,6 +187,11 @@ impl Store {
         })
     }
 
+    /// Follows the newest revision readers can see: changes after each durable batch.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.index.subscribe()
+    }
+
     pub fn log(&self) -> &Log {
         &self.log
     }

@@ -1,0 +1,146 @@
+//! Prometheus metrics at `/metrics` (metrics + metrics-exporter-prometheus, rendered by our own
+//! route). Request counts and latency by route and status are recorded by a middleware; the log
+//! records fsync latency and group-commit batch sizes as it writes; store-wide figures (head,
+//! commits, bytes, segments, read-only, disk free, watchers) are read at scrape time.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::AppState;
+
+/// Latency buckets, in seconds: 100 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Group-commit batch size buckets, in commits.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and describes every metric.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("llmcm_group_commit_batch_commits".into()),
+                    BATCH_BUCKETS,
+                )
+            })
+            .expect("bucket lists are non-empty")
+            .install_recorder()
+            .expect("one recorder per process");
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        "llmcm_http_requests_total",
+        "HTTP requests answered, by route, method and status."
+    );
+    describe_histogram!(
+        "llmcm_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency, by route and method."
+    );
+    describe_histogram!(
+        "llmcm_fsync_seconds",
+        metrics::Unit::Seconds,
+        "Latency of each group-commit batch's fdatasync."
+    );
+    describe_histogram!(
+        "llmcm_group_commit_batch_commits",
+        "Commits carried by each group-commit batch (one write and one fsync)."
+    );
+    describe_gauge!("llmcm_head_revision", "The newest durable revision.");
+    describe_gauge!(
+        "llmcm_commits_since_start",
+        "Commits written since the server started."
+    );
+    describe_gauge!(
+        "llmcm_log_bytes",
+        metrics::Unit::Bytes,
+        "Bytes in the log's segments."
+    );
+    describe_gauge!("llmcm_segments", "Segments in the log (sealed and active).");
+    describe_gauge!(
+        "llmcm_read_only",
+        "1 while the store refuses writes (fsync failure, disk full, or operator switch)."
+    );
+    describe_gauge!(
+        "llmcm_disk_free_bytes",
+        metrics::Unit::Bytes,
+        "Free bytes on the data directory's file system (for unprivileged users)."
+    );
+    describe_gauge!("llmcm_watchers", "Open watch streams.");
+    describe_counter!(
+        "llmcm_watchers_lagged_total",
+        "Watch streams ended with `lagged` (the client fell too far behind)."
+    );
+}
+
+/// Counts and times every request by its route template (never the raw path: keys would make
+/// unbounded label sets).
+pub async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    counter!("llmcm_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status).increment(1);
+    histogram!("llmcm_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
+pub async fn serve_metrics(State(state): State<AppState>) -> Response {
+    let log = state.store().log();
+    let head = log.head();
+    let segments = log.segments();
+    gauge!("llmcm_head_revision").set(head.revision as f64);
+    gauge!("llmcm_commits_since_start").set(log.stats().commits as f64);
+    gauge!("llmcm_log_bytes").set(segments.iter().map(|s| s.len).sum::<u64>() as f64);
+    gauge!("llmcm_segments").set(segments.len() as f64);
+    gauge!("llmcm_read_only").set(if log.read_only_reason().is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    if let Some(free) = disk_free_bytes(&state.config().data_dir) {
+        gauge!("llmcm_disk_free_bytes").set(free as f64);
+    }
+    gauge!("llmcm_watchers").set(state.watchers().load(std::sync::atomic::Ordering::SeqCst) as f64);
+    let body = install().render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Free bytes available to unprivileged users on the file system holding `dir`.
+pub fn disk_free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
