@@ -28,7 +28,7 @@ token=$(sed -n 2p "$scratch/llmcm.toml" | sed 's/^# //')
     > "$scratch/out" 2> "$scratch/err" &
 server_pid=$!
 for _ in $(seq 100); do
-    grep -q "listening on" "$scratch/out" 2>/dev/null && break
+    grep -q "^ready" "$scratch/out" 2>/dev/null && break
     sleep 0.1
 done
 base=$(sed -n 's/^listening on //p' "$scratch/out")

@@ -502,13 +502,19 @@ pub async fn live() -> Result<Response, ApiError> {
         (status = 503, description = "Not ready, with the reason", body = super::openapi::ErrorDoc),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> {
-    match state.store().log().read_only_reason() {
-        None => ok(&serde_json::json!({ "status": "ready" })),
-        Some(reason) => Err(ApiError::new(
+    let not_ready = |reason: String| {
+        Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            format!("read-only: {reason}"),
-        )),
+            reason,
+        ))
+    };
+    if *state.shutdown_signal().borrow() {
+        return not_ready("shutting down".into());
+    }
+    match state.store().log().read_only_reason() {
+        None => ok(&serde_json::json!({ "status": "ready" })),
+        Some(reason) => not_ready(format!("read-only: {reason}")),
     }
 }
 
@@ -535,4 +541,51 @@ pub async fn health(State(state): State<AppState>) -> Response {
         },
     });
     (status, axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyBody {
+    /// Switch read-only on (true) or off (false).
+    pub on: bool,
+    /// Why (recorded in the `read_only` commit; at most 4 KiB).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The operator's read-only switch, audited as a `read_only` commit. While on, writes get 503
+/// `read_only` and reads go on.
+#[utoipa::path(post, path = "/v1/admin/read-only", tag = "admin",
+    request_body(content = ReadOnlyBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Switched; the audit commit's revision", body = super::openapi::ReadOnlyResultDoc),
+        (status = 400, description = "Bad body", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+        (status = 413, description = "Body too large", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The store failed (fsync or disk full) or is shutting down", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn read_only(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Action::Admin)?;
+    let body: ReadOnlyBody = params::json_body(body)?;
+    let reason = body.reason.unwrap_or_default();
+    if reason.len() > storage_format::REASON_BYTES_MAX {
+        return Err(ApiError::too_large("the reason is over 4 KiB"));
+    }
+    let store = state.store().clone();
+    let actor = principal.name.to_string();
+    let on = body.on;
+    let info =
+        blocking(move || Ok(store.log().set_operator_read_only(on, &reason, &actor)?)).await?;
+    tracing::warn!(on, actor = %principal.name, revision = info.revision, "operator read-only switch");
+    ok(&serde_json::json!({
+        "read_only": on,
+        "revision": info.revision,
+        "timestamp": format_timestamp_us(info.timestamp_us),
+    }))
 }

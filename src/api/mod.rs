@@ -29,7 +29,7 @@ use parking_lot::RwLock;
 
 pub use auth::{Action, Auth, Principal};
 pub use error::ApiError;
-pub use server::{ServeError, serve};
+pub use server::{ServeError, ServeOptions, serve};
 
 use crate::config::Config;
 use crate::store::Store;
@@ -85,6 +85,11 @@ impl AppState {
         self.inner.auth.read().clone()
     }
 
+    /// Swaps in the tokens of `config` (SIGHUP).
+    pub fn replace_auth(&self, config: &Config) {
+        *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));
+    }
+
     /// Open watchers.
     pub fn watchers(&self) -> Arc<AtomicUsize> {
         self.inner.watchers.clone()
@@ -128,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/diff", get(audit::diff))
         .route("/v1/verify", get(audit::verify))
         .route("/v1/admin/status", get(audit::status))
+        .route(
+            "/v1/admin/read-only",
+            post(audit::read_only).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),
+        )
         .route("/health/live", get(audit::live))
         .route("/health/ready", get(audit::ready))
         .route("/health", get(audit::health))

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::kv::get_key, super::kv::put_key, super::kv::delete_key, super::kv::list_keys,
         super::writes::txn, super::writes::rollback, super::watch::watch,
         super::audit::history, super::audit::commits, super::audit::diff, super::audit::verify,
-        super::audit::status, super::audit::live, super::audit::ready, super::audit::health,
+        super::audit::status, super::audit::read_only, super::audit::live, super::audit::ready, super::audit::health,
         super::metrics::serve_metrics,
     ),
     components(schemas(super::audit::CommitsFormat)),
@@ -246,4 +246,11 @@ pub struct StatusDoc {
 #[derive(ToSchema)]
 pub struct HealthDoc {
     pub status: String,
+}
+
+#[derive(ToSchema)]
+pub struct ReadOnlyResultDoc {
+    pub read_only: bool,
+    pub revision: u64,
+    pub timestamp: String,
 }

@@ -3,7 +3,11 @@
 //! requests for at most `http.shutdown_drain`, then close the store (seal and fsync).
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use tower::ServiceExt;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -14,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use super::{AppState, router};
+
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
@@ -41,8 +46,24 @@ pub enum ServeError {
     Close(crate::log::LogError),
 }
 
-/// Serves until SIGTERM or SIGINT. Prints `listening on http://ADDR` on stdout once bound.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// What `serve` needs besides the configuration: how to re-read it on SIGHUP, and how to change
+/// the log filter.
+pub struct ServeOptions {
+    pub reload_config: ReloadConfig,
+    pub set_log_level: SetLogLevel,
+}
+
+/// Re-reads the configuration (file, environment, flags).
+pub type ReloadConfig = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+/// Replaces the log filter.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Serves until SIGTERM or SIGINT. Binds first and prints `listening on http://ADDR` on stdout
+/// (then `ready` once the store is open),
+/// answering `/health/ready` (and everything but `/health/live`) with 503 `recovering` until the
+/// store is open. SIGHUP re-reads the configuration and applies tokens, log level and request
+/// timeout; other fields need a restart (logged).
+pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeError> {
     let addr = config.listen_addr()?;
     let auth_on = !config.auth.tokens.is_empty();
     if !auth_on && !addr.ip().is_loopback() && !config.insecure_no_auth {
@@ -54,16 +75,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             "auth is off: no tokens are configured, every request acts as `anonymous` with the admin role"
         );
     }
-    let dir = config.data_dir.clone();
-    let log_config = config.log_config();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, log_config))
-        .await
-        .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
-        .map_err(|source| ServeError::Open {
-            dir: config.data_dir.clone(),
-            source,
-        })?;
-    let store = Arc::new(store);
     super::metrics::install();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -71,32 +82,66 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let bound = listener.local_addr().map_err(ServeError::Serve)?;
     let limits = Arc::new(Limits {
         permits: Semaphore::new(config.http.concurrent_requests_max),
-        timeout: config.request_timeout(),
+        timeout_ms: AtomicU64::new(config.request_timeout().as_millis() as u64),
     });
     let drain = config.shutdown_drain();
-    let state = AppState::new(store.clone(), config);
-    let app = router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(limits, bound_request))
+    let ready: Arc<OnceLock<(Router, AppState)>> = Arc::new(OnceLock::new());
+    let app = Router::new()
+        .fallback(dispatch)
+        .with_state(ready.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            bound_request,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ));
-    tracing::info!(%bound, tokens = auth_on, "serving");
+    tracing::info!(%bound, tokens = auth_on, "listening; opening the store");
     println!("listening on http://{bound}");
     let _ = std::io::stdout().flush();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = ready.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections; draining in-flight requests");
-        state.begin_shutdown();
+        if let Some((_, state)) = stopping.get() {
+            state.begin_shutdown();
+        }
         let _ = stop_tx.send(true);
     });
     let mut server = std::pin::pin!(server.into_future());
-    let mut stopping = stop_rx;
+
+    // Open the store while the listener already answers probes.
+    let dir = config.data_dir.clone();
+    let log_config = config.log_config();
+    let mut opening = tokio::task::spawn_blocking(move || Store::open(&dir, log_config));
+    let store = tokio::select! {
+        opened = &mut opening => opened
+            .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
+            .map_err(|source| ServeError::Open { dir: config.data_dir.clone(), source })?,
+        served = &mut server => {
+            served.map_err(ServeError::Serve)?;
+            // Stopped while recovering: let the open finish, then close cleanly.
+            if let Ok(Ok(store)) = opening.await {
+                let _ = tokio::task::spawn_blocking(move || store.close()).await;
+            }
+            return Ok(());
+        }
+    };
+    let store = Arc::new(store);
+    let state = AppState::new(store.clone(), config);
+    let _ = ready.set((router(state.clone()), state.clone()));
+    tracing::info!(head = store.log().head().revision, "ready");
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    tokio::spawn(reload_on_sighup(state, limits, options));
+
+    let mut stopped = stop_rx;
     let served = tokio::select! {
         result = &mut server => result,
         _ = async {
-            let _ = stopping.wait_for(|s| *s).await;
+            let _ = stopped.wait_for(|s| *s).await;
             tokio::time::sleep(drain).await;
         } => {
             tracing::warn!(drain_s = drain.as_secs_f64(), "drain bound reached; closing with requests still in flight");
@@ -112,9 +157,68 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Routes to the API once the store is open; until then, liveness only.
+async fn dispatch(
+    State(ready): State<Arc<OnceLock<(Router, AppState)>>>,
+    request: Request,
+) -> Response {
+    match ready.get() {
+        Some((router, _)) => match router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None if request.uri().path() == "/health/live" => {
+            axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+        }
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "recovering: the store is being opened",
+        )
+        .into_response(),
+    }
+}
+
+/// On each SIGHUP: re-read the configuration, swap tokens, log level and request timeout.
+async fn reload_on_sighup(state: AppState, limits: Arc<Limits>, options: ServeOptions) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; reloading is off");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let config = match (options.reload_config)() {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: the configuration is invalid; keeping the current one");
+                continue;
+            }
+        };
+        if let Err(error) = (options.set_log_level)(&config.log_level) {
+            tracing::error!(%error, "SIGHUP: cannot apply the log level");
+        }
+        limits.timeout_ms.store(
+            config.request_timeout().as_millis() as u64,
+            Ordering::SeqCst,
+        );
+        let tokens = config.auth.tokens.len();
+        let changed_needing_restart = state.config().data_dir != config.data_dir
+            || state.config().listen != config.listen
+            || state.config().storage != config.storage
+            || state.config().http.concurrent_requests_max != config.http.concurrent_requests_max;
+        state.replace_auth(&config);
+        if changed_needing_restart {
+            tracing::warn!(
+                "SIGHUP: data_dir, listen, storage and concurrent_requests_max changes take effect at the next restart"
+            );
+        }
+        tracing::info!(tokens, log_level = %config.log_level, "SIGHUP: configuration reloaded");
+    }
+}
+
 struct Limits {
     permits: Semaphore,
-    timeout: std::time::Duration,
+    timeout_ms: AtomicU64,
 }
 
 /// At most `concurrent_requests_max` requests at once (the rest wait), each answered within the
@@ -132,14 +236,15 @@ async fn bound_request(
         )
         .into_response();
     };
-    match tokio::time::timeout(limits.timeout, next.run(request)).await {
+    let timeout = std::time::Duration::from_millis(limits.timeout_ms.load(Ordering::SeqCst));
+    match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             format!(
                 "no answer within {:?}; a write may still commit: read it back before retrying",
-                limits.timeout
+                timeout
             ),
         )
         .into_response(),

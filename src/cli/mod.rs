@@ -1,6 +1,7 @@
 //! The `llmcm` command line: argument definitions and one module per command.
 
 mod demo;
+pub mod logging;
 pub mod serve;
 mod token;
 mod verify;
@@ -13,9 +14,13 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "llmcm", version, about)]
 pub struct Cli {
-    /// Log filter (e.g. `info`, `llmcm=debug`); `RUST_LOG` overrides it.
-    #[arg(long, global = true, default_value = "info")]
-    pub log_level: String,
+    /// Log filter (e.g. `info`, `llmcm=debug`); `RUST_LOG` overrides it. Default: the config's
+    /// `log_level` for `serve`, else `info`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Log lines as text or JSON (one object per line).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,10 +40,17 @@ pub enum Command {
 
 /// Runs a parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Serve(args) = &cli.command {
+        let config = serve::load(args)?;
+        let level = cli.log_level.clone().unwrap_or(config.log_level.clone());
+        logging::init(&level, cli.log_format);
+        return serve::run(args.clone(), config, cli.log_level.is_some());
+    }
+    logging::init(cli.log_level.as_deref().unwrap_or("info"), cli.log_format);
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args),
-        Command::Serve(args) => serve::run(serve::load(&args)?),
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Token(command) => token::run(command),
     }
 }

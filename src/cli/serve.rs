@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// TOML configuration file (see docs/configuration.md).
     #[arg(long, env = "LLMCM_CONFIG")]
@@ -37,12 +37,24 @@ pub fn load(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-pub fn run(config: Config) -> anyhow::Result<ExitCode> {
+/// Runs the server; SIGHUP re-reads the configuration from the same file, environment and flags.
+/// With `--log-level` given, SIGHUP keeps it.
+pub fn run(args: Args, config: Config, log_level_flag: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("llmcm-http")
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(crate::api::serve(config))?;
+    let options = crate::api::ServeOptions {
+        reload_config: Box::new(move || load(&args).map_err(|e| format!("{e:#}"))),
+        set_log_level: Box::new(move |level| {
+            if log_level_flag {
+                Ok(())
+            } else {
+                super::logging::set_level(level)
+            }
+        }),
+    };
+    runtime.block_on(crate::api::serve(config, options))?;
     Ok(ExitCode::SUCCESS)
 }

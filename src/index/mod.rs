@@ -637,7 +637,9 @@ impl Index {
         let state = match files::load(&dir, &log.history_id(), first_revision, head) {
             Ok(state) => state,
             Err(reason) => {
-                tracing::warn!(%reason, dir = %dir.display(), "rebuilding the index from the log");
+                if head > 0 {
+                    tracing::warn!(%reason, dir = %dir.display(), "rebuilding the index from the log");
+                }
                 files::remove_all(&dir)?;
                 State::empty(first_revision)
             }

@@ -33,6 +33,8 @@ pub(crate) struct Queue {
     pub clock_warned_us: u64,
     /// Keys written by queued commits that readers cannot see yet.
     pub unseen: UnseenWrites,
+    /// Set by the operator's read-only switch (with its reason): change commits are refused.
+    pub operator_read_only: Option<String>,
 }
 
 /// The newest queued write of a key that readers cannot see yet.
@@ -112,6 +114,65 @@ impl Log {
         ops_max: usize,
         precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
     ) -> Result<Result<CommitInfo, E>, LogError> {
+        self.append_with(request, ops_max, precondition, |_| {})
+    }
+
+    /// Switches the operator's read-only state, audited as a `read_only` commit by `actor`. The
+    /// switch takes effect in the critical section that queues the commit: no change commit queued
+    /// after it is accepted (on), or refused (off). The `READ_ONLY` file keeps the state across
+    /// restarts; it is written before switching on and removed after switching off, so a crash in
+    /// between errs on the read-only side.
+    pub fn set_operator_read_only(
+        &self,
+        on: bool,
+        reason: &str,
+        actor: &str,
+    ) -> Result<CommitInfo, LogError> {
+        let path = self.dir.join(super::READ_ONLY_FILE);
+        if on {
+            write_file_atomic(&*self.fs, &path, reason.as_bytes())
+                .map_err(LogError::io("write the read-only marker", &path))?;
+        }
+        let detail = serde_json::json!({ "on": on, "reason": reason }).to_string();
+        let request = CommitRequest {
+            kind: CommitKind::ReadOnly,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            detail: detail.into_bytes(),
+            ops: Vec::new(),
+        };
+        let switched = reason.to_owned();
+        let info = self
+            .append_with(
+                request,
+                0,
+                |_| Ok::<(), Infallible>(()),
+                move |queue| queue.operator_read_only = on.then_some(switched),
+            )?
+            .unwrap_or_else(|never| match never {});
+        if !on && self.fs.exists(&path).unwrap_or(true) {
+            self.fs
+                .remove_file(&path)
+                .map_err(LogError::io("remove the read-only marker", &path))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(LogError::io("sync", &self.dir))?;
+        }
+        Ok(info)
+    }
+
+    /// The operator's read-only reason, if switched on.
+    pub fn operator_read_only(&self) -> Option<String> {
+        self.queue.lock().operator_read_only.clone()
+    }
+
+    fn append_with<E>(
+        &self,
+        request: CommitRequest,
+        ops_max: usize,
+        precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
+        on_queued: impl FnOnce(&mut Queue),
+    ) -> Result<Result<CommitInfo, E>, LogError> {
         // Revision and timestamp are fixed-width, so placeholders give the final encoded length.
         let mut commit = Commit {
             revision: 0,
@@ -132,6 +193,13 @@ impl Log {
                 reason: reason.clone(),
             });
         }
+        if commit.kind == CommitKind::Change
+            && let Some(reason) = &queue.operator_read_only
+        {
+            return Err(LogError::ReadOnly {
+                reason: format!("switched read-only by the operator: {reason}"),
+            });
+        }
         let visible = self.head.read().revision;
         queue.unseen.forget_through(visible);
         if let Err(failed) = precondition(&queue.unseen) {
@@ -150,6 +218,7 @@ impl Log {
         if commit.kind == CommitKind::Change {
             queue.unseen.record(revision, &commit.ops);
         }
+        on_queued(&mut queue);
         queue.pending.push(PendingCommit {
             revision,
             timestamp_us,

@@ -182,6 +182,9 @@ pub(crate) struct StatCounters {
     pub segments_sealed: AtomicU64,
 }
 
+/// Present while the operator's read-only switch is on; holds the reason.
+pub const READ_ONLY_FILE: &str = "READ_ONLY";
+
 /// The log of one data directory.
 pub struct Log {
     fs: Arc<dyn Fs>,
@@ -274,9 +277,14 @@ impl Log {
         }
     }
 
-    /// Why the log refuses writes, if it does.
+    /// Why the log refuses writes, if it does: a failed write or sync (latched), or the
+    /// operator's switch.
     pub fn read_only_reason(&self) -> Option<String> {
-        self.writer.lock().failure().map(str::to_owned)
+        if let Some(failure) = self.writer.lock().failure() {
+            return Some(failure.to_owned());
+        }
+        self.operator_read_only()
+            .map(|reason| format!("switched read-only by the operator: {reason}"))
     }
 
     /// Records that a read as of `at_us` was answered, so later commits are stamped after it.

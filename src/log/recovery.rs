@@ -18,7 +18,9 @@ use storage_format::segment::{
     SEGMENT_DIR, SEGMENT_HEADER_LEN, SegmentHeader, TEMP_SUFFIX, parse_segment_file_name,
     segment_file_name,
 };
-use storage_format::{FormatVersion, GENESIS_HASH, Hash, HistoryId, hex};
+use storage_format::{FormatVersion, GENESIS_HASH, Hash, HistoryId, REASON_BYTES_MAX, hex};
+
+use super::READ_ONLY_FILE;
 
 use super::group_commit::Queue;
 use super::segment::{ActiveSegment, ResumePoint, SegmentMeta};
@@ -136,6 +138,27 @@ pub(super) fn open(
         segments = segments.len(),
         "log opened"
     );
+    let read_only_path = dir.join(READ_ONLY_FILE);
+    let operator_read_only = if fs
+        .exists(&read_only_path)
+        .map_err(LogError::io("stat", &read_only_path))?
+    {
+        let len = fs
+            .file_len(&read_only_path)
+            .map_err(LogError::io("stat", &read_only_path))?;
+        let bytes = fs
+            .read_at(
+                &read_only_path,
+                0,
+                len.min(REASON_BYTES_MAX as u64) as usize,
+            )
+            .map_err(LogError::io("read", &read_only_path))?;
+        let reason = String::from_utf8_lossy(&bytes).into_owned();
+        tracing::warn!(%reason, "the operator switched the store read-only; writes are refused until it is switched off");
+        Some(reason)
+    } else {
+        None
+    };
     Ok(Log {
         fs,
         dir: dir.to_path_buf(),
@@ -153,6 +176,7 @@ pub(super) fn open(
             closed: false,
             clock_warned_us: 0,
             unseen: Default::default(),
+            operator_read_only,
         }),
         queue_changed: Condvar::new(),
         writer: Mutex::new(active),

@@ -17,9 +17,27 @@ pub struct Server {
 impl Server {
     /// Starts `llmcm serve` on `data_dir` with `config_toml` (written next to it) and extra args.
     pub fn start(data_dir: &Path, config_toml: &str, args: &[&str]) -> Server {
+        Server::start_under(&[], data_dir, config_toml, args)
+    }
+
+    /// `start`, with the binary run by `wrapper` (e.g. `["fiu-run", "-x"]`).
+    pub fn start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        config_toml: &str,
+        args: &[&str],
+    ) -> Server {
         let config = data_dir.with_extension("toml");
         std::fs::write(&config, config_toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_llmcm"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_llmcm"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_llmcm")),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -34,8 +52,13 @@ impl Server {
             .spawn()
             .expect("start llmcm serve");
         let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        reader.read_line(&mut line).unwrap();
+        // Then `ready` once the store is open (before that, everything but liveness is 503).
+        let mut ready = String::new();
+        reader.read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "the server did not open its store");
         let base = line
             .trim()
             .strip_prefix("listening on ")
@@ -46,6 +69,27 @@ impl Server {
             base,
             dir: data_dir.to_path_buf(),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the server.
+    pub fn signal(&self, signal: &str) {
+        unsafe_kill(self.pid(), signal);
+    }
+
+    /// SIGKILLs the server and reaps it.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The config file the server was started with (rewrite it, then `signal("HUP")`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.with_extension("toml")
     }
 
     pub fn url(&self, path: &str) -> String {
