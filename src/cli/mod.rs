@@ -1,5 +1,6 @@
 //! The `llmcm` command line: argument definitions and one module per command.
 
+pub mod client;
 mod demo;
 pub mod logging;
 pub mod serve;
@@ -21,6 +22,8 @@ pub struct Cli {
     /// Log lines as text or JSON (one object per line).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: logging::LogFormat,
+    #[command(flatten)]
+    pub connection: client::Connection,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,6 +39,10 @@ pub enum Command {
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(token::Command),
+    #[command(flatten)]
+    Client(client::Command),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 /// Runs a parsed command and returns the process exit code.
@@ -51,6 +58,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Serve(_) => unreachable!("handled above"),
+        Command::Client(command) => match client::run(&cli.connection, command) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) => {
+                eprintln!("llmcm: error: {}", error.message);
+                Ok(error.exit_code())
+            }
+        },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "llmcm", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token(command) => token::run(command),
     }
 }
