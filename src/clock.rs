@@ -43,18 +43,66 @@ impl Clock for ManualClock {
 }
 
 /// Formats microseconds since the epoch as DESIGN.md §3 writes times: `2026-11-26T22:15:00.123456Z`.
+/// Integer arithmetic only (every answer carries a time, and a general formatter was a visible
+/// share of a GET); checked against jiff in the tests.
 pub fn format_timestamp_us(us: u64) -> String {
-    let seconds = (us / 1_000_000) as i64;
-    let micros = (us % 1_000_000) as i32;
-    match jiff::Timestamp::new(seconds, micros * 1000) {
-        Ok(ts) => format!("{}.{micros:06}Z", ts.strftime("%Y-%m-%dT%H:%M:%S")),
-        Err(_) => format!("@{us}us"),
+    let seconds = us / 1_000_000;
+    let micros = us % 1_000_000;
+    let days = seconds / 86_400;
+    let of_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    if year > 9999 {
+        return format!("@{us}us");
     }
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// (year, month, day) of the `days`-th day after 1970-01-01, proleptic Gregorian (the
+/// era-based algorithm of H. Hinnant's "chrono-compatible low-level date algorithms").
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatting_matches_jiff() {
+        let mut us: u64 = 0;
+        for step in [
+            1u64,
+            999_999,
+            86_399_000_000,
+            3_600_000_123,
+            31_556_952_000_007,
+        ] {
+            for _ in 0..400 {
+                us = us.wrapping_add(step) % 253_402_300_799_000_000;
+                let ts = jiff::Timestamp::from_microsecond(us as i64).unwrap();
+                let want = format!("{}Z", ts.strftime("%Y-%m-%dT%H:%M:%S%.6f"));
+                assert_eq!(format_timestamp_us(us), want, "{us}");
+            }
+        }
+        assert_eq!(
+            format_timestamp_us(951_782_400_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
 
     #[test]
     fn timestamps_have_six_digits_and_z() {

@@ -63,6 +63,8 @@ struct TokenRecord {
 /// The configured tokens.
 pub struct Auth {
     tokens: Vec<TokenRecord>,
+    /// Built once: every request is this principal while auth is off.
+    anonymous: Principal,
 }
 
 impl Auth {
@@ -87,7 +89,10 @@ impl Auth {
                 }
             })
             .collect();
-        Auth { tokens }
+        Auth {
+            tokens,
+            anonymous: Principal::anonymous(),
+        }
     }
 
     /// Whether any token is configured (else every caller is the anonymous admin).
@@ -98,7 +103,7 @@ impl Auth {
     /// The principal of a request's `Authorization` header value.
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, ApiError> {
         if !self.enabled() {
-            return Ok(Principal::anonymous());
+            return Ok(self.anonymous.clone());
         }
         let unauthorized = |message: &str| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())

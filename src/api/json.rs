@@ -42,7 +42,13 @@ impl<'a> KeyVersionView<'a> {
 
 /// `200` with `body` as JSON.
 pub fn ok<T: Serialize>(body: &T) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    ok_sized(body, 256)
+}
+
+/// `ok`, with the body's expected size (so it is written without reallocating).
+pub fn ok_sized<T: Serialize>(body: &T, size_hint: usize) -> Result<Response, ApiError> {
+    let mut bytes = Vec::with_capacity(size_hint);
+    serde_json::to_writer(&mut bytes, body).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 

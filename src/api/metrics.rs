@@ -93,20 +93,47 @@ fn describe() {
 /// Counts and times every request by its route template (never the raw path: keys would make
 /// unbounded label sets).
 pub async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = request.method().as_str().to_owned();
+    let route = intern(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str()),
+    );
+    let method = intern(request.method().as_str());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    counter!("llmcm_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status).increment(1);
+    let status = intern(response.status().as_str());
+    counter!("llmcm_http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
     histogram!("llmcm_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
     response
 }
+
+/// Label values as `&'static str`, so recording a request allocates nothing. The values come
+/// from a small closed set (route templates, methods, status codes); anything beyond
+/// `LABEL_VALUES_MAX` distinct values is recorded as `other`.
+fn intern(value: &str) -> &'static str {
+    static VALUES: OnceLock<parking_lot::RwLock<std::collections::HashSet<&'static str>>> =
+        OnceLock::new();
+    let values = VALUES.get_or_init(Default::default);
+    if let Some(found) = values.read().get(value) {
+        return found;
+    }
+    let mut values = values.write();
+    if let Some(found) = values.get(value) {
+        return found;
+    }
+    if values.len() >= LABEL_VALUES_MAX {
+        return "other";
+    }
+    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    values.insert(leaked);
+    leaked
+}
+
+/// Distinct label values kept (routes, methods, statuses), at most.
+const LABEL_VALUES_MAX: usize = 256;
 
 /// The Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "health",

@@ -3,11 +3,10 @@
 //! requests for at most `http.shutdown_drain`, then close the store (seal and fsync).
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use tower::ServiceExt;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -76,52 +75,64 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         );
     }
     super::metrics::install();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Listen { addr, source })?;
-    let bound = listener.local_addr().map_err(ServeError::Serve)?;
+    let std_listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr, source })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(ServeError::Serve)?;
+    let bound = std_listener.local_addr().map_err(ServeError::Serve)?;
     let limits = Arc::new(Limits {
         permits: Semaphore::new(config.http.concurrent_requests_max),
         timeout_ms: AtomicU64::new(config.request_timeout().as_millis() as u64),
     });
     let drain = config.shutdown_drain();
-    let ready: Arc<OnceLock<(Router, AppState)>> = Arc::new(OnceLock::new());
-    let app = Router::new()
-        .fallback(dispatch)
-        .with_state(ready.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            limits.clone(),
-            bound_request,
-        ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ));
     tracing::info!(%bound, tokens = auth_on, "listening; opening the store");
     println!("listening on http://{bound}");
     let _ = std::io::stdout().flush();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopping = ready.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections; draining in-flight requests");
-        if let Some((_, state)) = stopping.get() {
-            state.begin_shutdown();
-        }
         let _ = stop_tx.send(true);
     });
-    let mut server = std::pin::pin!(server.into_future());
 
-    // Open the store while the listener already answers probes.
+    // While the store opens, the same socket answers liveness (200) and everything else (503
+    // `recovering`); once it is open this server stops accepting and the API takes over the
+    // socket (a clone of the same listening file descriptor), so no connection is refused.
+    let recovering_listener = std_listener
+        .try_clone()
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(ServeError::Serve)?;
+    let (opened_tx, mut opened_rx) = tokio::sync::watch::channel(false);
+    let mut stop_recovering = stop_rx.clone();
+    let recovering_app = Router::new()
+        .route("/health/live", axum::routing::get(super::audit::live))
+        .fallback(recovering)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ));
+    let recovering_server = tokio::spawn(
+        axum::serve(recovering_listener, recovering_app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = opened_rx.wait_for(|o| *o) => {}
+                    _ = stop_recovering.wait_for(|s| *s) => {}
+                }
+            })
+            .into_future(),
+    );
+
     let dir = config.data_dir.clone();
     let log_config = config.log_config();
     let mut opening = tokio::task::spawn_blocking(move || Store::open(&dir, log_config));
+    let mut stop_opening = stop_rx.clone();
     let store = tokio::select! {
         opened = &mut opening => opened
             .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
             .map_err(|source| ServeError::Open { dir: config.data_dir.clone(), source })?,
-        served = &mut server => {
-            served.map_err(ServeError::Serve)?;
+        _ = stop_opening.wait_for(|s| *s) => {
+            let _ = recovering_server.await;
             // Stopped while recovering: let the open finish, then close cleanly.
             if let Ok(Ok(store)) = opening.await {
                 let _ = tokio::task::spawn_blocking(move || store.close()).await;
@@ -129,9 +140,27 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
             return Ok(());
         }
     };
+    let _ = opened_tx.send(true);
+    let _ = recovering_server.await;
+
     let store = Arc::new(store);
     let state = AppState::new(store.clone(), config);
-    let _ = ready.set((router(state.clone()), state.clone()));
+    let app = router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            bound_request,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ));
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(ServeError::Serve)?;
+    let mut stop_serving = stop_rx.clone();
+    let stopping = state.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_serving.wait_for(|s| *s).await;
+        stopping.begin_shutdown();
+    });
+    let mut server = std::pin::pin!(server.into_future());
     tracing::info!(head = store.log().head().revision, "ready");
     println!("ready");
     let _ = std::io::stdout().flush();
@@ -157,26 +186,14 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
     Ok(())
 }
 
-/// Routes to the API once the store is open; until then, liveness only.
-async fn dispatch(
-    State(ready): State<Arc<OnceLock<(Router, AppState)>>>,
-    request: Request,
-) -> Response {
-    match ready.get() {
-        Some((router, _)) => match router.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        None if request.uri().path() == "/health/live" => {
-            axum::Json(serde_json::json!({ "status": "ok" })).into_response()
-        }
-        None => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "recovering: the store is being opened",
-        )
-        .into_response(),
-    }
+/// Every request but liveness while the store is being opened.
+async fn recovering() -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "recovering: the store is being opened",
+    )
+    .into_response()
 }
 
 /// On each SIGHUP: re-read the configuration, swap tokens, log level and request timeout.
