@@ -260,14 +260,17 @@ fn main() {
             metric(&base, "llmcm_group_commit_batch_commits_sum"),
             metric(&base, "llmcm_group_commit_batch_commits_count"),
         );
+        let fsync0 = metric(&base, "llmcm_fsync_seconds_sum");
         let (p, p50, p99) = wrk(&base, &put, args.connections, args.seconds, &args.dir);
         let (sum1, count1) = (
             metric(&base, "llmcm_group_commit_batch_commits_sum"),
             metric(&base, "llmcm_group_commit_batch_commits_count"),
         );
         let batch = (sum1 - sum0) / (count1 - count0).max(1.0);
+        let fsync_ms = 1000.0 * (metric(&base, "llmcm_fsync_seconds_sum") - fsync0)
+            / (count1 - count0).max(1.0);
         println!(
-            "  llmcm durable PUT, {} conns      {p:>9.0} req/s  p50 {p50:>8}  p99 {p99:>8}  mean batch {batch:.1} commits/fsync",
+            "  llmcm durable PUT, {} conns      {p:>9.0} req/s  p50 {p50:>8}  p99 {p99:>8}  mean batch {batch:.1} commits/fsync, mean fsync {fsync_ms:.2} ms",
             args.connections
         );
         let (p1, p150, p199) = wrk(&base, &put, 1, args.seconds, &args.dir);
