@@ -176,10 +176,12 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut config = Config::default();
-    config.data_dir = data.clone();
-    config.listen = format!("127.0.0.1:{port}");
-    config.log_level = "warn".into();
+    let config = Config {
+        data_dir: data.clone(),
+        listen: format!("127.0.0.1:{port}"),
+        log_level: "warn".into(),
+        ..Config::default()
+    };
     let base = format!("http://127.0.0.1:{port}");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
