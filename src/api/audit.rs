@@ -428,7 +428,7 @@ pub async fn verify(
     })
 }
 
-fn parse_expected(text: &str) -> Result<(u64, storage_format::Hash), ApiError> {
+pub(crate) fn parse_expected(text: &str) -> Result<(u64, storage_format::Hash), ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "invalid_query",
@@ -438,7 +438,8 @@ fn parse_expected(text: &str) -> Result<(u64, storage_format::Hash), ApiError> {
     let (rev, hash_hex) = text.split_once(':').ok_or_else(invalid)?;
     let revision = rev.parse().map_err(|_| invalid())?;
     params::revisions(&[Some(revision)])?;
-    if hash_hex.len() != 64 {
+    // ASCII hex only, so the two-byte slices below always fall on character boundaries.
+    if hash_hex.len() != 64 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid());
     }
     let mut hash = [0u8; 32];
@@ -588,4 +589,31 @@ pub async fn read_only(
         "revision": info.revision,
         "timestamp": format_timestamp_us(info.timestamp_us),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Query values from the network never panic the parsers, whatever their bytes.
+        #[test]
+        fn query_parsers_never_panic(text in "\\PC{0,80}", revision in 0u64..200, hex in "[0-9a-fA-F\u{e9}\u{4e00}]{0,70}") {
+            let _ = super::parse_expected(&text);
+            let _ = super::parse_expected(&format!("{revision}:{hex}"));
+            let _ = super::params::parse_time(&text);
+            let _ = super::params::parse_point(&text);
+        }
+    }
+
+    #[test]
+    fn expected_digest_with_multibyte_characters_is_refused() {
+        let sneaky = format!("1:{}é{}", "a".repeat(31), "b".repeat(31));
+        assert_eq!(sneaky.len(), 66 - 2 + 2);
+        assert!(super::parse_expected(&sneaky).is_err());
+        let sixty_four_bytes = format!("1:{}é", "a".repeat(62));
+        assert_eq!(sixty_four_bytes.len() - 2, 64);
+        assert!(super::parse_expected(&sixty_four_bytes).is_err());
+        assert!(super::parse_expected(&format!("3:{}", "ab".repeat(32))).is_ok());
+    }
 }
