@@ -106,29 +106,11 @@ pub async fn put_key(
 ) -> Result<Response, ApiError> {
     let key = params::path_key(path)?;
     let q = params::query(query)?;
+    // Refuse before looking at the body: a token that may not write learns nothing more.
     principal.require_key(Action::Write, &key)?;
-    params::revisions(&[q.if_revision])?;
-    let value = params::body(body)?;
-    let request = WriteRequest {
-        actor: principal.name.to_string(),
-        reason: q.reason.unwrap_or_default(),
-        conditions: q
-            .if_revision
-            .map(|revision| Condition {
-                key: key.clone(),
-                revision,
-            })
-            .into_iter()
-            .collect(),
-        ops: vec![Op::Put {
-            key,
-            value: value.to_vec(),
-        }],
-        must_exist: Vec::new(),
-    };
-    let store = state.store().clone();
-    let info = blocking(move || Ok(store.write(request)?)).await?;
-    ok(&WriteView::from(info))
+    let value = params::body(body)?.to_vec();
+    let op = Op::Put { key, value };
+    commit_one(state, principal, q, op, false).await
 }
 
 /// Delete a key (404 if it has no live version).
@@ -152,6 +134,19 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     let key = params::path_key(path)?;
     let q = params::query(query)?;
+    commit_one(state, principal, q, Op::Delete { key }, true).await
+}
+
+/// Commits one put or delete with the `if_revision` condition, if any; a delete with
+/// `must_exist` is 404 when the key is absent.
+async fn commit_one(
+    state: AppState,
+    principal: Principal,
+    q: WriteQuery,
+    op: Op,
+    must_exist: bool,
+) -> Result<Response, ApiError> {
+    let key = op.key().to_owned();
     principal.require_key(Action::Write, &key)?;
     params::revisions(&[q.if_revision])?;
     let request = WriteRequest {
@@ -165,8 +160,8 @@ pub async fn delete_key(
             })
             .into_iter()
             .collect(),
-        must_exist: vec![key.clone()],
-        ops: vec![Op::Delete { key }],
+        must_exist: if must_exist { vec![key] } else { Vec::new() },
+        ops: vec![op],
     };
     let store = state.store().clone();
     let info = blocking(move || Ok(store.write(request)?)).await?;
