@@ -6,9 +6,8 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -90,30 +89,25 @@ fn describe() {
     );
 }
 
-/// Counts and times every request by its route template (never the raw path: keys would make
-/// unbounded label sets).
-pub async fn record_request(request: Request, next: Next) -> Response {
-    let route = intern(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", |p| p.as_str()),
-    );
-    let method = intern(request.method().as_str());
-    let started = Instant::now();
-    let response = next.run(request).await;
+/// Counts and times one answered request by its route template (never the raw path: keys would
+/// make unbounded label sets).
+pub fn record_request(
+    route: &'static str,
+    method: &'static str,
+    response: &Response,
+    started: Instant,
+) {
     let status = intern(response.status().as_str());
     counter!("llmcm_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
     histogram!("llmcm_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Label values as `&'static str`, so recording a request allocates nothing. The values come
 /// from a small closed set (route templates, methods, status codes); anything beyond
 /// `LABEL_VALUES_MAX` distinct values is recorded as `other`.
-fn intern(value: &str) -> &'static str {
+pub fn intern(value: &str) -> &'static str {
     static VALUES: OnceLock<parking_lot::RwLock<std::collections::HashSet<&'static str>>> =
         OnceLock::new();
     let values = VALUES.get_or_init(Default::default);

@@ -10,6 +10,7 @@
 mod audit;
 pub mod auth;
 pub mod error;
+mod guard;
 mod json;
 mod kv;
 pub mod metrics;
@@ -29,6 +30,7 @@ use parking_lot::RwLock;
 
 pub use auth::{Action, Auth, Principal};
 pub use error::ApiError;
+pub use guard::Limits;
 pub use server::{ServeError, ServeOptions, serve};
 
 use crate::config::Config;
@@ -105,8 +107,9 @@ impl AppState {
     }
 }
 
-/// Every route of the API, with its body limit.
-pub fn router(state: AppState) -> Router {
+/// Every route of the API, with its body limit, each behind the request guard (bounds, timeout,
+/// panic catcher, metrics).
+pub fn router(state: AppState, limits: Arc<guard::Limits>) -> Router {
     let config = state.config();
     let value_body = config.storage.value_bytes_max;
     let txn_body = config.storage.commit_bytes_max + BODY_OVERHEAD_BYTES_MAX;
@@ -144,7 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::serve_metrics))
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(fallback_method_not_allowed)
-        .layer(axum::middleware::from_fn(metrics::record_request))
+        .layer(guard::GuardLayer { limits })
         .with_state(state)
 }
 

@@ -4,18 +4,16 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use thiserror::Error;
-use tokio::sync::Semaphore;
 
 use super::error::ApiError;
+use super::guard::{Limits, panic_response};
 use super::{AppState, router};
 
 use crate::config::Config;
@@ -81,10 +79,10 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         .set_nonblocking(true)
         .map_err(ServeError::Serve)?;
     let bound = std_listener.local_addr().map_err(ServeError::Serve)?;
-    let limits = Arc::new(Limits {
-        permits: Semaphore::new(config.http.concurrent_requests_max),
-        timeout_ms: AtomicU64::new(config.request_timeout().as_millis() as u64),
-    });
+    let limits = Arc::new(Limits::new(
+        config.http.concurrent_requests_max,
+        config.request_timeout(),
+    ));
     let drain = config.shutdown_drain();
     tracing::info!(%bound, tokens = auth_on, "listening; opening the store");
     println!("listening on http://{bound}");
@@ -145,14 +143,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
 
     let store = Arc::new(store);
     let state = AppState::new(store.clone(), config);
-    let app = router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            limits.clone(),
-            bound_request,
-        ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ));
+    let app = router(state.clone(), limits.clone());
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(ServeError::Serve)?;
     let mut stop_serving = stop_rx.clone();
     let stopping = state.clone();
@@ -231,50 +222,6 @@ async fn reload_on_sighup(state: AppState, limits: Arc<Limits>, options: ServeOp
         }
         tracing::info!(tokens, log_level = %config.log_level, "SIGHUP: configuration reloaded");
     }
-}
-
-struct Limits {
-    permits: Semaphore,
-    timeout_ms: AtomicU64,
-}
-
-/// At most `concurrent_requests_max` requests at once (the rest wait), each answered within the
-/// request timeout (a write still finishing in the background may yet commit: the answer says so).
-async fn bound_request(
-    State(limits): State<Arc<Limits>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Ok(_permit) = limits.permits.acquire().await else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "shutting down",
-        )
-        .into_response();
-    };
-    let timeout = std::time::Duration::from_millis(limits.timeout_ms.load(Ordering::SeqCst));
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!(
-                "no answer within {:?}; a write may still commit: read it back before retrying",
-                timeout
-            ),
-        )
-        .into_response(),
-    }
-}
-
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
-    ApiError::internal(format!("the request failed: {what}")).into_response()
 }
 
 async fn shutdown_signal() {
