@@ -539,7 +539,10 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,
             "head_revision": log.head().revision,
+            "segments": log.segments().len(),
+            "disk_free_bytes": super::metrics::disk_free_bytes(&state.config().data_dir),
         },
+        "watchers": state.watchers().load(std::sync::atomic::Ordering::SeqCst),
     });
     (status, axum::Json(body)).into_response()
 }
