@@ -67,3 +67,53 @@ impl From<crate::log::CommitInfo> for WriteView {
         }
     }
 }
+
+/// The answer to `GET /v1/kv/{key}`, written straight into one buffer: the same bytes as
+/// serializing `KeyVersionView`, without building it (this is the hottest answer).
+pub fn key_version_response(v: &KeyVersion) -> Result<Response, ApiError> {
+    use std::fmt::Write as _;
+    let value = raw(v.value.as_bytes())?.get();
+    let mut out = String::with_capacity(value.len() + v.key.len() + 160);
+    out.push_str("{\"key\":");
+    // Keys are plain ASCII by the key grammar; serde still escapes them, to be safe.
+    out.push_str(&serde_json::to_string(&*v.key).map_err(ApiError::internal)?);
+    out.push_str(",\"value\":");
+    out.push_str(value);
+    let _ = write!(
+        out,
+        ",\"revision\":{},\"create_revision\":{},\"version\":{},\"timestamp\":\"",
+        v.revision, v.create_revision, v.version
+    );
+    let _ = crate::clock::write_timestamp_us(&mut out, v.timestamp_us);
+    out.push_str("\"}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::ValueBytes;
+
+    #[test]
+    fn direct_key_version_matches_serde() {
+        let v = KeyVersion {
+            key: std::sync::Arc::from("prod/chatbot/model"),
+            value: ValueBytes::Shared(std::sync::Arc::from(
+                &br#"{"model": "m1",  "t": [1, 2]}"#[..],
+            )),
+            revision: 42,
+            create_revision: 7,
+            version: 3,
+            timestamp_us: 1_795_000_000_123_456,
+        };
+        let serde = serde_json::to_vec(&KeyVersionView::new(&v).unwrap()).unwrap();
+        let response = key_version_response(&v).unwrap();
+        let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
+            response.into_body(),
+            1 << 20,
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(&body[..], &serde[..]);
+    }
+}

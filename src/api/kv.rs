@@ -10,7 +10,7 @@ use storage_format::commit::Op;
 use super::AppState;
 use super::auth::{Action, Principal};
 use super::error::ApiError;
-use super::json::{KeyVersionView, WriteView, ok, ok_sized};
+use super::json::{KeyVersionView, WriteView, key_version_response, ok};
 use super::params::{self, blocking};
 use crate::store::{Condition, Point, WriteRequest};
 
@@ -72,10 +72,7 @@ pub async fn get_key(
     principal.require_key(Action::Read, &key)?;
     let point = params::point(q.revision, q.at.as_deref())?;
     match state.store().get(&key, point)? {
-        Some(version) => ok_sized(
-            &KeyVersionView::new(&version)?,
-            version.value.as_bytes().len() + version.key.len() + 160,
-        ),
+        Some(version) => key_version_response(&version),
         None => Err(ApiError::not_found(format!(
             "key {key:?} has no live version at that point"
         ))),
