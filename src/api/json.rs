@@ -75,8 +75,18 @@ pub fn key_version_response(v: &KeyVersion) -> Result<Response, ApiError> {
     let value = raw(v.value.as_bytes())?.get();
     let mut out = String::with_capacity(value.len() + v.key.len() + 160);
     out.push_str("{\"key\":");
-    // Keys are plain ASCII by the key grammar; serde still escapes them, to be safe.
-    out.push_str(&serde_json::to_string(&*v.key).map_err(ApiError::internal)?);
+    // The key grammar (`[A-Za-z0-9._-]` segments) needs no JSON escaping; anything else goes
+    // through serde's escaping.
+    if v.key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+    {
+        out.push('"');
+        out.push_str(&v.key);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(&*v.key).map_err(ApiError::internal)?);
+    }
     out.push_str(",\"value\":");
     out.push_str(value);
     let _ = write!(
