@@ -84,8 +84,9 @@ fn wrk(
         .lines()
         .find(|l| l.contains("Non-2xx"))
         .map(str::to_owned);
+    // Printed by the caller's line would be clearer, but this prints before it: say which run.
     if let Some(line) = non2xx {
-        println!("    wrk: {}", line.trim());
+        println!("    (the next line's run) wrk: {}", line.trim());
     }
     (rps, field("50%"), field("99%"))
 }
