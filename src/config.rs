@@ -214,6 +214,8 @@ impl Config {
             Some(path) => read_table(path)?,
             None => toml::Table::new(),
         };
+        // The defaults as TOML say which type each variable's text must parse as.
+        let defaults = toml::Value::try_from(Config::default()).expect("the defaults serialize");
         for (section, field) in ENV_FIELDS {
             let name = if section.is_empty() {
                 format!("LLMCM_{}", field.to_uppercase())
@@ -221,7 +223,7 @@ impl Config {
                 format!("LLMCM_{}_{}", section.to_uppercase(), field.to_uppercase())
             };
             let Some(text) = env(&name) else { continue };
-            let value = env_value(&Config::default(), section, field, &text)
+            let value = env_value(&defaults, section, field, &text)
                 .map_err(|message| ConfigError::Env { name, message })?;
             let target = if section.is_empty() {
                 &mut table
@@ -413,12 +415,11 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
 
 /// An environment variable's text as the TOML value its field expects (the default's type).
 fn env_value(
-    defaults: &Config,
+    defaults: &toml::Value,
     section: &str,
     field: &str,
     text: &str,
 ) -> Result<toml::Value, String> {
-    let defaults = toml::Value::try_from(defaults).map_err(|e| e.to_string())?;
     let default = if section.is_empty() {
         defaults.get(field)
     } else {

@@ -201,8 +201,9 @@ pub async fn commits(
 }
 
 /// A commit as the principal may see it: ops outside its prefixes removed, and `None` when none
-/// remain (or, for a prefix-limited token, for a system commit, which has no ops).
-fn commit_view<'a>(
+/// remain (or, for a prefix-limited token, for a system commit, which has no ops). Commits and
+/// watch both answer with it.
+pub(super) fn commit_view<'a>(
     principal: &Principal,
     record: &'a CommitRecord,
     chain: bool,
@@ -465,7 +466,7 @@ pub async fn status(
     let log = state.store().log();
     let head = log.head();
     let horizon = log.horizon();
-    let segments = log.segments();
+    let segments = log.segments_summary();
     let stats = log.stats();
     let read_only = log.read_only_reason();
     ok(&serde_json::json!({
@@ -477,9 +478,9 @@ pub async fn status(
         },
         "horizon": { "revision": horizon.revision, "hash": hex(&horizon.hash) },
         "segments": {
-            "count": segments.len(),
-            "sealed": segments.iter().filter(|s| s.sealed).count(),
-            "bytes": segments.iter().map(|s| s.len).sum::<u64>(),
+            "count": segments.count,
+            "sealed": segments.sealed,
+            "bytes": segments.bytes,
         },
         "commits_since_start": stats.commits,
         "snapshots": [],
@@ -510,7 +511,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
             reason,
         ))
     };
-    if *state.shutdown_signal().borrow() {
+    if state.shutting_down() {
         return not_ready("shutting down".into());
     }
     match state.store().log().read_only_reason() {
@@ -539,7 +540,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,
             "head_revision": log.head().revision,
-            "segments": log.segments().len(),
+            "segments": log.segments_summary().count,
             "disk_free_bytes": super::metrics::disk_free_bytes(&state.config().data_dir),
         },
         "watchers": state.watchers().load(std::sync::atomic::Ordering::SeqCst),

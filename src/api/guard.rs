@@ -80,13 +80,7 @@ where
                 .get::<MatchedPath>()
                 .map_or("unmatched", |p| p.as_str()),
         );
-        let method = match *request.method() {
-            axum::http::Method::GET => "GET",
-            axum::http::Method::PUT => "PUT",
-            axum::http::Method::POST => "POST",
-            axum::http::Method::DELETE => "DELETE",
-            ref other => intern(other.as_str()),
-        };
+        let method = intern(request.method().as_str());
         let limits = self.limits.clone();
         // The service that was polled ready serves this call; a fresh clone stays for the next.
         let fresh = self.inner.clone();

@@ -1,5 +1,5 @@
 //! Prometheus metrics at `/metrics` (metrics + metrics-exporter-prometheus, rendered by our own
-//! route). Request counts and latency by route and status are recorded by a middleware; the log
+//! route). Request counts and latency by route and status are recorded by the request guard; the log
 //! records fsync latency and group-commit batch sizes as it writes; store-wide figures (head,
 //! commits, bytes, segments, read-only, disk free, watchers) are read at scrape time.
 
@@ -135,11 +135,11 @@ const LABEL_VALUES_MAX: usize = 256;
 pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     let log = state.store().log();
     let head = log.head();
-    let segments = log.segments();
+    let segments = log.segments_summary();
     gauge!("llmcm_head_revision").set(head.revision as f64);
     gauge!("llmcm_commits_since_start").set(log.stats().commits as f64);
-    gauge!("llmcm_log_bytes").set(segments.iter().map(|s| s.len).sum::<u64>() as f64);
-    gauge!("llmcm_segments").set(segments.len() as f64);
+    gauge!("llmcm_log_bytes").set(segments.bytes as f64);
+    gauge!("llmcm_segments").set(segments.count as f64);
     gauge!("llmcm_read_only").set(if log.read_only_reason().is_some() {
         1.0
     } else {

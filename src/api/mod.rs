@@ -102,6 +102,11 @@ impl AppState {
         self.inner.shutdown.subscribe()
     }
 
+    /// Whether the server has started shutting down.
+    pub fn shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.send_replace(true);
     }

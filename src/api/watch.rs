@@ -23,10 +23,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
+use super::audit::commit_view;
 use super::auth::{Action, Principal};
 use super::error::ApiError;
 use super::params;
-use crate::chain::CommitView;
 use crate::store::{CommitFilter, CommitRecord};
 
 /// Watchers at once, at most; more get 503.
@@ -143,6 +143,7 @@ pub async fn watch(
                 let filter = CommitFilter {
                     after: Some(position),
                     to_revision: Some(head),
+                    prefix: (!prefix.is_empty()).then(|| prefix.clone()),
                     limit: WATCH_PAGE_COMMITS,
                     ..Default::default()
                 };
@@ -157,12 +158,18 @@ pub async fn watch(
                     Err(_) => return,
                 };
                 for record in &page.items {
-                    if let Some(event) = commit_event(&principal, &prefix, record) {
-                        if sender.send(Ok(event)).await.is_err() {
-                            return; // the client went away
+                    let event = match commit_event(&principal, record) {
+                        Ok(Some(event)) => event,
+                        Ok(None) => continue,
+                        Err(error) => {
+                            tracing::warn!(message = %error.message, "a watcher could not show a commit; ending it");
+                            return;
                         }
-                        last_progress = tokio::time::Instant::now();
+                    };
+                    if sender.send(Ok(event)).await.is_err() {
+                        return; // the client went away
                     }
+                    last_progress = tokio::time::Instant::now();
                 }
                 position = page.next.unwrap_or(head);
                 continue;
@@ -192,22 +199,19 @@ pub async fn watch(
     Ok(Sse::new(stream).into_response())
 }
 
-/// The commit event for `record` as the watcher may see it, or `None` if none of its ops is
-/// under the prefix and visible to the token.
-fn commit_event(principal: &Principal, prefix: &str, record: &CommitRecord) -> Option<Event> {
-    let mut view = CommitView::new(&record.commit, &record.hash, &record.prev_hash, None).ok()?;
-    view.ops
-        .retain(|op| op.key().starts_with(prefix) && principal.sees(op.key()));
-    if view.ops.is_empty() {
-        return None;
-    }
-    let data = serde_json::to_string(&view).ok()?;
-    Some(
+/// The commit event for `record` (already narrowed to the prefix by the store) as the token may
+/// see it; `None` if none of its ops is visible.
+fn commit_event(principal: &Principal, record: &CommitRecord) -> Result<Option<Event>, ApiError> {
+    let Some(view) = commit_view(principal, record, false)? else {
+        return Ok(None);
+    };
+    let data = serde_json::to_string(&view).map_err(ApiError::internal)?;
+    Ok(Some(
         Event::default()
             .event("commit")
             .id(record.commit.revision.to_string())
             .data(data),
-    )
+    ))
 }
 
 /// Decrements the watcher count when a watcher ends, however it ends.

@@ -230,30 +230,13 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             at,
             limit,
         } => {
-            let mut items = Vec::new();
-            let mut after: Option<String> = None;
             let mut query = point(revision, at);
             query.push(("prefix", prefix));
-            let mut revision_seen = None;
-            loop {
-                let mut q = query.clone();
-                q.push(("limit", (limit - items.len()).min(1000).to_string()));
-                if let Some(a) = &after {
-                    q.push(("after", a.clone()));
-                }
-                let page = api.send(api.get("/v1/kv").query(&q))?;
-                if revision_seen.is_none() {
-                    // Later pages are read at the revision of the first.
-                    revision_seen = page["revision"].as_u64();
-                    query.retain(|(k, _)| *k == "prefix");
-                    query.push(("revision", revision_seen.unwrap_or(0).to_string()));
-                }
-                items.extend(page["items"].as_array().cloned().unwrap_or_default());
-                after = page["next"].as_str().map(str::to_owned);
-                if after.is_none() || items.len() >= limit {
-                    break;
-                }
-            }
+            let Pages {
+                items,
+                revision: revision_seen,
+                next: after,
+            } = api.pages("/v1/kv", query, limit)?;
             if conn.json {
                 return print_json(
                     &mut out,
@@ -279,7 +262,9 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             )
         }
         Command::History { key, limit } => {
-            let items = api.pages(&format!("/v1/history/{key}"), Vec::new(), limit)?;
+            let items = api
+                .pages(&format!("/v1/history/{key}"), Vec::new(), limit)?
+                .items;
             if conn.json {
                 return print_json(&mut out, &json!({"key": key, "items": items}));
             }
@@ -324,7 +309,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             if let Some(r) = from_revision {
                 q.push(("from_revision", r.to_string()));
             }
-            let items = api.pages("/v1/commits", q, limit)?;
+            let items = api.pages("/v1/commits", q, limit)?.items;
             if conn.json {
                 return print_json(&mut out, &json!({"items": items}));
             }
@@ -522,32 +507,62 @@ impl Api {
         answer(resp)
     }
 
-    /// Follows `next` through pages of `items` until `limit` items.
-    fn pages(&self, path: &str, query: Vec<(&str, String)>, limit: usize) -> Result<Vec<Value>> {
-        let mut items = Vec::new();
-        let mut after: Option<String> = None;
+    /// Follows `next` through pages of `items` until `limit` items. A page that says which
+    /// revision it reflects (a list) pins the later pages to that revision.
+    fn pages(&self, path: &str, mut query: Vec<(&str, String)>, limit: usize) -> Result<Pages> {
+        let mut pages = Pages {
+            items: Vec::new(),
+            revision: None,
+            next: None,
+        };
         loop {
             let mut q = query.clone();
-            q.push(("limit", (limit - items.len()).clamp(1, 1000).to_string()));
-            if let Some(a) = &after {
+            q.push((
+                "limit",
+                (limit - pages.items.len()).clamp(1, 1000).to_string(),
+            ));
+            if let Some(a) = &pages.next {
                 q.push(("after", a.clone()));
             }
             let page = self.send(self.get(path).query(&q))?;
-            items.extend(page["items"].as_array().cloned().unwrap_or_default());
-            after = page["next"].as_u64().map(|n| n.to_string());
-            if after.is_none() || items.len() >= limit {
-                return Ok(items);
+            if pages.revision.is_none()
+                && let Some(revision) = page["revision"].as_u64()
+            {
+                pages.revision = Some(revision);
+                query.retain(|(k, _)| *k != "revision" && *k != "at");
+                query.push(("revision", revision.to_string()));
+            }
+            pages
+                .items
+                .extend(page["items"].as_array().cloned().unwrap_or_default());
+            // A list's `next` is a key, history's and commits' a revision.
+            pages.next = match &page["next"] {
+                Value::String(key) => Some(key.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            if pages.next.is_none() || pages.items.len() >= limit {
+                return Ok(pages);
             }
         }
     }
 }
 
+/// What `Api::pages` gathered.
+struct Pages {
+    items: Vec<Value>,
+    /// The revision a list reflects (lists only).
+    revision: Option<u64>,
+    /// Where the next page would start, if more remain.
+    next: Option<String>,
+}
+
 fn answer(resp: Response) -> Result<Value> {
     let status = resp.status();
-    let text = resp
+    let raw_body = resp
         .text()
         .map_err(|e| ClientError::new(ExitKind::Failure, format!("reading the answer: {e}")))?;
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_str(&raw_body).unwrap_or(Value::Null);
     if status.is_success() {
         return Ok(body);
     }
@@ -565,13 +580,13 @@ fn answer(resp: Response) -> Result<Value> {
         "{} ({}): {}",
         error["code"].as_str().unwrap_or("error"),
         status.as_u16(),
-        error["message"].as_str().unwrap_or(text.trim())
+        error["message"].as_str().unwrap_or(raw_body.trim())
     );
     if let Some(conflicts) = error["conflicts"].as_array() {
         for c in conflicts {
             message.push_str(&format!(
                 "; {} is at revision {}, not {}",
-                text_of(&c["key"]),
+                text(&c["key"]),
                 c["actual"],
                 c["expected"]
             ));
@@ -581,9 +596,9 @@ fn answer(resp: Response) -> Result<Value> {
         for v in violations.iter().take(10) {
             message.push_str(&format!(
                 "; {}{}: {}",
-                text_of(&v["key"]),
-                text_of(&v["path"]),
-                text_of(&v["message"])
+                text(&v["key"]),
+                text(&v["path"]),
+                text(&v["message"])
             ));
         }
     }
@@ -742,10 +757,6 @@ fn print_write(out: &mut dyn Write, json_out: bool, v: &Value) -> Result<()> {
 
 /// A JSON scalar as plain text (strings without quotes); other values as compact JSON.
 fn text(v: &Value) -> String {
-    text_of(v)
-}
-
-fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

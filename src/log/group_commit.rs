@@ -114,7 +114,8 @@ impl Log {
         ops_max: usize,
         precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
     ) -> Result<Result<CommitInfo, E>, LogError> {
-        self.append_with(request, ops_max, precondition, |_| {})
+        let commit = self.validated(request, ops_max)?;
+        self.append_with(commit, precondition, |_| {})
     }
 
     /// Switches the operator's read-only state, audited as a `read_only` commit by `actor`. The
@@ -128,11 +129,6 @@ impl Log {
         reason: &str,
         actor: &str,
     ) -> Result<CommitInfo, LogError> {
-        let path = self.dir.join(super::READ_ONLY_FILE);
-        if on {
-            write_file_atomic(&*self.fs, &path, reason.as_bytes())
-                .map_err(LogError::io("write the read-only marker", &path))?;
-        }
         let detail = serde_json::json!({ "on": on, "reason": reason }).to_string();
         let request = CommitRequest {
             kind: CommitKind::ReadOnly,
@@ -141,11 +137,17 @@ impl Log {
             detail: detail.into_bytes(),
             ops: Vec::new(),
         };
+        // Validated before the marker is written, so a refused switch leaves no marker behind.
+        let commit = self.validated(request, 0)?;
+        let path = self.dir.join(super::READ_ONLY_FILE);
+        if on {
+            write_file_atomic(&*self.fs, &path, reason.as_bytes())
+                .map_err(LogError::io("write the read-only marker", &path))?;
+        }
         let switched = reason.to_owned();
         let info = self
             .append_with(
-                request,
-                0,
+                commit,
                 |_| Ok::<(), Infallible>(()),
                 move |queue| queue.operator_read_only = on.then_some(switched),
             )?
@@ -166,15 +168,10 @@ impl Log {
         self.queue.lock().operator_read_only.clone()
     }
 
-    fn append_with<E>(
-        &self,
-        request: CommitRequest,
-        ops_max: usize,
-        precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
-        on_queued: impl FnOnce(&mut Queue),
-    ) -> Result<Result<CommitInfo, E>, LogError> {
-        // Revision and timestamp are fixed-width, so placeholders give the final encoded length.
-        let mut commit = Commit {
+    /// The commit of `request`, checked against every limit (revision and timestamp are filled in
+    /// when it is queued: both are fixed-width, so the placeholders give the final length).
+    fn validated(&self, request: CommitRequest, ops_max: usize) -> Result<Commit, LogError> {
+        let commit = Commit {
             revision: 0,
             timestamp_us: 0,
             kind: request.kind,
@@ -184,6 +181,16 @@ impl Log {
             ops: request.ops,
         };
         self.check_commit(&commit, ops_max)?;
+        Ok(commit)
+    }
+
+    /// Queues a validated commit if `precondition` passes, and waits until it is durable.
+    fn append_with<E>(
+        &self,
+        mut commit: Commit,
+        precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
+        on_queued: impl FnOnce(&mut Queue),
+    ) -> Result<Result<CommitInfo, E>, LogError> {
         let mut queue = self.queue.lock();
         if queue.closed {
             return Err(LogError::Closed);

@@ -173,6 +173,15 @@ pub struct LogStats {
     pub segments_sealed: u64,
 }
 
+/// The log's segments at a glance (status, health, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentsSummary {
+    pub count: usize,
+    pub sealed: usize,
+    /// Durable bytes in all segments.
+    pub bytes: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct StatCounters {
     pub commits: AtomicU64,
@@ -263,6 +272,16 @@ impl Log {
             self.observer.set(observer).is_ok(),
             "the log's observer is set once"
         );
+    }
+
+    /// Segment count, sealed count and bytes, without copying the segment list.
+    pub fn segments_summary(&self) -> SegmentsSummary {
+        let segments = self.segments.read();
+        SegmentsSummary {
+            count: segments.len(),
+            sealed: segments.iter().filter(|s| s.sealed).count(),
+            bytes: segments.iter().map(|s| s.len).sum(),
+        }
     }
 
     /// Counters since open.

@@ -9,6 +9,9 @@
 //!   during validation become preconditions, and the write is retried (bounded) if one changed;
 //! - a refused write writes nothing.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use storage_format::commit::Op;
 use thiserror::Error;
 
@@ -210,7 +213,10 @@ impl Store {
     /// Validates every put against its schema (and every put of a schema as a schema). Returns the
     /// schema keys consulted with the revision seen (0: absent), to be re-checked at commit.
     fn check_schemas(&self, ops: &[Op]) -> Result<Vec<(String, u64)>, WriteError> {
-        let mut seen: Vec<(String, u64)> = Vec::new();
+        // Each schema key is read (and its schema compiled) once per write, however many puts
+        // fall under it; the map is also the list of schema revisions seen.
+        let mut schemas: HashMap<String, Option<(u64, Arc<jsonschema::Validator>)>> =
+            HashMap::new();
         let mut violations = Vec::new();
         for op in ops {
             let Op::Put { key, value } = op else {
@@ -223,36 +229,47 @@ impl Store {
                 })?;
             }
             for schema_key in schema::schema_keys_for(key) {
-                let current = self.get(&schema_key, Point::Latest);
-                let current = match current {
-                    Ok(found) => found,
-                    // A path segment that cannot form a valid schema key has no schema.
-                    Err(ReadError::InvalidKey { .. }) => None,
-                    Err(error) => return Err(error.into()),
-                };
-                let revision = current.as_ref().map_or(0, |v| v.revision);
-                if !seen.iter().any(|(k, _)| *k == schema_key) {
-                    seen.push((schema_key.clone(), revision));
+                if !schemas.contains_key(&schema_key) {
+                    let current = self.current_schema(&schema_key)?;
+                    schemas.insert(schema_key.clone(), current);
                 }
-                let Some(current) = current else {
-                    continue;
-                };
-                let validator = self
-                    .schemas
-                    .get_or_compile(&schema_key, current.revision, current.value.as_bytes())
-                    .map_err(|violations| WriteError::InvalidSchema {
-                        key: schema_key.clone(),
-                        violations,
-                    })?;
-                schema::validate(&validator, key, value, &mut violations);
-                break;
+                if let Some((_, validator)) = &schemas[&schema_key] {
+                    schema::validate(validator, key, value, &mut violations);
+                    break;
+                }
             }
         }
-        if violations.is_empty() {
-            Ok(seen)
-        } else {
-            Err(WriteError::SchemaViolation(violations))
+        if !violations.is_empty() {
+            return Err(WriteError::SchemaViolation(violations));
         }
+        Ok(schemas
+            .into_iter()
+            .map(|(key, found)| (key, found.map_or(0, |(revision, _)| revision)))
+            .collect())
+    }
+
+    /// The schema stored at `schema_key` now, compiled, with its revision; `None` if absent.
+    fn current_schema(
+        &self,
+        schema_key: &str,
+    ) -> Result<Option<(u64, Arc<jsonschema::Validator>)>, WriteError> {
+        let current = match self.get(schema_key, Point::Latest) {
+            Ok(found) => found,
+            // A path segment that cannot form a valid schema key has no schema.
+            Err(ReadError::InvalidKey { .. }) => None,
+            Err(error) => return Err(error.into()),
+        };
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        let validator = self
+            .schemas
+            .get_or_compile(schema_key, current.revision, current.value.as_bytes())
+            .map_err(|violations| WriteError::InvalidSchema {
+                key: schema_key.to_owned(),
+                violations,
+            })?;
+        Ok(Some((current.revision, validator)))
     }
 }
 
