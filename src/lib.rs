@@ -8,9 +8,12 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fault;
 pub mod fs;
+pub mod image;
 pub mod index;
 pub mod log;
+pub mod restore;
 pub mod store;
 
 pub use storage_format;

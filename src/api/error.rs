@@ -90,6 +90,16 @@ impl From<ReadError> for ApiError {
             ReadError::InvalidKey { .. } => ApiError::bad_request("invalid_key", message),
             ReadError::Invalid(_) => ApiError::bad_request("invalid_argument", message),
             ReadError::TooLarge { .. } => ApiError::too_large(message),
+            ReadError::Compacted {
+                earliest_revision,
+                earliest_timestamp_us,
+                ..
+            } => ApiError::new(StatusCode::GONE, "compacted", message)
+                .with("earliest_revision", json!(earliest_revision))
+                .with(
+                    "earliest_timestamp",
+                    json!(crate::clock::format_timestamp_us(earliest_timestamp_us)),
+                ),
             ReadError::Log(error) => error.into(),
             ReadError::Index(_) => ApiError::internal(message),
         }

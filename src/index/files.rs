@@ -98,10 +98,13 @@ pub(super) fn load(
     if cp.history_id != *history_id {
         return Err("CHECKPOINT belongs to another history".to_owned());
     }
-    if cp.first_revision != first_revision {
+    // After a compaction the files may still start below the log (entries at or before the
+    // horizon are then served from the base image); they must not start above it, nor end
+    // before it (the commits in between are gone from the log).
+    if cp.first_revision > first_revision || cp.through_revision + 1 < first_revision {
         return Err(format!(
-            "index starts at revision {}, the log at {first_revision}",
-            cp.first_revision
+            "index covers revisions {}..={}, the log starts at {first_revision}",
+            cp.first_revision, cp.through_revision
         ));
     }
     if cp.through_revision > log_head {
@@ -209,6 +212,8 @@ pub(super) fn load(
         keys_crc: cp.keys_crc,
         heads: cp.heads,
         broken: None,
+        horizon: Default::default(),
+        base_values: Default::default(),
     })
 }
 

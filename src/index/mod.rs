@@ -33,6 +33,7 @@ use storage_format::segment::{SEGMENT_DIR, segment_file_name};
 use storage_format::{DecodeError, HistoryId};
 use thiserror::Error;
 
+use crate::image::Image;
 use crate::log::{DurableCommit, Log, LogError, LogObserver, SegmentMeta};
 
 #[derive(Debug, Error)]
@@ -155,6 +156,17 @@ pub struct State {
     heads: Vec<(u64, VersionEntry)>,
     /// Set when indexing a commit failed (a damaged mapped entry): reads fail until a rebuild.
     broken: Option<String>,
+    /// The compaction horizon (revision 0: none) and the values of the base image by key id:
+    /// every entry at or before the horizon reads its value from here (FORMAT.md "Images").
+    horizon: Horizon,
+    base_values: HashMap<u32, Arc<[u8]>>,
+}
+
+/// The compaction horizon H as the index sees it: points before it are gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Horizon {
+    pub revision: u64,
+    pub timestamp_us: u64,
 }
 
 impl State {
@@ -175,7 +187,90 @@ impl State {
             keys_crc: 0,
             heads: Vec::new(),
             broken: None,
+            horizon: Horizon::default(),
+            base_values: HashMap::new(),
         }
+    }
+
+    /// The compaction horizon.
+    pub(crate) fn horizon(&self) -> Horizon {
+        self.horizon
+    }
+
+    /// The first revision whose commit record is still in the log.
+    pub(crate) fn first_live_revision(&self) -> u64 {
+        self.first_revision.max(self.horizon.revision + 1)
+    }
+
+    /// Installs a base image over entries that already index the history up to its revision:
+    /// each image entry must be exactly the key's version at the horizon.
+    fn install_base(&mut self, image: &Image) -> Result<(), IndexError> {
+        let bound = Bound::Revision(image.header.revision);
+        let mut values = HashMap::with_capacity(image.entries.len());
+        for e in &image.entries {
+            let found = match self.lookup_key(&e.key, bound)? {
+                Some((id, Some((_, entry)))) if !entry.is_delete() => Some((id, entry)),
+                _ => None,
+            };
+            match found {
+                Some((id, entry))
+                    if entry.revision == e.revision
+                        && entry.create_revision == e.create_revision
+                        && entry.version as u64 == e.version =>
+                {
+                    values.insert(id, e.value.clone());
+                }
+                _ => {
+                    return Err(IndexError::Inconsistent(format!(
+                        "base image key {:?} does not match the index at revision {}",
+                        e.key, image.header.revision
+                    )));
+                }
+            }
+        }
+        self.base_values = values;
+        self.horizon = Horizon {
+            revision: image.header.revision,
+            timestamp_us: image.header.timestamp_us,
+        };
+        Ok(())
+    }
+
+    /// Seeds an empty index with a base image: each key's first entry is its state at the
+    /// horizon, with its value in the image (segment 0, offset 0).
+    fn seed_base(&mut self, image: &Image) {
+        assert_eq!(self.version_count(), 0, "a base image seeds an empty index");
+        for e in &image.entries {
+            let key_id = self.intern(&e.key);
+            let index = self.version_count();
+            let entry = VersionEntry {
+                revision: e.revision,
+                timestamp_us: e.timestamp_us,
+                create_revision: e.create_revision,
+                parent: NO_ENTRY,
+                jump: index,
+                jump_revision: e.revision,
+                jump_timestamp_us: e.timestamp_us,
+                depth: 0,
+                key_id,
+                version: e.version as u32,
+                segment_seq: 0,
+                value_offset: 0,
+                value_len: e.value.len() as u32,
+            };
+            self.versions_tail.push(entry);
+            self.tail_values.push(Some(e.value.clone()));
+            self.heads[key_id as usize] = (index, entry);
+            if let Some(slot) = self.key_ids.get_mut(&*e.key) {
+                slot.head_index = index;
+                slot.head = entry;
+            }
+            self.base_values.insert(key_id, e.value.clone());
+        }
+        self.horizon = Horizon {
+            revision: image.header.revision,
+            timestamp_us: image.header.timestamp_us,
+        };
     }
 
     /// Fails if indexing stopped at a damaged entry.
@@ -234,9 +329,6 @@ impl State {
         revision >= self.first_revision && revision - self.first_revision < self.revs.count
     }
 
-    pub(crate) fn first_revision(&self) -> u64 {
-        self.first_revision
-    }
 
     pub(crate) fn through_revision(&self) -> u64 {
         self.through_revision
@@ -411,6 +503,20 @@ impl State {
         memo: &mut Option<(u32, Arc<Mmap>)>,
     ) -> Result<ValueBytes, IndexError> {
         assert!(!entry.is_delete());
+        if entry.revision <= self.horizon.revision {
+            // At or before the horizon: the segment holding it may be gone; the base image
+            // holds exactly this version (the newest at or before the horizon).
+            return self
+                .base_values
+                .get(&entry.key_id)
+                .map(|v| ValueBytes::Shared(v.clone()))
+                .ok_or_else(|| {
+                    IndexError::Inconsistent(format!(
+                        "key {} has a version at revision {} but no base image value",
+                        entry.key_id, entry.revision
+                    ))
+                });
+        }
         if index >= self.versions.count {
             let t = (index - self.versions.count) as usize;
             return Ok(ValueBytes::Shared(
@@ -616,6 +722,8 @@ pub struct Index {
     history_id: HistoryId,
     state: RwLock<State>,
     segments: SegmentMaps,
+    /// The base image at the compaction horizon, if the store has one (a rebuild seeds from it).
+    base: RwLock<Option<Arc<Image>>>,
     /// The newest revision readers can see, for watchers (tokio's watch channel never blocks the
     /// sender and keeps only the latest value).
     indexed: tokio::sync::watch::Sender<u64>,
@@ -626,7 +734,11 @@ impl Index {
     /// log, with a warning, when anything is missing or inconsistent), then indexes the commits
     /// after it. Reads O(keys) bytes and the commits after the last checkpoint — never the whole
     /// history — unless it has to rebuild.
-    pub fn open(data_dir: &Path, log: &Log) -> Result<Index, IndexError> {
+    pub fn open(
+        data_dir: &Path,
+        log: &Log,
+        base: Option<Arc<Image>>,
+    ) -> Result<Index, IndexError> {
         let dir = data_dir.join(storage_format::index::INDEX_DIR);
         std::fs::create_dir_all(&dir).map_err(|source| IndexError::Io {
             path: dir.clone(),
@@ -634,14 +746,24 @@ impl Index {
         })?;
         let first_revision = log.segments()[0].first_revision;
         let head = log.head().revision;
-        let state = match files::load(&dir, &log.history_id(), first_revision, head) {
+        let loaded = files::load(&dir, &log.history_id(), first_revision, head).and_then(|mut s| {
+            if let Some(image) = &base {
+                s.install_base(image).map_err(|e| e.to_string())?;
+            }
+            Ok(s)
+        });
+        let state = match loaded {
             Ok(state) => state,
             Err(reason) => {
                 if head > 0 {
                     tracing::warn!(%reason, dir = %dir.display(), "rebuilding the index from the log");
                 }
                 files::remove_all(&dir)?;
-                State::empty(first_revision)
+                let mut state = State::empty(first_revision);
+                if let Some(image) = &base {
+                    state.seed_base(image);
+                }
+                state
             }
         };
         let index = Index {
@@ -649,6 +771,7 @@ impl Index {
             history_id: log.history_id(),
             state: RwLock::new(state),
             segments: SegmentMaps::new(data_dir),
+            base: RwLock::new(base),
             indexed: tokio::sync::watch::Sender::new(head),
         };
         match index.catch_up(log) {
@@ -704,8 +827,29 @@ impl Index {
         tracing::warn!(dir = %self.dir.display(), "rebuilding the index from the log");
         let mut state = self.state.write();
         *state = State::empty(log.segments()[0].first_revision);
+        if let Some(image) = &*self.base.read() {
+            state.seed_base(image);
+        }
         files::remove_all(&self.dir)?;
         self.catch_up_locked(&mut state, log)
+    }
+
+    /// Switches to a new base image at a new horizon (compaction), after the entries up to it
+    /// were indexed. Reads before the horizon fail from now on; values at or before it come from
+    /// the image.
+    pub fn set_base(&self, image: Arc<Image>) -> Result<(), IndexError> {
+        let mut state = self.state.write();
+        state.install_base(&image)?;
+        *self.base.write() = Some(image);
+        Ok(())
+    }
+
+    /// Forgets the mappings of segments below `first_live` (dropped by a compaction).
+    pub fn forget_segments_below(&self, first_live: u64) {
+        let mut maps = self.segments.maps.write();
+        for map in maps.iter_mut().take(first_live as usize) {
+            *map = None;
+        }
     }
 
     /// Runs `read` with the state under the read lock.

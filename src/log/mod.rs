@@ -9,10 +9,12 @@
 //!   unsynced is ever acknowledged;
 //! - one process owns a data directory (an exclusive lock on `LOCK`).
 
+mod compaction;
 mod error;
 mod group_commit;
 pub mod reader;
 mod recovery;
+pub(crate) use recovery::{create_restored, new_history_id};
 mod segment;
 pub mod verify;
 
@@ -22,8 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use storage_format::commit::{CommitKind, Op};
+use storage_format::manifest::Manifest;
 use storage_format::{Hash, HistoryId};
 
+pub use compaction::Switched;
 pub use error::{Corruption, LogError, Rejection};
 pub use segment::SegmentMeta;
 
@@ -214,7 +218,9 @@ pub struct Log {
     stats: StatCounters,
     observer: std::sync::OnceLock<Arc<dyn LogObserver>>,
     /// The point history starts from: revision and hash before the first live commit.
-    horizon: Head,
+    horizon: RwLock<Head>,
+    /// The MANIFEST as last written (compaction replaces it).
+    manifest: Mutex<Manifest>,
     _lock: Box<dyn DirLock>,
 }
 
@@ -253,7 +259,12 @@ impl Log {
 
     /// The point before the first live commit (revision 0 and the genesis hash until compaction).
     pub fn horizon(&self) -> Head {
-        self.horizon
+        *self.horizon.read()
+    }
+
+    /// The MANIFEST as last written.
+    pub fn manifest(&self) -> Manifest {
+        *self.manifest.lock()
     }
 
     /// The durable head.

@@ -73,13 +73,8 @@ pub(super) fn open(
     } else {
         create_store(&fs, &*clock, dir, &log_dir)?
     };
-    if manifest.base_image_seq != 0 {
-        return Err(LogError::Unsupported(format!(
-            "the MANIFEST names base image {}, which this version cannot read",
-            manifest.base_image_seq
-        )));
-    }
     remove_if_exists(&*fs, &dir.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}")))?;
+    remove_stale_base_images(&*fs, dir, &manifest)?;
 
     let seqs = live_segment_seqs(&*fs, &log_dir, &manifest)?;
     let mut continuation = Continuation {
@@ -185,11 +180,12 @@ pub(super) fn open(
         read_watermark_us: AtomicU64::new(0),
         stats: super::StatCounters::default(),
         observer: std::sync::OnceLock::new(),
-        horizon: Head {
+        horizon: RwLock::new(Head {
             revision: manifest.horizon_revision,
             timestamp_us: manifest.horizon_timestamp_us,
             hash: manifest.horizon_hash,
-        },
+        }),
+        manifest: Mutex::new(manifest),
         _lock: lock,
     })
 }
@@ -262,9 +258,54 @@ fn create_store(
     Ok(manifest)
 }
 
+/// Lays out a store made by a restore in `dir`, which holds nothing but the base image
+/// `base_image_seq` already: `log/` with segment 1 starting at `first_revision` and continuing
+/// from `horizon` (the restored point, whose state the base image holds), then the MANIFEST, last.
+/// Opening it then appends the `restore` commit at `first_revision` (DESIGN.md §2 "History").
+pub(crate) fn create_restored(
+    fs: &Arc<dyn Fs>,
+    dir: &Path,
+    history_id: HistoryId,
+    first_revision: u64,
+    horizon: Head,
+    base_image_seq: u64,
+    now: u64,
+) -> Result<(), LogError> {
+    assert!(first_revision > horizon.revision);
+    let log_dir = dir.join(SEGMENT_DIR);
+    fs.create_dir_all(&log_dir)
+        .map_err(LogError::io("create directory", &log_dir))?;
+    fs.sync_dir(dir)
+        .map_err(LogError::io("sync directory", dir))?;
+    ActiveSegment::create(
+        fs.clone(),
+        &log_dir,
+        history_id,
+        1,
+        first_revision,
+        horizon.hash,
+        horizon.timestamp_us,
+        now,
+    )?;
+    let manifest = Manifest {
+        version: FormatVersion::CURRENT,
+        history_id,
+        generation: 1,
+        created_unix_us: now,
+        first_live_segment_seq: 1,
+        horizon_revision: horizon.revision,
+        horizon_hash: horizon.hash,
+        horizon_timestamp_us: horizon.timestamp_us,
+        base_image_seq,
+    };
+    let path = dir.join(MANIFEST_FILE);
+    write_file_atomic(&**fs, &path, &manifest.encode())
+        .map_err(LogError::io("write manifest", &path))
+}
+
 /// A random history id (from the OS), mixed with the time so two stores made in the same
 /// microsecond on a machine without `/dev/urandom` still differ.
-fn new_history_id(clock: &dyn Clock) -> HistoryId {
+pub(crate) fn new_history_id(clock: &dyn Clock) -> HistoryId {
     let mut id = [0u8; 16];
     if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut urandom, &mut id);
@@ -274,6 +315,33 @@ fn new_history_id(clock: &dyn Clock) -> HistoryId {
         id[i] ^= b;
     }
     id
+}
+
+/// Removes base images the MANIFEST does not name (a compaction that crashed before or after
+/// switching leaves one) and temporary image files.
+fn remove_stale_base_images(fs: &dyn Fs, dir: &Path, manifest: &Manifest) -> Result<(), LogError> {
+    let mut removed = false;
+    for name in fs
+        .list_dir(dir)
+        .map_err(LogError::io("list data directory", dir))?
+    {
+        let stale = match storage_format::image::parse_base_image_file_name(&name) {
+            Some(seq) => seq != manifest.base_image_seq,
+            None => name.starts_with("base-") && name.ends_with(".img.tmp"),
+        };
+        if stale {
+            let path = dir.join(&name);
+            tracing::warn!(file = %path.display(), "removing a base image the MANIFEST does not name");
+            fs.remove_file(&path)
+                .map_err(LogError::io("remove", &path))?;
+            removed = true;
+        }
+    }
+    if removed {
+        fs.sync_dir(dir)
+            .map_err(LogError::io("sync directory", dir))?;
+    }
+    Ok(())
 }
 
 fn remove_if_exists(fs: &dyn Fs, path: &Path) -> Result<bool, LogError> {

@@ -9,6 +9,7 @@
 //! - a point after the head (or after now) is an error, never an empty answer;
 //! - a damaged or inconsistent index is rebuilt from the log and the read retried once.
 
+pub mod maintenance;
 mod reads;
 pub mod schema;
 mod write;
@@ -25,6 +26,9 @@ use thiserror::Error;
 pub use reads::{
     ChainVerification, Change, ChangeKind, CommitFilter, CommitRecord, CommitsPage, Diff,
     HistoryItem, HistoryPage, KeyVersion, ListPage,
+};
+pub use maintenance::{
+    CompactionOutcome, MaintenanceConfig, MaintenanceError, MaintenanceStats, SnapshotInfo,
 };
 pub use write::{
     Condition, Conflict, ROLLBACK_OPS_MAX, RollbackOutcome, WRITE_ATTEMPTS_MAX, WriteError,
@@ -65,6 +69,15 @@ pub enum ReadError {
     Invalid(String),
     #[error("too many changes: more than {max}; narrow the prefix")]
     TooLarge { max: usize },
+    #[error(
+        "{what} is below the compaction horizon; the earliest available point is revision \
+         {earliest_revision}"
+    )]
+    Compacted {
+        what: String,
+        earliest_revision: u64,
+        earliest_timestamp_us: u64,
+    },
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -86,6 +99,15 @@ pub enum StoreError {
     Log(#[from] LogError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error("base image {}: {reason}", path.display())]
+    BaseImage {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error(transparent)]
+    Maintenance(#[from] MaintenanceError),
 }
 
 /// How often the housekeeping thread checks whether the active segment is due to roll by age.
@@ -98,17 +120,19 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     housekeeping: Housekeeping,
     schemas: schema::SchemaCache,
+    maintenance: Arc<maintenance::Maintenance>,
 }
 
 /// A background thread that rolls the active segment once it is older than the configured age,
-/// so an idle store still seals (and so ships) its segments on time.
+/// so an idle store still seals (and so ships) its segments on time, checks the snapshots once
+/// after open, and takes scheduled snapshots and compactions.
 struct Housekeeping {
     stop: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Housekeeping {
-    fn start(log: Arc<Log>) -> Housekeeping {
+    fn start(log: Arc<Log>, maintenance: Arc<maintenance::Maintenance>) -> Housekeeping {
         let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
         let signal = stop.clone();
         let thread = std::thread::Builder::new()
@@ -116,6 +140,7 @@ impl Housekeeping {
             .spawn(move || {
                 let (stopped, wake) = &*signal;
                 let mut warned = false;
+                maintenance.check_snapshots();
                 loop {
                     let mut stopped = stopped.lock();
                     if !*stopped {
@@ -131,6 +156,7 @@ impl Housekeeping {
                         warned = true;
                         tracing::warn!(%error, "rolling the active segment by age failed");
                     }
+                    maintenance.tick();
                 }
             })
             .expect("spawn the housekeeping thread");
@@ -161,6 +187,25 @@ impl Store {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
+        Store::open_full(dir, config, MaintenanceConfig::default(), clock)
+    }
+
+    /// Opens with snapshot and retention settings.
+    pub fn open_configured(
+        dir: &Path,
+        config: LogConfig,
+        maintenance: MaintenanceConfig,
+    ) -> Result<Store, StoreError> {
+        Store::open_full(dir, config, maintenance, Arc::new(SystemClock))
+    }
+
+    /// Opens with everything given.
+    pub fn open_full(
+        dir: &Path,
+        config: LogConfig,
+        maintenance_config: MaintenanceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
         let log = Arc::new(Log::open_with(
             Arc::new(RealFs),
@@ -169,22 +214,74 @@ impl Store {
             config,
         )?);
         let log_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let index = Arc::new(Index::open(dir, &log)?);
+        let base = load_base_image(dir, &log)?;
+        let index = Arc::new(Index::open(dir, &log, base)?);
         log.set_observer(index.clone());
+        let maintenance = Arc::new(maintenance::Maintenance::open(
+            log.clone(),
+            index.clone(),
+            clock.clone(),
+            dir,
+            maintenance_config,
+        )?);
         tracing::info!(
             log_ms = format!("{log_ms:.1}"),
             total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
             head = log.head().revision,
             "store opened"
         );
-        let housekeeping = Housekeeping::start(log.clone());
+        let housekeeping = Housekeeping::start(log.clone(), maintenance.clone());
         Ok(Store {
             log,
             index,
             clock,
             housekeeping,
             schemas: Default::default(),
+            maintenance,
         })
+    }
+
+    /// Takes a snapshot of the state at the durable head (FORMAT.md "Images").
+    pub fn snapshot(&self) -> Result<SnapshotInfo, MaintenanceError> {
+        self.maintenance.snapshot()
+    }
+
+    /// The snapshots on disk, oldest first.
+    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
+        self.maintenance.snapshots()
+    }
+
+    /// Checks the snapshots whole, newest first, setting damaged ones aside (the housekeeping
+    /// thread does this once after open).
+    pub fn check_snapshots(&self) {
+        self.maintenance.check_snapshots()
+    }
+
+    /// Compacts history older than `retain_us`, recording a `compaction` commit by `actor`.
+    pub fn compact(
+        &self,
+        retain_us: u64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<CompactionOutcome>, MaintenanceError> {
+        self.maintenance.compact(retain_us, actor, reason)
+    }
+
+    pub fn last_compaction(&self) -> Option<CompactionOutcome> {
+        self.maintenance.last_compaction()
+    }
+
+    pub fn maintenance_stats(&self) -> MaintenanceStats {
+        self.maintenance.stats()
+    }
+
+    pub fn maintenance_config(&self) -> MaintenanceConfig {
+        self.maintenance.config()
+    }
+
+    /// Replaces the snapshot and retention settings (SIGHUP).
+    pub fn set_maintenance_config(&self, config: MaintenanceConfig) {
+        self.maintenance.set_config(config)
     }
 
     /// Follows the newest revision readers can see: changes after each durable batch.
@@ -231,6 +328,20 @@ impl Store {
         }
     }
 
+    /// Fails with `Compacted` for a point before the compaction horizon.
+    fn check_horizon(&self, state: &State, point: Point) -> Result<(), ReadError> {
+        let horizon = state.horizon();
+        let below = match point {
+            Point::Latest => false,
+            Point::Revision(r) => r < horizon.revision,
+            Point::Time(t) => horizon.revision > 0 && t < horizon.timestamp_us,
+        };
+        if below {
+            return Err(compacted(state, "the point", horizon.revision));
+        }
+        Ok(())
+    }
+
     /// Resolves a point to (revision, bound) against `state`.
     fn resolve(&self, state: &State, point: Point) -> Result<(u64, Bound), ReadError> {
         let bound = self.resolve_bound(state, point)?;
@@ -245,6 +356,7 @@ impl Store {
     /// a single-key read does not need: timestamps grow with revisions).
     fn resolve_bound(&self, state: &State, point: Point) -> Result<Bound, ReadError> {
         let head = state.through_revision();
+        self.check_horizon(state, point)?;
         match point {
             Point::Latest => Ok(Bound::Revision(head)),
             Point::Revision(requested) if requested > head => {
@@ -329,7 +441,7 @@ impl Store {
 
     /// The chain hash of `revision` (the horizon's hash just below the first live revision).
     fn hash_of(&self, state: &State, maps: &SegmentMaps, revision: u64) -> Result<Hash, ReadError> {
-        if revision < state.first_revision() {
+        if revision < state.first_live_revision() {
             return Ok(self.log.horizon().hash);
         }
         Ok(self.read_commit(state, maps, revision)?.1)
@@ -349,6 +461,72 @@ impl Drop for Store {
             tracing::warn!(%error, "the store did not close cleanly");
         }
     }
+}
+
+/// The `Compacted` error for `what`, naming the earliest revision still available (the horizon
+/// for a point; the first commit after it for history and commits) and the horizon's time.
+fn compacted(state: &State, what: &str, earliest_revision: u64) -> ReadError {
+    ReadError::Compacted {
+        what: what.to_owned(),
+        earliest_revision,
+        earliest_timestamp_us: state.horizon().timestamp_us,
+    }
+}
+
+/// Fails with `Compacted` when a history or commits read asks for commits at or before the
+/// horizon (their records are gone): an explicit `from` at or before it, an `after` below it, or
+/// a `since` time at or before the horizon's.
+fn check_range_horizon(
+    state: &State,
+    what: &str,
+    from: Option<u64>,
+    after: Option<u64>,
+    since_us: Option<u64>,
+) -> Result<(), ReadError> {
+    let horizon = state.horizon();
+    if horizon.revision == 0 {
+        return Ok(());
+    }
+    let below = from.is_some_and(|f| f <= horizon.revision)
+        || after.is_some_and(|a| a < horizon.revision)
+        || since_us.is_some_and(|t| t <= horizon.timestamp_us);
+    if below {
+        return Err(compacted(state, what, state.first_live_revision()));
+    }
+    Ok(())
+}
+
+/// Loads the base image the MANIFEST names, checked whole and against the MANIFEST's horizon.
+/// A damaged base image fails the open: the state at the horizon exists nowhere else.
+fn load_base_image(
+    dir: &Path,
+    log: &Log,
+) -> Result<Option<Arc<crate::image::Image>>, StoreError> {
+    let manifest = log.manifest();
+    if manifest.base_image_seq == 0 {
+        return Ok(None);
+    }
+    let path = dir.join(storage_format::image::base_image_file_name(
+        manifest.base_image_seq,
+    ));
+    let image = crate::image::read_image(&path)?;
+    let h = &image.header;
+    if h.revision != manifest.horizon_revision
+        || h.hash != manifest.horizon_hash
+        || h.timestamp_us != manifest.horizon_timestamp_us
+        || h.history_id != manifest.history_id
+    {
+        return Err(StoreError::BaseImage {
+            path,
+            reason: format!(
+                "holds revision {} of history {}, the MANIFEST's horizon is revision {}",
+                h.revision,
+                storage_format::hex(&h.history_id),
+                manifest.horizon_revision
+            ),
+        });
+    }
+    Ok(Some(Arc::new(image)))
 }
 
 fn check_key(key: &str) -> Result<(), ReadError> {

@@ -7,7 +7,10 @@ use storage_format::commit::Commit;
 use storage_format::index::VersionEntry;
 use storage_format::{Hash, hex};
 
-use super::{COMMITS_SCAN_MAX, DIFF_CHANGES_MAX, Point, ReadError, Store, check_key, check_limit};
+use super::{
+    COMMITS_SCAN_MAX, DIFF_CHANGES_MAX, Point, ReadError, Store, check_key, check_limit,
+    check_range_horizon,
+};
 use crate::index::{Bound, SegmentMaps, State, ValueBytes};
 
 /// Keys whose newest entries a list warms together before descending.
@@ -275,7 +278,11 @@ impl Store {
             if let Some(requested) = to.filter(|&t| t > head) {
                 return Err(ReadError::FutureRevision { requested, head });
             }
-            let low = from.unwrap_or(0).max(after.map_or(0, |a| a + 1));
+            check_range_horizon(state, "history", from, after, None)?;
+            let low = from
+                .unwrap_or(0)
+                .max(after.map_or(0, |a| a + 1))
+                .max(state.first_live_revision());
             let high = to.unwrap_or(head);
             let mut page = HistoryPage {
                 key: key.to_owned(),
@@ -341,8 +348,15 @@ impl Store {
             if let Some(requested) = filter.to_revision.filter(|&t| t > head) {
                 return Err(ReadError::FutureRevision { requested, head });
             }
+            check_range_horizon(
+                state,
+                "commits",
+                filter.from_revision,
+                filter.after,
+                filter.since_us,
+            )?;
             let mut low = state
-                .first_revision()
+                .first_live_revision()
                 .max(filter.from_revision.unwrap_or(0))
                 .max(filter.after.map_or(0, |a| a + 1));
             if let Some(since) = filter.since_us {

@@ -12,6 +12,7 @@ pub mod clean;
 mod codec;
 pub mod commit;
 mod error;
+pub mod image;
 pub mod index;
 pub mod manifest;
 pub mod record;

@@ -1,0 +1,625 @@
+//! Snapshots and compaction: the store's state at a revision written as an image (FORMAT.md
+//! "Images"), on demand or on a schedule, and the horizon moved forward over sealed segments
+//! (FORMAT.md "Compacting").
+//!
+//! Invariants:
+//! - one snapshot or compaction runs at a time (`lock`);
+//! - an image is built from the index in chunks of `CHUNK_KEYS` keys, each under the index's read
+//!   lock only for that chunk, so writers (which take the write lock once per batch) wait at most
+//!   one chunk; its writing is paced to `io_bytes_per_sec`;
+//! - compaction switches the live set with one MANIFEST rename, after the base image is durable,
+//!   and removes files only after the switch; a crash at any step leaves the old or the new set;
+//! - the horizon is always the last revision of a sealed segment: segments are dropped whole,
+//!   never rewritten.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use storage_format::commit::CommitKind;
+use storage_format::image::{
+    CORRUPT_SUFFIX, ImageEntry, ImageFooter, ImageHeader, ImageKind, SNAPSHOT_DIR,
+    base_image_file_name, check_image_frame, parse_snapshot_file_name, snapshot_file_name,
+};
+use storage_format::{FormatVersion, Hash, hex};
+use thiserror::Error;
+
+use crate::clock::Clock;
+use crate::fault::crash_point;
+use crate::fs::{Fs, RealFs};
+use crate::image::{ImageError, ImageWriter, read_image};
+use crate::index::{Bound, Index, IndexError};
+use crate::log::{CommitRequest, Head, Log, LogError};
+
+/// Keys examined per hold of the index's read lock while an image is built.
+const CHUNK_KEYS: usize = 1024;
+/// Snapshots kept, at most (the setting's upper bound).
+pub const SNAPSHOT_KEEP_MAX: usize = 100;
+
+/// When snapshots are taken and how long history is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// A snapshot is taken once this many commits followed the last one. 0: never by count.
+    pub snapshot_every_commits: u64,
+    /// A snapshot is taken once the last one is this old and commits followed it. 0: never by
+    /// time.
+    pub snapshot_every_us: u64,
+    /// Newest snapshots kept; older ones are deleted. 1 to 100.
+    pub snapshot_keep: usize,
+    /// Automatic compaction keeps this much history. `None`: never compact automatically.
+    pub retain_us: Option<u64>,
+    /// How often automatic compaction runs.
+    pub compaction_every_us: u64,
+    /// Image writing (snapshots, base images) is paced to this rate. 0: unpaced.
+    pub io_bytes_per_sec: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            snapshot_every_commits: 100_000,
+            snapshot_every_us: 3600 * 1_000_000,
+            snapshot_keep: 3,
+            retain_us: None,
+            compaction_every_us: 3600 * 1_000_000,
+            io_bytes_per_sec: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("the store is read-only: {0}")]
+    ReadOnly(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A snapshot on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub revision: u64,
+    pub timestamp_us: u64,
+    pub hash: Hash,
+    pub keys: u64,
+    pub bytes: u64,
+    pub created_unix_us: u64,
+    pub path: PathBuf,
+    /// Whether its whole content was checked (SHA-256 and every block) since open.
+    pub checked: bool,
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionOutcome {
+    pub horizon: Head,
+    pub previous_horizon: u64,
+    pub segments_dropped: usize,
+    /// Bytes of the dropped segments, the previous base image and snapshots before the horizon.
+    pub bytes_reclaimed: u64,
+    pub base_image_bytes: u64,
+    pub keys: u64,
+    pub duration_us: u64,
+    /// Revision of the `compaction` commit that records it.
+    pub commit_revision: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    snapshots: AtomicU64,
+    snapshot_failures: AtomicU64,
+    compactions: AtomicU64,
+    bytes_reclaimed: AtomicU64,
+}
+
+/// Counters since open, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceStats {
+    pub snapshots: u64,
+    pub snapshot_failures: u64,
+    pub compactions: u64,
+    pub bytes_reclaimed: u64,
+}
+
+pub(crate) struct Maintenance {
+    log: Arc<Log>,
+    index: Arc<Index>,
+    clock: Arc<dyn Clock>,
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    config: RwLock<MaintenanceConfig>,
+    lock: Mutex<()>,
+    /// Snapshots on disk, oldest first.
+    snapshots: Mutex<Vec<SnapshotInfo>>,
+    last_compaction: Mutex<Option<CompactionOutcome>>,
+    last_compaction_run_us: AtomicU64,
+    counters: Counters,
+}
+
+impl Maintenance {
+    /// Lists the snapshots (header and footer of each, O(1) per file), removing temporary files.
+    /// Whole-content checks happen later, off the open path (`check_snapshots`).
+    pub fn open(
+        log: Arc<Log>,
+        index: Arc<Index>,
+        clock: Arc<dyn Clock>,
+        dir: &Path,
+        config: MaintenanceConfig,
+    ) -> Result<Maintenance, MaintenanceError> {
+        let snap_dir = dir.join(SNAPSHOT_DIR);
+        std::fs::create_dir_all(&snap_dir).map_err(|source| ImageError::Io {
+            op: "create directory",
+            path: snap_dir.clone(),
+            source,
+        })?;
+        let mut snapshots = Vec::new();
+        for name in list(&snap_dir)? {
+            let path = snap_dir.join(&name);
+            if name.ends_with(storage_format::segment::TEMP_SUFFIX) {
+                tracing::warn!(file = %path.display(), "removing an unfinished snapshot");
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(revision) = parse_snapshot_file_name(&name) else {
+                continue;
+            };
+            match frame(&path) {
+                Ok((header, footer, bytes))
+                    if header.revision == revision && header.history_id == log.history_id() =>
+                {
+                    snapshots.push(SnapshotInfo {
+                        revision,
+                        timestamp_us: header.timestamp_us,
+                        hash: header.hash,
+                        keys: footer.key_count,
+                        bytes,
+                        created_unix_us: header.created_unix_us,
+                        path,
+                        checked: false,
+                    })
+                }
+                Ok(_) => set_aside(&path, "its header names another revision or history"),
+                Err(e) => set_aside(&path, &e.to_string()),
+            }
+        }
+        snapshots.sort_by_key(|s| s.revision);
+        Ok(Maintenance {
+            log,
+            index,
+            clock,
+            fs: Arc::new(RealFs),
+            dir: dir.to_path_buf(),
+            config: RwLock::new(config),
+            lock: Mutex::new(()),
+            snapshots: Mutex::new(snapshots),
+            last_compaction: Mutex::new(None),
+            last_compaction_run_us: AtomicU64::new(0),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn set_config(&self, config: MaintenanceConfig) {
+        *self.config.write() = config;
+    }
+
+    pub fn config(&self) -> MaintenanceConfig {
+        self.config.read().clone()
+    }
+
+    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
+        self.snapshots.lock().clone()
+    }
+
+    pub fn last_compaction(&self) -> Option<CompactionOutcome> {
+        self.last_compaction.lock().clone()
+    }
+
+    pub fn stats(&self) -> MaintenanceStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MaintenanceStats {
+            snapshots: get(&self.counters.snapshots),
+            snapshot_failures: get(&self.counters.snapshot_failures),
+            compactions: get(&self.counters.compactions),
+            bytes_reclaimed: get(&self.counters.bytes_reclaimed),
+        }
+    }
+
+    /// Checks the snapshots whole, newest first, until one passes: a damaged one is reported and
+    /// set aside (renamed `*.corrupt`), and the next older one checked instead.
+    pub fn check_snapshots(&self) {
+        let _guard = self.lock.lock();
+        loop {
+            let Some(newest) = self
+                .snapshots
+                .lock()
+                .iter()
+                .rev()
+                .find(|s| !s.checked)
+                .cloned()
+            else {
+                return;
+            };
+            match read_image(&newest.path) {
+                Ok(image) if image.header.revision == newest.revision => {
+                    for s in self.snapshots.lock().iter_mut() {
+                        if s.revision == newest.revision {
+                            s.checked = true;
+                        }
+                    }
+                    return;
+                }
+                outcome => {
+                    let reason = match outcome {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "its header changed while it was read".to_owned(),
+                    };
+                    set_aside(&newest.path, &reason);
+                    self.snapshots
+                        .lock()
+                        .retain(|s| s.revision != newest.revision);
+                }
+            }
+        }
+    }
+
+    /// The periodic work: a snapshot when one is due, a compaction when retention is set and
+    /// its interval passed. Errors are logged (the next tick tries again).
+    pub fn tick(&self) {
+        let config = self.config();
+        let now = self.clock.now_us();
+        let head = self.log.head().revision;
+        let newest = self.snapshots.lock().last().cloned();
+        let (since_rev, since_us) = newest
+            .as_ref()
+            .map_or((0, 0), |s| (s.revision, s.created_unix_us));
+        let behind = head.saturating_sub(since_rev);
+        let due = behind > 0
+            && ((config.snapshot_every_commits > 0 && behind >= config.snapshot_every_commits)
+                || (config.snapshot_every_us > 0
+                    && now.saturating_sub(since_us) >= config.snapshot_every_us));
+        if due && let Err(error) = self.snapshot() {
+            tracing::warn!(%error, "scheduled snapshot failed");
+        }
+        if let Some(retain_us) = config.retain_us {
+            let last = self.last_compaction_run_us.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= config.compaction_every_us {
+                self.last_compaction_run_us.store(now, Ordering::Relaxed);
+                match self.compact(retain_us, "llmcm", "retention policy") {
+                    Ok(Some(outcome)) => tracing::info!(
+                        horizon = outcome.horizon.revision,
+                        bytes_reclaimed = outcome.bytes_reclaimed,
+                        "scheduled compaction done"
+                    ),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "scheduled compaction failed"),
+                }
+            }
+        }
+    }
+
+    /// Takes a snapshot of the state at the durable head (or returns the one already there).
+    pub fn snapshot(&self) -> Result<SnapshotInfo, MaintenanceError> {
+        let _guard = self.lock.lock();
+        let head = self.log.head();
+        if let Some(existing) = self
+            .snapshots
+            .lock()
+            .iter()
+            .find(|s| s.revision == head.revision)
+        {
+            return Ok(existing.clone());
+        }
+        let path = self
+            .dir
+            .join(SNAPSHOT_DIR)
+            .join(snapshot_file_name(head.revision));
+        let started = Instant::now();
+        let written = self.write_state(head, &path, ImageKind::Snapshot);
+        let (footer, bytes, created) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                self.counters
+                    .snapshot_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let info = SnapshotInfo {
+            revision: head.revision,
+            timestamp_us: head.timestamp_us,
+            hash: head.hash,
+            keys: footer.key_count,
+            bytes,
+            created_unix_us: created,
+            path,
+            checked: true,
+        };
+        tracing::info!(
+            revision = info.revision,
+            keys = info.keys,
+            bytes = info.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
+        self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+        let keep = self.config.read().snapshot_keep;
+        let mut snapshots = self.snapshots.lock();
+        snapshots.push(info.clone());
+        let excess = snapshots.len().saturating_sub(keep);
+        let old: Vec<SnapshotInfo> = snapshots.drain(..excess).collect();
+        drop(snapshots);
+        self.remove_snapshots(&old)?;
+        Ok(info)
+    }
+
+    fn remove_snapshots(&self, old: &[SnapshotInfo]) -> Result<(), MaintenanceError> {
+        if old.is_empty() {
+            return Ok(());
+        }
+        for s in old {
+            self.fs.remove_file(&s.path).map_err(|source| ImageError::Io {
+                op: "remove snapshot",
+                path: s.path.clone(),
+                source,
+            })?;
+        }
+        let dir = self.dir.join(SNAPSHOT_DIR);
+        self.fs.sync_dir(&dir).map_err(|source| ImageError::Io {
+            op: "sync directory",
+            path: dir,
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Writes the state at `at` (the durable head, or a sealed segment's last revision) as an
+    /// image, chunk by chunk from the index. Returns the footer, the file's length and the
+    /// creation time recorded.
+    fn write_state(
+        &self,
+        at: Head,
+        path: &Path,
+        kind: ImageKind,
+    ) -> Result<(ImageFooter, u64, u64), MaintenanceError> {
+        let created = self.clock.now_us();
+        let header = ImageHeader {
+            version: FormatVersion::CURRENT,
+            history_id: self.log.history_id(),
+            revision: at.revision,
+            timestamp_us: at.timestamp_us,
+            hash: at.hash,
+            created_unix_us: created,
+            kind,
+        };
+        let mut writer = ImageWriter::create(self.fs.clone(), path, header)?;
+        let bound = Bound::Revision(at.revision);
+        let pace = Pace::new(self.config.read().io_bytes_per_sec);
+        let mut after: Option<Arc<str>> = None;
+        loop {
+            let (chunk, last) = self.index.read(|state, maps| {
+                state.check_usable()?;
+                if at.revision < state.horizon().revision {
+                    return Err(IndexError::Inconsistent(format!(
+                        "revision {} went below the compaction horizon while it was imaged",
+                        at.revision
+                    )));
+                }
+                let mut out = Vec::new();
+                let mut last = None;
+                let start = after.as_deref().unwrap_or("");
+                for (key, id) in state
+                    .keys_from(start)
+                    .filter(|(k, _)| Some(&***k) != after.as_deref())
+                    .take(CHUNK_KEYS)
+                {
+                    last = Some(key.clone());
+                    if let Some((index, entry)) = state.lookup(id, bound)?
+                        && !entry.is_delete()
+                    {
+                        out.push((key.clone(), entry, state.value(index, &entry, maps)?));
+                    }
+                }
+                Ok::<_, IndexError>((out, last))
+            })?;
+            for (key, entry, value) in &chunk {
+                writer.push(&ImageEntry {
+                    key,
+                    revision: entry.revision,
+                    create_revision: entry.create_revision,
+                    version: entry.version as u64,
+                    timestamp_us: entry.timestamp_us,
+                    value: value.as_bytes(),
+                })?;
+            }
+            pace.wait(writer.bytes());
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        crash_point("image:before-finish");
+        let (footer, bytes) = writer.finish()?;
+        Ok((footer, bytes, created))
+    }
+
+    /// Compacts history older than `retain_us` (DESIGN.md §2 "Retention"): rolls the active
+    /// segment, takes as horizon H the last revision of the newest sealed segment whose commits
+    /// are all older than the retention, writes the base image at H, switches the MANIFEST,
+    /// removes the dropped files and records a `compaction` commit. `None` when no segment is old
+    /// enough.
+    pub fn compact(
+        &self,
+        retain_us: u64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<CompactionOutcome>, MaintenanceError> {
+        let _guard = self.lock.lock();
+        if let Some(why) = self.log.read_only_reason() {
+            return Err(MaintenanceError::ReadOnly(why));
+        }
+        let started = Instant::now();
+        self.log.roll()?;
+        let cutoff = self.clock.now_us().saturating_sub(retain_us);
+        let previous = self.log.horizon();
+        let mut horizon = None;
+        for boundary in self.log.sealed_boundaries() {
+            let timestamp = self.index.read(|state, _| state.rev(boundary))?.timestamp_us;
+            if boundary > previous.revision && timestamp <= cutoff {
+                horizon = Some((boundary, timestamp));
+            }
+        }
+        let Some((revision, timestamp_us)) = horizon else {
+            return Ok(None);
+        };
+        let at = Head {
+            revision,
+            timestamp_us,
+            hash: self.log.hash_after_segment_ending_at(revision)?,
+        };
+        let base_seq = self.log.manifest().generation + 1;
+        let base_path = self.dir.join(base_image_file_name(base_seq));
+        let (footer, base_bytes, _) = self.write_state(at, &base_path, ImageKind::Base)?;
+        crash_point("compaction:after-base-image");
+        // Read back whole: what the index will serve is what is on disk.
+        let image = Arc::new(read_image(&base_path)?);
+        let switched = self.log.switch_horizon(at, base_seq)?;
+        if let Err(error) = self.index.set_base(image) {
+            tracing::error!(%error, "the index does not match the new base image; rebuilding it");
+            self.index.rebuild(&self.log)?;
+        }
+        let old_base_bytes = switched
+            .old_base
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        self.log.remove_dropped(&switched)?;
+        self.index
+            .forget_segments_below(switched.first_live_segment_seq);
+        let old_snapshots: Vec<SnapshotInfo> = {
+            let mut snapshots = self.snapshots.lock();
+            let keep_from = snapshots
+                .iter()
+                .position(|s| s.revision >= revision)
+                .unwrap_or(snapshots.len());
+            snapshots.drain(..keep_from).collect()
+        };
+        self.remove_snapshots(&old_snapshots)?;
+        let bytes_reclaimed = switched.segment_bytes()
+            + old_base_bytes
+            + old_snapshots.iter().map(|s| s.bytes).sum::<u64>();
+        crash_point("compaction:before-commit");
+        let detail = serde_json::json!({
+            "horizon_revision": revision,
+            "horizon_hash": hex(&at.hash),
+            "horizon_timestamp_us": timestamp_us,
+            "previous_horizon_revision": previous.revision,
+            "segments_dropped": switched.dropped.len(),
+            "bytes_reclaimed": bytes_reclaimed,
+            "base_image": base_image_file_name(base_seq),
+            "retain_us": retain_us,
+        });
+        let commit = self.log.append(CommitRequest {
+            kind: CommitKind::Compaction,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            detail: detail.to_string().into_bytes(),
+            ops: Vec::new(),
+        })?;
+        let outcome = CompactionOutcome {
+            horizon: at,
+            previous_horizon: previous.revision,
+            segments_dropped: switched.dropped.len(),
+            bytes_reclaimed,
+            base_image_bytes: base_bytes,
+            keys: footer.key_count,
+            duration_us: started.elapsed().as_micros() as u64,
+            commit_revision: commit.revision,
+        };
+        tracing::info!(
+            horizon = revision,
+            segments = outcome.segments_dropped,
+            bytes_reclaimed,
+            "compaction done"
+        );
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_reclaimed
+            .fetch_add(bytes_reclaimed, Ordering::Relaxed);
+        *self.last_compaction.lock() = Some(outcome.clone());
+        Ok(Some(outcome))
+    }
+}
+
+/// Paces a writer to a byte rate: after each chunk, sleeps until the bytes written so far fit.
+struct Pace {
+    started: Instant,
+    bytes_per_sec: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_sec: u64) -> Pace {
+        Pace {
+            started: Instant::now(),
+            bytes_per_sec,
+        }
+    }
+
+    fn wait(&self, bytes: u64) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
+fn list(dir: &Path) -> Result<Vec<String>, MaintenanceError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ImageError::Io {
+        op: "list",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect())
+}
+
+/// Header, footer and length of an image file, checked cheaply.
+fn frame(path: &Path) -> Result<(ImageHeader, ImageFooter, u64), String> {
+    use std::os::unix::fs::FileExt;
+    use storage_format::image::{FOOTER_LEN, IMAGE_HEADER_LEN};
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len < (IMAGE_HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(format!("{len} bytes is too short for an image"));
+    }
+    let mut head = [0u8; IMAGE_HEADER_LEN];
+    let mut foot = [0u8; FOOTER_LEN];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| e.to_string())?;
+    file.read_exact_at(&mut foot, len - FOOTER_LEN as u64)
+        .map_err(|e| e.to_string())?;
+    let (header, footer) = check_image_frame(&head, &foot, len).map_err(|e| e.to_string())?;
+    Ok((header, footer, len))
+}
+
+/// Renames a damaged snapshot to `*.corrupt` (kept for inspection, never read again).
+fn set_aside(path: &Path, reason: &str) {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(CORRUPT_SUFFIX);
+    tracing::error!(file = %path.display(), %reason, "snapshot failed its checks; set aside, an older snapshot or the log is used instead");
+    if let Err(error) = std::fs::rename(path, &aside) {
+        tracing::error!(%error, file = %path.display(), "could not set the damaged snapshot aside");
+    }
+}
