@@ -42,6 +42,17 @@ impl Clock for ManualClock {
     }
 }
 
+/// An RFC 3339 time (`Z` or an offset) as microseconds since the epoch, UTC.
+pub fn parse_timestamp_us(text: &str) -> Result<u64, String> {
+    let invalid = |why: String| {
+        format!("{text:?} is not an RFC 3339 time (e.g. 2026-11-26T22:15:00Z): {why}")
+    };
+    let ts: jiff::Timestamp = text
+        .parse()
+        .map_err(|e: jiff::Error| invalid(e.to_string()))?;
+    u64::try_from(ts.as_microsecond()).map_err(|_| invalid("before 1970".into()))
+}
+
 /// Formats microseconds since the epoch as DESIGN.md §3 writes times: `2026-11-26T22:15:00.123456Z`.
 /// Integer arithmetic only (every answer carries a time, and a general formatter was a visible
 /// share of a GET); checked against jiff in the tests.

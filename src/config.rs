@@ -51,8 +51,38 @@ pub struct Config {
     /// Serve without tokens on a non-loopback address. Default: false.
     pub insecure_no_auth: bool,
     pub storage: StorageConfig,
+    pub snapshot: SnapshotConfig,
+    pub retention: RetentionConfig,
     pub http: HttpConfig,
     pub auth: AuthConfig,
+}
+
+/// Snapshots: the state at a revision, written as a checksummed image (FORMAT.md "Images").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// A snapshot is taken once this many commits followed the last one. Default: 100000.
+    /// 0: never by count. Bounds: 0 to 1000000000.
+    pub every_commits: u64,
+    /// A snapshot is taken once the last one is this old and commits followed it. Default: `1h`.
+    /// `0s`: never by time. Bounds: `0s` to `30d`.
+    pub every: String,
+    /// Newest snapshots kept. Default: 3. Bounds: 1 to 100.
+    pub keep: usize,
+    /// Snapshots and compaction base images are written at most this fast, in bytes per second,
+    /// so they do not starve requests of disk bandwidth. Default: 268435456 (256 MiB/s). 0: unpaced.
+    pub io_bytes_per_sec: u64,
+}
+
+/// Retention: history older than `keep` is compacted (DESIGN.md §2 "Retention").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// History kept: `forever` (the default: never compact automatically) or a duration,
+    /// between `1h` and `36500d`.
+    pub keep: String,
+    /// How often the retention policy runs. Default: `1h`. Bounds: `1m` to `7d`.
+    pub every: String,
 }
 
 /// Limits and rolling of the log.
@@ -153,6 +183,8 @@ impl Default for Config {
             log_level: "info".into(),
             insecure_no_auth: false,
             storage: StorageConfig::default(),
+            snapshot: SnapshotConfig::default(),
+            retention: RetentionConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
         }
@@ -168,6 +200,26 @@ impl Default for StorageConfig {
             value_bytes_max: log.value_bytes_max,
             commit_ops_max: log.commit_ops_max,
             commit_bytes_max: log.commit_bytes_max,
+        }
+    }
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            every_commits: 100_000,
+            every: "1h".into(),
+            keep: 3,
+            io_bytes_per_sec: 256 << 20,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep: "forever".into(),
+            every: "1h".into(),
         }
     }
 }
@@ -194,6 +246,12 @@ const ENV_FIELDS: &[(&str, &str)] = &[
     ("storage", "value_bytes_max"),
     ("storage", "commit_ops_max"),
     ("storage", "commit_bytes_max"),
+    ("snapshot", "every_commits"),
+    ("snapshot", "every"),
+    ("snapshot", "keep"),
+    ("snapshot", "io_bytes_per_sec"),
+    ("retention", "keep"),
+    ("retention", "every"),
     ("http", "request_timeout"),
     ("http", "concurrent_requests_max"),
     ("http", "shutdown_drain"),
@@ -293,6 +351,52 @@ impl Config {
             4096,
             COMMIT_BYTES_MAX as u64,
         )?;
+        let snap = &self.snapshot;
+        check_range(
+            "snapshot.every_commits",
+            snap.every_commits,
+            0,
+            1_000_000_000,
+        )?;
+        check_duration(
+            "snapshot.every",
+            &snap.every,
+            Duration::ZERO,
+            Duration::from_secs(30 * 86400),
+        )?;
+        check_range(
+            "snapshot.keep",
+            snap.keep as u64,
+            1,
+            crate::store::maintenance::SNAPSHOT_KEEP_MAX as u64,
+        )?;
+        check_range(
+            "snapshot.io_bytes_per_sec",
+            snap.io_bytes_per_sec,
+            0,
+            u64::MAX,
+        )?;
+        if self.retention.keep != "forever" {
+            check_duration(
+                "retention.keep",
+                &self.retention.keep,
+                Duration::from_secs(3600),
+                Duration::from_secs(36500 * 86400),
+            )
+            .map_err(|e| match e {
+                ConfigError::Invalid { field, message } => ConfigError::Invalid {
+                    field,
+                    message: format!("{message} (or `forever`)"),
+                },
+                other => other,
+            })?;
+        }
+        check_duration(
+            "retention.every",
+            &self.retention.every,
+            Duration::from_secs(60),
+            Duration::from_secs(7 * 86400),
+        )?;
         let h = &self.http;
         check_duration(
             "http.request_timeout",
@@ -382,6 +486,28 @@ impl Config {
             commit_bytes_max: s.commit_bytes_max,
             ..LogConfig::default()
         }
+    }
+
+    /// Snapshot and retention settings.
+    pub fn maintenance_config(&self) -> crate::store::MaintenanceConfig {
+        let micros = |text: &str| parse_duration(text).expect("validated").as_micros() as u64;
+        crate::store::MaintenanceConfig {
+            snapshot_every_commits: self.snapshot.every_commits,
+            snapshot_every_us: micros(&self.snapshot.every),
+            snapshot_keep: self.snapshot.keep,
+            retain_us: self.retention_us(),
+            compaction_every_us: micros(&self.retention.every),
+            io_bytes_per_sec: self.snapshot.io_bytes_per_sec,
+        }
+    }
+
+    /// The retention to compact to, `None` for `forever`.
+    pub fn retention_us(&self) -> Option<u64> {
+        (self.retention.keep != "forever").then(|| {
+            parse_duration(&self.retention.keep)
+                .expect("validated")
+                .as_micros() as u64
+        })
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -494,7 +620,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
-fn format_duration(d: Duration) -> String {
+/// A duration as the config writes it (`30d`, `5m`, `10s`).
+pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s.is_multiple_of(86400) && s > 0 {
         format!("{}d", s / 86400)

@@ -114,6 +114,7 @@ pub struct ImageWriter {
     file: Box<dyn FsFile>,
     encoder: ImageEncoder,
     bytes: u64,
+    raw_bytes: u64,
 }
 
 impl ImageWriter {
@@ -140,10 +141,13 @@ impl ImageWriter {
             file,
             encoder,
             bytes: head.len() as u64,
+            raw_bytes: 0,
         })
     }
 
     pub fn push(&mut self, entry: &ImageEntry<'_>) -> Result<(), ImageError> {
+        self.raw_bytes +=
+            (storage_format::image::ENTRY_FIXED_LEN + entry.key.len() + entry.value.len()) as u64;
         if let Some(block) = self.encoder.push(entry) {
             self.file
                 .write_all(&block)
@@ -156,6 +160,11 @@ impl ImageWriter {
     /// Bytes written so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Entry bytes taken so far, before compression (what pacing counts: the work done).
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
     }
 
     /// Writes the last block and the footer, syncs, renames into place and syncs the directory.

@@ -619,7 +619,12 @@ fn verify_restored(dir: &Path, state: &State, restore_revision: u64) -> Result<(
     let mut seen = 0usize;
     loop {
         let page = store
-            .list("", Point::Latest, after.as_deref(), crate::store::PAGE_ITEMS_MAX)
+            .list(
+                "",
+                Point::Latest,
+                after.as_deref(),
+                crate::store::PAGE_ITEMS_MAX,
+            )
             .map_err(|e| RestoreError::Verification(e.to_string()))?;
         for item in &page.items {
             let expected = state.get(&*item.key);

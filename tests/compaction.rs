@@ -17,7 +17,15 @@ use llmcm::storage_format::commit::Op;
 use llmcm::store::{CommitFilter, MaintenanceConfig, Point, ReadError, Store};
 
 const KEYS: [&str; 9] = [
-    "a", "a/b", "a/c", "ab/x", "b/x", "b/y/z", "c", "_schemas/q", "d/e",
+    "a",
+    "a/b",
+    "a/c",
+    "ab/x",
+    "b/x",
+    "b/y/z",
+    "c",
+    "_schemas/q",
+    "d/e",
 ];
 const T0: u64 = 1_800_000_000_000_000;
 
@@ -151,11 +159,7 @@ fn dump_history(store: &Store, from: u64, to: u64) -> String {
             .diff("", Point::Revision(a), Point::Revision(b))
             .unwrap();
         for c in diff.changes {
-            out.push_str(&format!(
-                "diff {a}->{b} {} {}\n",
-                c.key,
-                c.kind.name()
-            ));
+            out.push_str(&format!("diff {a}->{b} {} {}\n", c.key, c.kind.name()));
         }
     }
     out
@@ -279,7 +283,12 @@ fn every_read_after_the_horizon_is_unchanged_by_compaction() {
         let twin_dir = tmp.path().join("twin");
         let twin_clock = Arc::new(ManualClock::new(T0));
         let twin = open(&twin_dir, &twin_clock);
-        write_random(&twin, &twin_clock, &mut Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)), 300);
+        write_random(
+            &twin,
+            &twin_clock,
+            &mut Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            300,
+        );
         let mut times = vec![h_ts, head_ts];
         for _ in 0..20 {
             times.push(h_ts + rng.below(head_ts - h_ts + 1));
@@ -304,7 +313,10 @@ fn every_read_after_the_horizon_is_unchanged_by_compaction() {
         // A second compaction, with more commits, keeps the same answers after its horizon.
         write_random(&store, &clock, &mut rng, 100);
         clock.advance(10_000_000);
-        let second = store.compact(5_000_000, "operator", "again").unwrap().unwrap();
+        let second = store
+            .compact(5_000_000, "operator", "again")
+            .unwrap()
+            .unwrap();
         let h2 = second.horizon.revision;
         assert!(h2 > h);
         assert_eq!(second.previous_horizon, h);
@@ -371,7 +383,11 @@ fn a_damaged_newest_snapshot_is_set_aside_and_the_store_opens() {
     write_random(&store, &clock, &mut rng, 50);
     let second = store.snapshot().unwrap();
     assert!(second.revision > first.revision);
-    assert_eq!(store.snapshot().unwrap(), second, "same head, same snapshot");
+    assert_eq!(
+        store.snapshot().unwrap(),
+        second,
+        "same head, same snapshot"
+    );
     let expected = dump_point(&store, Point::Latest).unwrap();
     drop(store);
 
@@ -407,6 +423,8 @@ fn snapshots_beyond_the_keep_count_are_deleted() {
     }
     let kept: Vec<u64> = store.snapshots().iter().map(|s| s.revision).collect();
     assert_eq!(kept, taken[2..].to_vec());
-    let files = std::fs::read_dir(tmp.path().join("snapshots")).unwrap().count();
+    let files = std::fs::read_dir(tmp.path().join("snapshots"))
+        .unwrap()
+        .count();
     assert_eq!(files, 3);
 }

@@ -39,18 +39,23 @@ fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
 
 fn write(store: &Store, clock: &ManualClock, seed: &mut u64, commits: usize) {
     for i in 0..commits {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let r = *seed >> 33;
         clock.advance(1 + r % 2_000_000);
         let key = KEYS[(r % KEYS.len() as u64) as usize];
         let second = KEYS[((r >> 8) % KEYS.len() as u64) as usize];
-        let mut ops = vec![if r % 6 == 0 {
+        let mut ops = vec![if r.is_multiple_of(6) {
             Op::Delete { key: key.into() }
         } else {
             Op::Put {
                 key: key.into(),
-                value: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "p".repeat((r % 1500) as usize))
-                    .into_bytes(),
+                value: format!(
+                    "{{\"i\":{i},\"pad\":\"{}\"}}",
+                    "p".repeat((r % 1500) as usize)
+                )
+                .into_bytes(),
             }
         }];
         if second != key {
@@ -148,7 +153,8 @@ fn restores_equal_as_of_reads_of_the_source() {
         .run(&strategy, |(by_time, pick, prefix, bump)| {
             let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (point, as_of) = if by_time {
-                let t = horizon.timestamp_us + (head.timestamp_us - horizon.timestamp_us) * pick / 999_999;
+                let t = horizon.timestamp_us
+                    + (head.timestamp_us - horizon.timestamp_us) * pick / 999_999;
                 (RestorePoint::Time(t), Point::Time(t))
             } else {
                 let r = horizon.revision + pick % (head.revision - horizon.revision + 1);
@@ -179,11 +185,7 @@ fn restores_equal_as_of_reads_of_the_source() {
             prop_assert_eq!(listing(&restored, Point::Latest, ""), want.clone());
             // The restored point itself reads the same in the new history.
             prop_assert_eq!(
-                listing(
-                    &restored,
-                    Point::Revision(outcome.resolved.revision),
-                    ""
-                ),
+                listing(&restored, Point::Revision(outcome.resolved.revision), ""),
                 want
             );
             prop_assert_ne!(restored.log().history_id(), source.log().history_id());

@@ -415,8 +415,22 @@ pub async fn verify(
         head_hash: String,
         expected_matched: Option<bool>,
         failure: Option<Failure>,
+        /// Set when history was compacted: verification starts from the horizon's hash.
+        horizon: Option<serde_json::Value>,
     }
+    let horizon = state.store().log().horizon();
     ok(&VerifyView {
+        horizon: (horizon.revision > 0).then(|| {
+            serde_json::json!({
+                "revision": horizon.revision,
+                "hash": hex(&horizon.hash),
+                "note": format!(
+                    "history before revision {} was compacted; the chain is verified from the \
+                     horizon's hash",
+                    horizon.revision + 1
+                ),
+            })
+        }),
         ok: report.ok(),
         from: report.from,
         to: report.to,
@@ -476,14 +490,19 @@ pub async fn status(
             "timestamp": (head.revision > horizon.revision).then(|| format_timestamp_us(head.timestamp_us)),
             "hash": hex(&head.hash),
         },
-        "horizon": { "revision": horizon.revision, "hash": hex(&horizon.hash) },
+        "horizon": {
+            "revision": horizon.revision,
+            "timestamp": (horizon.revision > 0).then(|| format_timestamp_us(horizon.timestamp_us)),
+            "hash": hex(&horizon.hash),
+            "last_compaction": state.store().last_compaction().as_ref().map(super::admin::compaction_view),
+        },
         "segments": {
             "count": segments.count,
             "sealed": segments.sealed,
             "bytes": segments.bytes,
         },
         "commits_since_start": stats.commits,
-        "snapshots": [],
+        "snapshots": state.store().snapshots().iter().map(super::admin::snapshot_view).collect::<Vec<_>>(),
         "last_backups": [],
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),

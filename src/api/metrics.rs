@@ -83,6 +83,35 @@ fn describe() {
         "Free bytes on the data directory's file system (for unprivileged users)."
     );
     describe_gauge!("llmcm_watchers", "Open watch streams.");
+    describe_gauge!(
+        "llmcm_snapshot_revision",
+        "Revision of the newest snapshot (0: none)."
+    );
+    describe_gauge!(
+        "llmcm_snapshot_age_seconds",
+        metrics::Unit::Seconds,
+        "Age of the newest snapshot (absent when there is none)."
+    );
+    describe_gauge!("llmcm_snapshots", "Snapshots on disk.");
+    describe_counter!(
+        "llmcm_snapshot_failures_total",
+        "Snapshots that failed to be written since start."
+    );
+    describe_gauge!(
+        "llmcm_compaction_horizon_revision",
+        "The compaction horizon: points before it answer 410 (0: never compacted)."
+    );
+    describe_gauge!(
+        "llmcm_compaction_horizon_age_seconds",
+        metrics::Unit::Seconds,
+        "Age of the compaction horizon's commit (absent when never compacted)."
+    );
+    describe_counter!("llmcm_compactions_total", "Compactions done since start.");
+    describe_counter!(
+        "llmcm_compaction_reclaimed_bytes_total",
+        metrics::Unit::Bytes,
+        "Bytes reclaimed by compactions since start."
+    );
     describe_counter!(
         "llmcm_watchers_lagged_total",
         "Watch streams ended with `lagged` (the client fell too far behind)."
@@ -149,6 +178,24 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
         gauge!("llmcm_disk_free_bytes").set(free as f64);
     }
     gauge!("llmcm_watchers").set(state.watchers().load(std::sync::atomic::Ordering::SeqCst) as f64);
+    let store = state.store();
+    let now_us = crate::clock::Clock::now_us(&crate::clock::SystemClock);
+    let age = |us: u64| now_us.saturating_sub(us) as f64 / 1e6;
+    let snapshots = store.snapshots();
+    gauge!("llmcm_snapshots").set(snapshots.len() as f64);
+    gauge!("llmcm_snapshot_revision").set(snapshots.last().map_or(0.0, |s| s.revision as f64));
+    if let Some(newest) = snapshots.last() {
+        gauge!("llmcm_snapshot_age_seconds").set(age(newest.created_unix_us));
+    }
+    let horizon = log.horizon();
+    gauge!("llmcm_compaction_horizon_revision").set(horizon.revision as f64);
+    if horizon.revision > 0 {
+        gauge!("llmcm_compaction_horizon_age_seconds").set(age(horizon.timestamp_us));
+    }
+    let maintenance = store.maintenance_stats();
+    counter!("llmcm_snapshot_failures_total").absolute(maintenance.snapshot_failures);
+    counter!("llmcm_compactions_total").absolute(maintenance.compactions);
+    counter!("llmcm_compaction_reclaimed_bytes_total").absolute(maintenance.bytes_reclaimed);
     let body = install().render();
     (
         [(

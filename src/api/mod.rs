@@ -7,6 +7,7 @@
 //! (`http.request_timeout`) and concurrency (`http.concurrent_requests_max`). A panic in a handler
 //! is caught and answered 500.
 
+mod admin;
 mod audit;
 pub mod auth;
 pub mod error;
@@ -141,6 +142,11 @@ pub fn router(state: AppState, limits: Arc<guard::Limits>) -> Router {
         .route("/v1/diff", get(audit::diff))
         .route("/v1/verify", get(audit::verify))
         .route("/v1/admin/status", get(audit::status))
+        .route("/v1/admin/snapshot", post(admin::snapshot))
+        .route(
+            "/v1/admin/compact",
+            post(admin::compact).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),
+        )
         .route(
             "/v1/admin/read-only",
             post(audit::read_only).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),

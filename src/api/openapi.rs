@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::kv::get_key, super::kv::put_key, super::kv::delete_key, super::kv::list_keys,
         super::writes::txn, super::writes::rollback, super::watch::watch,
         super::audit::history, super::audit::commits, super::audit::diff, super::audit::verify,
-        super::audit::status, super::audit::read_only, super::audit::live, super::audit::ready, super::audit::health,
+        super::audit::status, super::audit::read_only, super::admin::snapshot, super::admin::compact, super::audit::live, super::audit::ready, super::audit::health,
         super::metrics::serve_metrics,
     ),
     components(schemas(super::audit::CommitsFormat)),
@@ -217,6 +217,8 @@ pub struct ChangeDoc {
 
 #[derive(ToSchema)]
 pub struct VerifyDoc {
+    /// Set after a compaction: revision and hash the chain is verified from, and a note.
+    pub horizon: Option<Value>,
     pub ok: bool,
     pub from: u64,
     pub to: u64,
@@ -237,8 +239,11 @@ pub struct VerifyFailureDoc {
 pub struct StatusDoc {
     pub history_id: String,
     pub head: Value,
+    /// Compaction horizon: revision, time, hash; the last compaction.
     pub horizon: Value,
     pub segments: Value,
+    /// Snapshots on disk, oldest first.
+    pub snapshots: Vec<SnapshotDoc>,
     pub read_only: Value,
     pub version: String,
 }
@@ -253,4 +258,34 @@ pub struct ReadOnlyResultDoc {
     pub read_only: bool,
     pub revision: u64,
     pub timestamp: String,
+}
+
+/// A snapshot: the state at `revision`, in `snapshots/<file>`.
+#[derive(ToSchema)]
+pub struct SnapshotDoc {
+    pub revision: u64,
+    pub timestamp: Option<String>,
+    pub hash: String,
+    pub keys: u64,
+    pub bytes: u64,
+    pub created: String,
+    pub file: String,
+    /// Whether its whole content was checked since the server started.
+    pub checked: bool,
+}
+
+/// What a compaction did (`compacted` false, with a `reason`, when nothing was old enough).
+#[derive(ToSchema)]
+pub struct CompactionDoc {
+    pub compacted: bool,
+    pub horizon: Option<Value>,
+    pub previous_horizon: Option<u64>,
+    pub segments_dropped: Option<u64>,
+    pub bytes_reclaimed: Option<u64>,
+    pub base_image_bytes: Option<u64>,
+    pub keys: Option<u64>,
+    pub seconds: Option<f64>,
+    /// Revision of the `compaction` commit.
+    pub revision: Option<u64>,
+    pub reason: Option<String>,
 }

@@ -56,16 +56,8 @@ pub fn point(revision: Option<u64>, at: Option<&str>) -> Result<Point, ApiError>
 
 /// An RFC 3339 time (`Z` or an offset) as microseconds since the epoch.
 pub fn parse_time(text: &str) -> Result<u64, ApiError> {
-    let invalid = |why: String| {
-        ApiError::bad_request(
-            "invalid_time",
-            format!("{text:?} is not an RFC 3339 time (e.g. 2026-11-26T22:15:00Z): {why}"),
-        )
-    };
-    let ts: jiff::Timestamp = text
-        .parse()
-        .map_err(|e: jiff::Error| invalid(e.to_string()))?;
-    u64::try_from(ts.as_microsecond()).map_err(|_| invalid("before 1970".into()))
+    crate::clock::parse_timestamp_us(text)
+        .map_err(|message| ApiError::bad_request("invalid_time", message))
 }
 
 /// A point written as an integer revision or an RFC 3339 time.

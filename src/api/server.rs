@@ -123,7 +123,9 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
 
     let dir = config.data_dir.clone();
     let log_config = config.log_config();
-    let mut opening = tokio::task::spawn_blocking(move || Store::open(&dir, log_config));
+    let maintenance = config.maintenance_config();
+    let mut opening =
+        tokio::task::spawn_blocking(move || Store::open_configured(&dir, log_config, maintenance));
     let mut stop_opening = stop_rx.clone();
     let store = tokio::select! {
         opened = &mut opening => opened
@@ -215,6 +217,9 @@ async fn reload_on_sighup(state: AppState, limits: Arc<Limits>, options: ServeOp
             || state.config().storage != config.storage
             || state.config().http.concurrent_requests_max != config.http.concurrent_requests_max;
         state.replace_auth(&config);
+        state
+            .store()
+            .set_maintenance_config(config.maintenance_config());
         if changed_needing_restart {
             tracing::warn!(
                 "SIGHUP: data_dir, listen, storage and concurrent_requests_max changes take effect at the next restart"

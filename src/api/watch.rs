@@ -94,7 +94,7 @@ pub async fn watch(
     let store = state.store().clone();
     let mut indexed = store.subscribe();
     let head = *indexed.borrow_and_update();
-    let horizon = store.log().horizon().revision;
+    let horizon = store.log().horizon();
     let start = requested.unwrap_or(head);
     if start > head {
         return Err(ApiError::bad_request(
@@ -102,13 +102,13 @@ pub async fn watch(
             format!("revision {start} is after the head revision {head}"),
         ));
     }
-    if start < horizon {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "compacted",
-            format!("revision {start} is below the compaction horizon {horizon}"),
-        )
-        .with("earliest_revision", json!(horizon)));
+    if start < horizon.revision {
+        return Err(crate::store::ReadError::Compacted {
+            what: format!("revision {start}"),
+            earliest_revision: horizon.revision,
+            earliest_timestamp_us: horizon.timestamp_us,
+        }
+        .into());
     }
     let watchers = state.watchers();
     if watchers.fetch_add(1, Ordering::SeqCst) >= WATCHERS_MAX {

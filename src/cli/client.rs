@@ -168,6 +168,17 @@ pub enum Command {
     Txn { file: String },
     /// The server's status.
     Status,
+    /// Take a snapshot of the state at the head now (on the server).
+    Snapshot,
+    /// Compact history older than the retention (default: the server's `retention.keep`);
+    /// recorded as a `compaction` commit.
+    Compact {
+        /// History to keep, e.g. `30d`, `12h`, `0s` (everything up to the last sealed segment).
+        #[arg(long)]
+        retain: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Switch the store read-only (on) or writable (off); audited.
     ReadOnly {
         #[arg(value_parser = ["on", "off"])]
@@ -417,7 +428,25 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
                     ),
                 ],
                 vec!["head hash".into(), text(&v["head"]["hash"])],
-                vec!["horizon".into(), text(&v["horizon"]["revision"])],
+                vec![
+                    "horizon".into(),
+                    match v["horizon"]["timestamp"].as_str() {
+                        Some(t) => format!("revision {} at {t}", v["horizon"]["revision"]),
+                        None => "none (never compacted)".into(),
+                    },
+                ],
+                vec![
+                    "snapshots".into(),
+                    match v["snapshots"].as_array().and_then(|s| s.last()) {
+                        Some(newest) => format!(
+                            "{} (newest: revision {}, {})",
+                            v["snapshots"].as_array().map_or(0, Vec::len),
+                            newest["revision"],
+                            text(&newest["created"])
+                        ),
+                        None => "none".into(),
+                    },
+                ],
                 vec![
                     "segments".into(),
                     format!(
@@ -435,6 +464,45 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
                 vec!["version".into(), text(&v["version"])],
             ];
             print_table(&mut out, &["", ""], rows)
+        }
+        Command::Snapshot => {
+            let v = api.send(api.auth(api.http.post(api.url("/v1/admin/snapshot"))))?;
+            if conn.json {
+                return print_json(&mut out, &v);
+            }
+            writeln!(
+                out,
+                "snapshot at revision {} ({} keys, {} bytes): {}",
+                v["revision"],
+                v["keys"],
+                v["bytes"],
+                text(&v["file"])
+            )
+            .map_err(io)
+        }
+        Command::Compact { retain, reason } => {
+            let body = json!({"retain": retain, "reason": reason});
+            let v = api.send(api.auth(api.http.post(api.url("/v1/admin/compact")).json(&body)))?;
+            if conn.json {
+                return print_json(&mut out, &v);
+            }
+            if v["compacted"] != json!(true) {
+                return writeln!(out, "nothing compacted: {}", text(&v["reason"])).map_err(io);
+            }
+            writeln!(
+                out,
+                "compacted to horizon revision {} ({}): {} segment(s) dropped, {} bytes reclaimed, \
+                 base image {} bytes with {} keys, {:.2} s; recorded as revision {}",
+                v["horizon"]["revision"],
+                text(&v["horizon"]["timestamp"]),
+                v["segments_dropped"],
+                v["bytes_reclaimed"],
+                v["base_image_bytes"],
+                v["keys"],
+                v["seconds"].as_f64().unwrap_or(0.0),
+                v["revision"]
+            )
+            .map_err(io)
         }
         Command::ReadOnly { state, reason } => {
             let body = json!({"on": state == "on", "reason": reason});

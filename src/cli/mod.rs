@@ -3,6 +3,7 @@
 pub mod client;
 mod demo;
 pub mod logging;
+mod restore;
 pub mod serve;
 mod token;
 mod verify;
@@ -34,6 +35,9 @@ pub enum Command {
     Demo(demo::Args),
     /// Check every file of a data directory offline; exits 1 on any problem.
     Verify(verify::Args),
+    /// Restore a data directory at a point in time into a new directory (offline, read-only on
+    /// the source), verify it, and print the resolved revision and time first.
+    Restore(restore::Args),
     /// Run the HTTP server (with no arguments: ./llmcm-data on 127.0.0.1:7070).
     Serve(serve::Args),
     /// Manage bearer tokens.
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Serve(_) => unreachable!("handled above"),
         Command::Client(command) => match client::run(&cli.connection, command) {
             Ok(()) => Ok(ExitCode::SUCCESS),

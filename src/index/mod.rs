@@ -329,7 +329,6 @@ impl State {
         revision >= self.first_revision && revision - self.first_revision < self.revs.count
     }
 
-
     pub(crate) fn through_revision(&self) -> u64 {
         self.through_revision
     }
@@ -734,11 +733,7 @@ impl Index {
     /// log, with a warning, when anything is missing or inconsistent), then indexes the commits
     /// after it. Reads O(keys) bytes and the commits after the last checkpoint — never the whole
     /// history — unless it has to rebuild.
-    pub fn open(
-        data_dir: &Path,
-        log: &Log,
-        base: Option<Arc<Image>>,
-    ) -> Result<Index, IndexError> {
+    pub fn open(data_dir: &Path, log: &Log, base: Option<Arc<Image>>) -> Result<Index, IndexError> {
         let dir = data_dir.join(storage_format::index::INDEX_DIR);
         std::fs::create_dir_all(&dir).map_err(|source| IndexError::Io {
             path: dir.clone(),
@@ -746,12 +741,13 @@ impl Index {
         })?;
         let first_revision = log.segments()[0].first_revision;
         let head = log.head().revision;
-        let loaded = files::load(&dir, &log.history_id(), first_revision, head).and_then(|mut s| {
-            if let Some(image) = &base {
-                s.install_base(image).map_err(|e| e.to_string())?;
-            }
-            Ok(s)
-        });
+        let loaded =
+            files::load(&dir, &log.history_id(), first_revision, head).and_then(|mut s| {
+                if let Some(image) = &base {
+                    s.install_base(image).map_err(|e| e.to_string())?;
+                }
+                Ok(s)
+            });
         let state = match loaded {
             Ok(state) => state,
             Err(reason) => {

@@ -117,7 +117,10 @@ impl Log {
 impl Log {
     /// The chain hash of `revision`, the last revision of a live sealed segment: its successor's
     /// header repeats it as `prev_hash` (128 bytes read, not the segment).
-    pub fn hash_after_segment_ending_at(&self, revision: u64) -> Result<storage_format::Hash, LogError> {
+    pub fn hash_after_segment_ending_at(
+        &self,
+        revision: u64,
+    ) -> Result<storage_format::Hash, LogError> {
         let successor = self
             .segments
             .read()
@@ -129,7 +132,11 @@ impl Log {
             })?;
         let bytes = self
             .fs
-            .read_at(&successor.path, 0, storage_format::segment::SEGMENT_HEADER_LEN)
+            .read_at(
+                &successor.path,
+                0,
+                storage_format::segment::SEGMENT_HEADER_LEN,
+            )
             .map_err(LogError::io("read segment header", &successor.path))?;
         let header = storage_format::segment::SegmentHeader::decode(&bytes)
             .map_err(|e| LogError::corrupted(&successor.path, 0, revision + 1, e))?;

@@ -365,11 +365,13 @@ impl Maintenance {
             return Ok(());
         }
         for s in old {
-            self.fs.remove_file(&s.path).map_err(|source| ImageError::Io {
-                op: "remove snapshot",
-                path: s.path.clone(),
-                source,
-            })?;
+            self.fs
+                .remove_file(&s.path)
+                .map_err(|source| ImageError::Io {
+                    op: "remove snapshot",
+                    path: s.path.clone(),
+                    source,
+                })?;
         }
         let dir = self.dir.join(SNAPSHOT_DIR);
         self.fs.sync_dir(&dir).map_err(|source| ImageError::Io {
@@ -439,7 +441,7 @@ impl Maintenance {
                     value: value.as_bytes(),
                 })?;
             }
-            pace.wait(writer.bytes());
+            pace.wait(writer.raw_bytes());
             match last {
                 Some(last) => after = Some(last),
                 None => break,
@@ -471,7 +473,10 @@ impl Maintenance {
         let previous = self.log.horizon();
         let mut horizon = None;
         for boundary in self.log.sealed_boundaries() {
-            let timestamp = self.index.read(|state, _| state.rev(boundary))?.timestamp_us;
+            let timestamp = self
+                .index
+                .read(|state, _| state.rev(boundary))?
+                .timestamp_us;
             if boundary > previous.revision && timestamp <= cutoff {
                 horizon = Some((boundary, timestamp));
             }

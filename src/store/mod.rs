@@ -23,12 +23,12 @@ use storage_format::segment::{SEGMENT_DIR, segment_file_name};
 use storage_format::{Hash, KeyError, validate_key};
 use thiserror::Error;
 
+pub use maintenance::{
+    CompactionOutcome, MaintenanceConfig, MaintenanceError, MaintenanceStats, SnapshotInfo,
+};
 pub use reads::{
     ChainVerification, Change, ChangeKind, CommitFilter, CommitRecord, CommitsPage, Diff,
     HistoryItem, HistoryPage, KeyVersion, ListPage,
-};
-pub use maintenance::{
-    CompactionOutcome, MaintenanceConfig, MaintenanceError, MaintenanceStats, SnapshotInfo,
 };
 pub use write::{
     Condition, Conflict, ROLLBACK_OPS_MAX, RollbackOutcome, WRITE_ATTEMPTS_MAX, WriteError,
@@ -498,10 +498,7 @@ fn check_range_horizon(
 
 /// Loads the base image the MANIFEST names, checked whole and against the MANIFEST's horizon.
 /// A damaged base image fails the open: the state at the horizon exists nowhere else.
-fn load_base_image(
-    dir: &Path,
-    log: &Log,
-) -> Result<Option<Arc<crate::image::Image>>, StoreError> {
+fn load_base_image(dir: &Path, log: &Log) -> Result<Option<Arc<crate::image::Image>>, StoreError> {
     let manifest = log.manifest();
     if manifest.base_image_seq == 0 {
         return Ok(None);

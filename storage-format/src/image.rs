@@ -458,10 +458,14 @@ pub fn decode_image(
         let compressed_crc = r.u32()?;
         let raw_crc = r.u32()?;
         r.finish()?;
-        check_max("image block compressed_len", compressed_len, BLOCK_COMPRESSED_MAX)?;
+        check_max(
+            "image block compressed_len",
+            compressed_len,
+            BLOCK_COMPRESSED_MAX,
+        )?;
         check_max("image block raw_len", raw_len, BLOCK_RAW_MAX)?;
-        let compressed = Reader::new(&block[BLOCK_HEADER_LEN..], "image block")
-            .bytes(compressed_len)?;
+        let compressed =
+            Reader::new(&block[BLOCK_HEADER_LEN..], "image block").bytes(compressed_len)?;
         check_crc_of(compressed, compressed_crc, "image block (compressed)")?;
         let raw = decompress(compressed, raw_len).map_err(|reason| DecodeError::InvalidField {
             field: "image block",
@@ -643,7 +647,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x04;
-            assert!(decode_image(&bad, &copy, &mut |_| {}).is_err(), "flip at {i}");
+            assert!(
+                decode_image(&bad, &copy, &mut |_| {}).is_err(),
+                "flip at {i}"
+            );
         }
         assert!(decode_image(&bytes[..bytes.len() - 1], &copy, &mut |_| {}).is_err());
     }
@@ -651,7 +658,10 @@ mod tests {
     #[test]
     fn file_names_parse_back() {
         assert_eq!(parse_snapshot_file_name(&snapshot_file_name(42)), Some(42));
-        assert_eq!(parse_base_image_file_name(&base_image_file_name(7)), Some(7));
+        assert_eq!(
+            parse_base_image_file_name(&base_image_file_name(7)),
+            Some(7)
+        );
         assert_eq!(parse_snapshot_file_name("snap-42.img"), None);
         assert_eq!(parse_snapshot_file_name(&base_image_file_name(7)), None);
     }

@@ -27,6 +27,26 @@ impl Server {
         config_toml: &str,
         args: &[&str],
     ) -> Server {
+        Server::start_full(wrapper, &[], data_dir, config_toml, args)
+    }
+
+    /// `start` with extra environment variables (e.g. `LLMCM_CRASH_AT`).
+    pub fn start_with_env(
+        env: &[(&str, &str)],
+        data_dir: &Path,
+        config_toml: &str,
+        args: &[&str],
+    ) -> Server {
+        Server::start_full(&[], env, data_dir, config_toml, args)
+    }
+
+    fn start_full(
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        data_dir: &Path,
+        config_toml: &str,
+        args: &[&str],
+    ) -> Server {
         let config = data_dir.with_extension("toml");
         std::fs::write(&config, config_toml).unwrap();
         let mut command = match wrapper.split_first() {
@@ -47,6 +67,7 @@ impl Server {
             .arg("127.0.0.1:0")
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -85,6 +106,20 @@ impl Server {
         let mut child = self.child.take().expect("running");
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Waits up to `timeout` for the server to exit by itself; its status, or `None` (then it is
+    /// still running and will be stopped on drop).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// The config file the server was started with (rewrite it, then `signal("HUP")`).

@@ -1,0 +1,125 @@
+//! `llmcm restore --data-dir DIR [--at TIME | --revision N] [--prefix P] [--bump-revision N]
+//! --to NEW_DIR`: point-in-time restore into a new data directory (see `crate::restore`).
+//! Restores from backup repositories (`--repo`) come with the backup issue.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+use storage_format::hex;
+
+use crate::clock::format_timestamp_us;
+use crate::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The data directory to restore from (only read; a running server may keep using it).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Restore the state after the last commit at or before this RFC 3339 time.
+    #[arg(long, conflicts_with = "revision")]
+    pub at: Option<String>,
+    /// Restore the state after this revision. Neither `--at` nor `--revision`: the latest.
+    #[arg(long)]
+    pub revision: Option<u64>,
+    /// Partial restore: only keys starting with this prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The restore commit's revision is at least this (it is always above the source's head):
+    /// use it to stay above revisions a newer copy of the source may have handed out.
+    #[arg(long, default_value_t = 0)]
+    pub bump_revision: u64,
+    /// The new data directory (must not exist or be empty).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let point = match (&args.at, args.revision) {
+        (Some(t), _) => RestorePoint::Time(
+            crate::clock::parse_timestamp_us(t).map_err(|e| anyhow::anyhow!("--at: {e}"))?,
+        ),
+        (None, Some(r)) => RestorePoint::Revision(r),
+        (None, None) => RestorePoint::Latest,
+    };
+    let request = RestoreRequest {
+        source: args.data_dir.clone(),
+        point,
+        prefix: args.prefix.clone(),
+        bump_revision: args.bump_revision,
+        target: args.to.clone(),
+        actor: std::env::var("USER").unwrap_or_else(|_| "llmcm-restore".into()),
+    };
+    let json = args.json;
+    let outcome = restore(&request, &mut |resolved| {
+        // Printed before anything is written, so an operator sees what the point resolved to.
+        eprintln!(
+            "restoring revision {} ({}) of history {} (source head {}){} into {}",
+            resolved.revision,
+            if resolved.timestamp_us > 0 {
+                format_timestamp_us(resolved.timestamp_us)
+            } else {
+                "before the first commit".into()
+            },
+            hex(&resolved.source_history),
+            resolved.source_head,
+            args.prefix
+                .as_deref()
+                .map(|p| format!(", keys under {p:?}"))
+                .unwrap_or_default(),
+            args.to.display()
+        );
+    });
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("llmcm: error: {error}");
+            return Ok(ExitCode::from(match error {
+                RestoreError::Compacted { .. } => 8,
+                RestoreError::Invalid(_) | RestoreError::Future(_) => 2,
+                _ => 1,
+            }));
+        }
+    };
+    let r = &outcome.resolved;
+    if json {
+        let doc = json!({
+            "source": args.data_dir,
+            "target": args.to,
+            "revision": r.revision,
+            "timestamp": (r.timestamp_us > 0).then(|| format_timestamp_us(r.timestamp_us)),
+            "hash": hex(&r.hash),
+            "source_history": hex(&r.source_history),
+            "source_head": r.source_head,
+            "history_id": hex(&outcome.history_id),
+            "restore_revision": outcome.restore_revision,
+            "prefix": args.prefix,
+            "keys": outcome.keys,
+            "base": outcome.base,
+            "commits_replayed": outcome.commits_replayed,
+            "bytes_read": outcome.bytes_read,
+            "seconds": outcome.seconds,
+            "verified": true,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "restored revision {} ({}) into {}: {} keys, new history {}, restore commit at \
+             revision {}; from {} + {} commits replayed, {} bytes read in {:.2} s; verified",
+            r.revision,
+            format_timestamp_us(r.timestamp_us),
+            args.to.display(),
+            outcome.keys,
+            hex(&outcome.history_id),
+            outcome.restore_revision,
+            outcome.base,
+            outcome.commits_replayed,
+            outcome.bytes_read,
+            outcome.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
