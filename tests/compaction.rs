@@ -428,3 +428,55 @@ fn snapshots_beyond_the_keep_count_are_deleted() {
         .count();
     assert_eq!(files, 3);
 }
+
+#[test]
+fn damaged_images_are_named_by_verify_and_a_damaged_base_image_fails_the_open() {
+    use llmcm::log::verify::{Severity, verify_dir};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = open(dir, &clock);
+    write_random(&store, &clock, &mut Rng(9), 120);
+    let snapshot = store.snapshot().unwrap();
+    clock.advance(1_000_000);
+    store.compact(0, "op", "").unwrap().unwrap();
+    drop(store);
+    let report = verify_dir(&llmcm::fs::RealFs, dir);
+    assert_eq!(report.problems(), 0, "{:?}", report.findings);
+
+    let flip = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x20;
+        std::fs::write(path, bytes).unwrap();
+    };
+    flip(&snapshot.path);
+    let base = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("base-")
+        })
+        .unwrap();
+    flip(&base);
+    let report = verify_dir(&llmcm::fs::RealFs, dir);
+    let problems: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Problem)
+        .map(|f| f.file.as_str())
+        .collect();
+    let base_name = base.file_name().unwrap().to_string_lossy().into_owned();
+    let snap_name = format!(
+        "snapshots/{}",
+        snapshot.path.file_name().unwrap().to_string_lossy()
+    );
+    assert_eq!(problems, vec![base_name.as_str(), snap_name.as_str()]);
+    let error = Store::open_full(dir, config(), MaintenanceConfig::default(), clock.clone())
+        .err()
+        .expect("a damaged base image fails the open");
+    assert!(error.to_string().contains(&base_name), "{error}");
+}

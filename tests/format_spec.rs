@@ -222,7 +222,12 @@ fn magic_bytes_in_the_text_are_the_code_s() {
         "/storage-format/FORMAT.md"
     ))
     .unwrap();
-    for magic in [sf::SEGMENT_MAGIC, sf::MANIFEST_MAGIC, sf::CLEAN_MAGIC] {
+    for magic in [
+        sf::SEGMENT_MAGIC,
+        sf::MANIFEST_MAGIC,
+        sf::CLEAN_MAGIC,
+        sf::image::IMAGE_MAGIC,
+    ] {
         let spaced: Vec<String> = magic.iter().map(|b| format!("{b:02X}")).collect();
         assert!(
             text.contains(&format!("`{}`", spaced.join(" "))),
@@ -320,4 +325,79 @@ fn index_tables_match_the_code() {
             "FORMAT.md quotes {spaced:?}"
         );
     }
+}
+
+#[test]
+fn image_tables_match_the_code() {
+    use sf::image::*;
+    expect(
+        "image_header",
+        &[
+            ("magic", 0, sf::MAGIC_LEN),
+            ("version", IMAGE_VERSION_OFFSET, sf::VERSION_LEN),
+            ("header_len", IMAGE_HEADER_LEN_OFFSET, 4),
+            ("history_id", IMAGE_HISTORY_OFFSET, sf::HISTORY_ID_LEN),
+            ("revision", IMAGE_REVISION_OFFSET, 8),
+            ("timestamp_us", IMAGE_TIMESTAMP_OFFSET, 8),
+            ("hash", IMAGE_HASH_OFFSET, sf::HASH_LEN),
+            ("created_unix_us", IMAGE_CREATED_OFFSET, 8),
+            ("kind", IMAGE_KIND_OFFSET, 1),
+            (
+                "reserved",
+                IMAGE_RESERVED_OFFSET,
+                IMAGE_CRC_OFFSET - IMAGE_RESERVED_OFFSET,
+            ),
+            ("crc", IMAGE_CRC_OFFSET, 4),
+        ],
+    );
+    assert_eq!(IMAGE_HEADER_LEN, 128);
+    assert_eq!((ImageKind::Snapshot.code(), ImageKind::Base.code()), (1, 2));
+    expect(
+        "image_block_header",
+        &[
+            ("compressed_len", BLOCK_COMPRESSED_LEN_OFFSET, 4),
+            ("raw_len", BLOCK_RAW_LEN_OFFSET, 4),
+            ("entry_count", BLOCK_ENTRY_COUNT_OFFSET, 4),
+            ("compressed_crc", BLOCK_COMPRESSED_CRC_OFFSET, 4),
+            ("raw_crc", BLOCK_RAW_CRC_OFFSET, 4),
+            ("header_crc", BLOCK_HEADER_CRC_OFFSET, 4),
+        ],
+    );
+    assert_eq!(BLOCK_HEADER_LEN, 24);
+    assert_eq!((BLOCK_COMPRESSED_MAX, BLOCK_RAW_MAX), (9437184, 8388608));
+    expect(
+        "image_footer",
+        &[
+            ("block_count", FOOTER_BLOCK_COUNT_OFFSET, 8),
+            ("key_count", FOOTER_KEY_COUNT_OFFSET, 8),
+            ("body_len", FOOTER_BODY_LEN_OFFSET, 8),
+            ("sha256", FOOTER_SHA256_OFFSET, 32),
+            (
+                "reserved",
+                FOOTER_RESERVED_OFFSET,
+                FOOTER_CRC_OFFSET - FOOTER_RESERVED_OFFSET,
+            ),
+            ("crc", FOOTER_CRC_OFFSET, 4),
+        ],
+    );
+    assert_eq!(FOOTER_LEN, 64);
+    // The entry table: its fields in order, and its fixed sizes add up to the code's.
+    let tables = tables();
+    let rows = &tables["image_entry"];
+    let fields: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "key_len",
+            "key",
+            "revision",
+            "create_revision",
+            "version",
+            "timestamp_us",
+            "value_len",
+            "value"
+        ]
+    );
+    let fixed: usize = rows.iter().filter_map(|r| r.1.parse::<usize>().ok()).sum();
+    assert_eq!(fixed, ENTRY_FIXED_LEN);
 }

@@ -223,3 +223,73 @@ fn clean_marker_valid_and_corrupt() {
         Err(DecodeError::BadMagic { .. })
     ));
 }
+
+/// The image of the golden commits' state at revision 2 (two keys), as the store writes it
+/// (zstd blocks). Compared by content, not bytes: the zstd library may compress the same input
+/// differently in a later release without any change to the format.
+#[test]
+fn image_valid_and_corrupt() {
+    use sf::image::{ImageEncoder, ImageEntry, ImageHeader, ImageKind, decode_image};
+    let values: [(&str, &[u8]); 2] = [
+        ("prod/chatbot/model", br#"{"model":"m1"}"#),
+        ("prod/chatbot/temperature", b"0.7"),
+    ];
+    let header = ImageHeader {
+        version: FormatVersion::CURRENT,
+        history_id: HISTORY,
+        revision: 2,
+        timestamp_us: T0 + 2,
+        hash: [0x5a; 32],
+        created_unix_us: T0 + 10,
+        kind: ImageKind::Snapshot,
+    };
+    let path = fixture_path("image.valid");
+    if std::env::var_os("LLMCM_REGENERATE_FIXTURES").is_some() {
+        let (mut encoder, mut out) =
+            ImageEncoder::new(header, 1 << 20, Box::new(llmcm::image::compress));
+        for (i, (key, value)) in values.iter().enumerate() {
+            let revision = i as u64 + 1;
+            assert!(
+                encoder
+                    .push(&ImageEntry {
+                        key,
+                        revision,
+                        create_revision: revision,
+                        version: 1,
+                        timestamp_us: T0 + revision,
+                        value,
+                    })
+                    .is_none()
+            );
+        }
+        out.extend_from_slice(&encoder.finish().0);
+        std::fs::write(&path, &out).unwrap();
+        let mut corrupt = out;
+        corrupt[128 + 24 + 3] ^= 0x01;
+        std::fs::write(fixture_path("image.corrupt"), corrupt).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let mut seen = Vec::new();
+    let (got, footer) = decode_image(&bytes, &llmcm::image::decompress, &mut |e| {
+        seen.push((e.key.to_owned(), e.value.to_vec(), e.revision))
+    })
+    .unwrap();
+    assert_eq!(got, header);
+    assert_eq!((footer.block_count, footer.key_count), (1, 2));
+    let want: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| (k.to_string(), v.to_vec(), i as u64 + 1))
+        .collect();
+    assert_eq!(seen, want);
+    // A flipped bit inside the compressed block: the body's SHA-256 no longer matches.
+    let corrupt = std::fs::read(fixture_path("image.corrupt")).unwrap();
+    assert_eq!(corrupt.len(), bytes.len());
+    assert!(matches!(
+        decode_image(&corrupt, &llmcm::image::decompress, &mut |_| {}),
+        Err(DecodeError::InvalidField {
+            field: "image_footer.sha256",
+            ..
+        })
+    ));
+}

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 seconds="${LLMCM_FUZZ_SECONDS:-15}"
 corpus=fuzz/corpus
 fixtures=tests/fixtures
-mkdir -p "$corpus"/{scan_segment,decode_commit,decode_fixed_files,decode_record,decode_index}
+mkdir -p "$corpus"/{scan_segment,decode_commit,decode_fixed_files,decode_record,decode_index,decode_image}
 # scan_segment's first byte picks the mode: bit 0 prepends a header, bit 1 selects the strict rule.
 for f in segment-sealed.valid segment-sealed.corrupt segment-active.valid segment-active.torn; do
   { printf '\x00'; cat "$fixtures/$f"; } > "$corpus/scan_segment/$f.tolerant"
@@ -15,6 +15,8 @@ done
 cp "$fixtures"/commit-1.canonical "$fixtures"/commit-1.corrupt "$corpus/decode_commit/"
 cp "$fixtures"/manifest.* "$fixtures"/clean.* "$corpus/decode_fixed_files/"
 tail -c 128 "$fixtures/segment-sealed.valid" > "$corpus/decode_record/seal.valid"
+# decode_image: the fixture whole; its first 4 bytes also serve as an entry count for the framed run.
+cp "$fixtures"/image.* "$corpus/decode_image/"
 for target in $(cargo fuzz list); do
   echo "fuzz: $target for ${seconds}s"
   cargo fuzz run --sanitizer none "$target" "$corpus/$target" -- \

@@ -12,8 +12,14 @@ use storage_format::segment::{
 };
 use storage_format::{Hash, hex};
 
+use storage_format::image::{
+    CORRUPT_SUFFIX, SNAPSHOT_DIR, base_image_file_name, parse_base_image_file_name,
+    parse_snapshot_file_name,
+};
+
 use super::recovery::{Continuation, check_header};
 use crate::fs::Fs;
+use crate::image::read_image;
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +68,109 @@ impl VerifyReport {
     }
 }
 
+/// Checks the base image the MANIFEST names (whole, and that it holds the MANIFEST's horizon) and
+/// every snapshot (whole, and that it belongs to this history).
+fn verify_images(dir: &Path, manifest: &Manifest, report: &mut VerifyReport) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in names.iter().filter(|n| n.starts_with("base-")) {
+        match parse_base_image_file_name(name) {
+            Some(seq) if seq == manifest.base_image_seq => {}
+            _ => report.add(
+                Severity::Note,
+                name,
+                "base image the MANIFEST does not name (left by an interrupted compaction); the \
+                 next open removes it",
+            ),
+        }
+    }
+    if manifest.base_image_seq != 0 {
+        let name = base_image_file_name(manifest.base_image_seq);
+        match read_image(&dir.join(&name)) {
+            Ok(image) => {
+                let h = image.header;
+                if h.revision == manifest.horizon_revision
+                    && h.hash == manifest.horizon_hash
+                    && h.timestamp_us == manifest.horizon_timestamp_us
+                    && h.history_id == manifest.history_id
+                {
+                    report.add(
+                        Severity::Ok,
+                        &name,
+                        format!(
+                            "base image: state at the horizon, revision {}, {} keys",
+                            h.revision, image.footer.key_count
+                        ),
+                    );
+                } else {
+                    report.add(
+                        Severity::Problem,
+                        &name,
+                        format!(
+                            "holds revision {} of history {}, not the MANIFEST's horizon {}",
+                            h.revision,
+                            hex(&h.history_id),
+                            manifest.horizon_revision
+                        ),
+                    );
+                }
+            }
+            Err(e) => report.add(Severity::Problem, &name, e.to_string()),
+        }
+    }
+    let snap_dir = dir.join(SNAPSHOT_DIR);
+    let Ok(entries) = std::fs::read_dir(&snap_dir) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let rel = format!("{SNAPSHOT_DIR}/{name}");
+        let Some(revision) = parse_snapshot_file_name(&name) else {
+            report.add(
+                Severity::Note,
+                &rel,
+                if name.ends_with(CORRUPT_SUFFIX) {
+                    "a damaged snapshot set aside by the server"
+                } else {
+                    "not a snapshot (temporary or unknown); ignored"
+                },
+            );
+            continue;
+        };
+        match read_image(&snap_dir.join(&name)) {
+            Ok(image)
+                if image.header.revision == revision
+                    && image.header.history_id == manifest.history_id =>
+            {
+                report.add(
+                    Severity::Ok,
+                    &rel,
+                    format!(
+                        "snapshot at revision {revision}, {} keys",
+                        image.footer.key_count
+                    ),
+                )
+            }
+            Ok(_) => report.add(
+                Severity::Problem,
+                &rel,
+                "the header names another revision or history than the file",
+            ),
+            Err(e) => report.add(Severity::Problem, &rel, e.to_string()),
+        }
+    }
+}
+
 /// Checks the manifest, every segment record by record (CRCs, dense revisions, increasing
 /// timestamps, the hash chain across all segments, seals) and the clean-shutdown marker.
 pub fn verify_dir(fs: &dyn Fs, dir: &Path) -> VerifyReport {
@@ -90,6 +199,7 @@ pub fn verify_dir(fs: &dyn Fs, dir: &Path) -> VerifyReport {
             manifest.horizon_revision
         ),
     );
+    verify_images(dir, &manifest, &mut report);
     let log_dir = dir.join(SEGMENT_DIR);
     let mut seqs = Vec::new();
     match fs.list_dir(&log_dir) {
