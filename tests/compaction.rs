@@ -480,3 +480,45 @@ fn damaged_images_are_named_by_verify_and_a_damaged_base_image_fails_the_open() 
         .expect("a damaged base image fails the open");
     assert!(error.to_string().contains(&base_name), "{error}");
 }
+
+#[test]
+fn scheduled_snapshots_and_retention_run_by_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let maintenance = MaintenanceConfig {
+        snapshot_every_commits: 100,
+        snapshot_every_us: 0,
+        snapshot_keep: 2,
+        retain_us: Some(3_600_000_000),
+        compaction_every_us: 1,
+        io_bytes_per_sec: 0,
+    };
+    let store = Store::open_full(tmp.path(), config(), maintenance, clock.clone()).unwrap();
+    write_random(&store, &clock, &mut Rng(17), 250);
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} did not happen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    // 250 commits, a snapshot due every 100: the housekeeping thread takes one at the head.
+    wait_for("a scheduled snapshot", &|| {
+        store
+            .snapshots()
+            .last()
+            .is_some_and(|s| s.revision == store.log().head().revision)
+    });
+    // Two hours later, everything sealed is older than the one-hour retention.
+    store.log().roll().unwrap();
+    clock.advance(2 * 3_600_000_000);
+    wait_for("a scheduled compaction", &|| {
+        store.log().horizon().revision > 0
+    });
+    let last = store.last_compaction().unwrap();
+    assert_eq!(last.horizon.revision, store.log().horizon().revision);
+    assert!(store.snapshots().len() <= 2);
+}

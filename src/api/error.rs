@@ -59,13 +59,20 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The answer's body: `{"error": {"code", "message", ...details}}`.
+    pub fn body(&self) -> Value {
         let mut body = Map::new();
         body.insert("code".into(), Value::String(self.code.into()));
-        body.insert("message".into(), Value::String(self.message));
-        body.extend(self.details);
-        let mut response = (self.status, axum::Json(json!({ "error": body }))).into_response();
+        body.insert("message".into(), Value::String(self.message.clone()));
+        body.extend(self.details.clone());
+        json!({ "error": body })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -153,6 +153,11 @@ pub async fn watch(
                     Ok(Ok(page)) => page,
                     Ok(Err(error)) => {
                         tracing::warn!(%error, "a watcher could not read commits; ending it");
+                        // Say why before ending (e.g. `compacted` when a compaction passed a slow
+                        // watcher's position): the same body as the error answer of a request.
+                        let body = ApiError::from(error).body();
+                        let event = Event::default().event("error").data(body.to_string());
+                        let _ = sender.send(Ok(event)).await;
                         return;
                     }
                     Err(_) => return,

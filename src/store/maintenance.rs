@@ -56,6 +56,19 @@ pub struct MaintenanceConfig {
     pub io_bytes_per_sec: u64,
 }
 
+impl MaintenanceConfig {
+    /// Nothing automatic: snapshots and compactions only when asked for (the library's default
+    /// for `Store::open`; the server passes its configuration).
+    pub fn manual() -> MaintenanceConfig {
+        MaintenanceConfig {
+            snapshot_every_commits: 0,
+            snapshot_every_us: 0,
+            retain_us: None,
+            ..MaintenanceConfig::default()
+        }
+    }
+}
+
 impl Default for MaintenanceConfig {
     fn default() -> Self {
         MaintenanceConfig {
@@ -142,6 +155,8 @@ pub(crate) struct Maintenance {
     last_compaction: Mutex<Option<CompactionOutcome>>,
     last_compaction_run_us: AtomicU64,
     counters: Counters,
+    /// Set when the store closes: an image being written stops at its next chunk.
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 impl Maintenance {
@@ -203,7 +218,14 @@ impl Maintenance {
             last_compaction: Mutex::new(None),
             last_compaction_run_us: AtomicU64::new(0),
             counters: Counters::default(),
+            cancelled: Default::default(),
         })
+    }
+
+    /// Makes an image being written stop at its next chunk (leaving only its `.tmp`), so closing
+    /// the store does not wait for a long snapshot or compaction.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
     }
 
     pub fn set_config(&self, config: MaintenanceConfig) {
@@ -406,6 +428,11 @@ impl Maintenance {
         let pace = Pace::new(self.config.read().io_bytes_per_sec);
         let mut after: Option<Arc<str>> = None;
         loop {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(MaintenanceError::Invalid(
+                    "cancelled: the store is closing".into(),
+                ));
+            }
             let (chunk, last) = self.index.read(|state, maps| {
                 state.check_usable()?;
                 if at.revision < state.horizon().revision {

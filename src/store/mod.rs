@@ -176,7 +176,8 @@ impl Housekeeping {
 }
 
 impl Store {
-    /// Opens (creating if empty) the store in `dir`.
+    /// Opens (creating if empty) the store in `dir`, with no automatic snapshots or compaction
+    /// (`open_configured` sets them).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Store, StoreError> {
         Store::open_with_clock(dir.as_ref(), config, Arc::new(SystemClock))
     }
@@ -187,7 +188,7 @@ impl Store {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
-        Store::open_full(dir, config, MaintenanceConfig::default(), clock)
+        Store::open_full(dir, config, MaintenanceConfig::manual(), clock)
     }
 
     /// Opens with snapshot and retention settings.
@@ -302,6 +303,7 @@ impl Store {
     /// open replays nothing), then closes the log (see `Log::close`). Idempotent; dropping the
     /// store does the same, ignoring errors.
     pub fn close(&self) -> Result<(), LogError> {
+        self.maintenance.cancel();
         self.housekeeping.stop();
         if self.log.read_only_reason().is_none() {
             self.log.roll()?;
