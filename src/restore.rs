@@ -300,32 +300,179 @@ impl Source {
 /// The state being rebuilt: key → its version.
 type State = BTreeMap<Arc<str>, ImageValue>;
 
-fn apply(state: &mut State, commit: &storage_format::commit::Commit) {
-    for op in &commit.ops {
-        match op {
-            Op::Put { key, value } => {
-                let (create, version) = match state.get(key.as_str()) {
-                    Some(v) => (v.create_revision, v.version + 1),
-                    None => (commit.revision, 1),
+/// What one segment's commits in a revision range did to one key, in order: enough to apply them
+/// to the key's state without the commits themselves.
+#[derive(Default)]
+struct KeyEffect {
+    /// Whether a delete happened; then only what follows the last delete matters.
+    deleted: bool,
+    /// Puts after the last delete (or in all, if none).
+    puts: u64,
+    /// Revision of the first of those puts.
+    first_put: u64,
+    /// The last put, unless a delete followed it: (revision, timestamp, value).
+    last_put: Option<(u64, u64, Arc<[u8]>)>,
+}
+
+/// One segment's effect on every key it touches within the range, and how many commits it held.
+struct SegmentEffect {
+    keys: std::collections::HashMap<String, KeyEffect>,
+    commits: u64,
+    prev_hash: Hash,
+    last_hash: Hash,
+}
+
+/// Reads and checks segment `path` (every record's CRCs, dense revisions, the chain from its
+/// header) and reduces its commits in `from..=to` to their effect per key.
+fn segment_effect(
+    path: &Path,
+    last: bool,
+    from: u64,
+    to: u64,
+) -> Result<(SegmentEffect, u64), RestoreError> {
+    let bytes = std::fs::read(path).map_err(io("read", path))?;
+    let policy = if last {
+        TailPolicy::AllowTornTail
+    } else {
+        TailPolicy::Strict
+    };
+    let mut effect = SegmentEffect {
+        keys: std::collections::HashMap::new(),
+        commits: 0,
+        prev_hash: [0; 32],
+        last_hash: [0; 32],
+    };
+    let outcome = scan_segment(&bytes, policy, &mut |_, payload| {
+        let commit = &payload.commit;
+        if commit.revision < from || commit.revision > to {
+            return;
+        }
+        effect.commits += 1;
+        for op in &commit.ops {
+            let e = effect.keys.entry(op.key().to_owned()).or_default();
+            match op {
+                Op::Put { value, .. } => {
+                    if e.puts == 0 {
+                        e.first_put = commit.revision;
+                    }
+                    e.puts += 1;
+                    e.last_put = Some((
+                        commit.revision,
+                        commit.timestamp_us,
+                        Arc::from(value.as_slice()),
+                    ));
+                }
+                Op::Delete { .. } => {
+                    *e = KeyEffect {
+                        deleted: true,
+                        ..KeyEffect::default()
+                    };
+                }
+            }
+        }
+    })
+    .map_err(|e| RestoreError::Source {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    effect.prev_hash = outcome.header.prev_hash;
+    effect.last_hash = outcome.last_hash;
+    Ok((effect, bytes.len() as u64))
+}
+
+/// Applies one segment's effect to the state.
+fn apply(state: &mut State, effect: SegmentEffect) {
+    for (key, e) in effect.keys {
+        let key: Arc<str> = Arc::from(key);
+        let before = if e.deleted {
+            None
+        } else {
+            state.get(&key).map(|v| (v.create_revision, v.version))
+        };
+        match e.last_put {
+            None => {
+                state.remove(&key);
+            }
+            Some((revision, timestamp_us, value)) => {
+                let (create_revision, version) = match before {
+                    Some((create, version)) => (create, version + e.puts),
+                    None => (e.first_put, e.puts),
                 };
-                let key: Arc<str> = Arc::from(key.as_str());
                 state.insert(
                     key.clone(),
                     ImageValue {
                         key,
-                        revision: commit.revision,
-                        create_revision: create,
+                        revision,
+                        create_revision,
                         version,
-                        timestamp_us: commit.timestamp_us,
-                        value: Arc::from(value.as_slice()),
+                        timestamp_us,
+                        value,
                     },
                 );
             }
-            Op::Delete { key } => {
-                state.remove(key.as_str());
-            }
         }
     }
+}
+
+/// Replays the commits in `(base_revision, to]` onto `state`: two threads read, check and reduce
+/// alternate segments while this one applies them in order (and checks that each segment's
+/// header continues the chain of the one before). Returns the number of commits replayed.
+fn replay(
+    src: &mut Source,
+    state: &mut State,
+    base_revision: u64,
+    to: u64,
+) -> Result<u64, RestoreError> {
+    if base_revision >= to {
+        return Ok(0);
+    }
+    let first = src.segment_of(base_revision + 1);
+    let last = src.segment_of(to);
+    let count = src.segments.len();
+    let jobs: Vec<(usize, PathBuf)> = (first..=last)
+        .map(|i| (i, src.segments[i].path.clone()))
+        .collect();
+    const WORKERS: usize = 2;
+    let mut replayed = 0u64;
+    let mut previous_last: Option<Hash> = None;
+    std::thread::scope(|scope| -> Result<(), RestoreError> {
+        let mut receivers = Vec::new();
+        for w in 0..WORKERS {
+            // One finished segment queued per worker bounds memory to a few segments' effects.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let mine: Vec<(usize, PathBuf)> =
+                jobs.iter().skip(w).step_by(WORKERS).cloned().collect();
+            scope.spawn(move || {
+                for (i, path) in mine {
+                    let result = segment_effect(&path, i + 1 == count, base_revision + 1, to);
+                    let failed = result.is_err();
+                    if tx.send(result).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            receivers.push(rx);
+        }
+        for (n, (i, path)) in jobs.iter().enumerate() {
+            let (effect, bytes) = receivers[n % WORKERS]
+                .recv()
+                .expect("a worker sends every segment or an error")?;
+            src.bytes_read += bytes;
+            if let Some(prev) = previous_last
+                && prev != effect.prev_hash
+            {
+                return Err(RestoreError::Source {
+                    path: path.clone(),
+                    reason: format!("segment {i} does not continue the chain of the one before"),
+                });
+            }
+            previous_last = Some(effect.last_hash);
+            replayed += effect.commits;
+            apply(state, effect);
+        }
+        Ok(())
+    })?;
+    Ok(replayed)
 }
 
 /// Resolves the point without writing anything (printed before the restore starts).
@@ -404,19 +551,7 @@ pub fn restore(
     on_resolved(&resolved);
 
     let (mut state, base_revision, base) = base_state(&mut src, resolved.revision)?;
-    let mut replayed = 0u64;
-    if base_revision < resolved.revision {
-        let first = src.segment_of(base_revision + 1);
-        let last = src.segment_of(resolved.revision);
-        for i in first..=last {
-            src.scan(i, &mut |commit, _| {
-                if commit.revision > base_revision && commit.revision <= resolved.revision {
-                    apply(&mut state, commit);
-                    replayed += 1;
-                }
-            })?;
-        }
-    }
+    let replayed = replay(&mut src, &mut state, base_revision, resolved.revision)?;
     // Revisions are dense from the first live segment on (a restored source may start above
     // its horizon: that gap holds no commits): every one after the image must have been seen.
     let first_live = src.segments[0].header.first_revision;

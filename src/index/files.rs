@@ -245,93 +245,157 @@ fn append_synced(
     file.sync_data().map_err(io(path))
 }
 
-/// Appends the in-memory entries and new keys, syncs, writes the checkpoint, remaps.
-pub(super) fn checkpoint(
-    dir: &Path,
-    history_id: &HistoryId,
-    state: &mut State,
-) -> Result<(), IndexError> {
-    state.check_usable()?;
-    let versions_path = dir.join(VERSIONS_FILE);
-    let revs_path = dir.join(REVS_FILE);
-    let keys_path = dir.join(KEYS_FILE);
-    let header = INDEX_HEADER_LEN as u64;
+/// A checkpoint ready to write: the bytes to append to each file, the new CHECKPOINT, and how
+/// much of the in-memory state they cover. Prepared under the read lock, written with no lock
+/// held, installed (files remapped, covered tail entries dropped) under the write lock — so
+/// readers are never blocked by the checkpoint's writes and fsyncs.
+pub(super) struct Prepared {
+    versions: Vec<u8>,
+    revs: Vec<u8>,
+    keys: Vec<u8>,
+    /// The state the bytes continue: mapped counts and checkpointed keys when prepared.
+    base_versions: u64,
+    base_revs: u64,
+    base_keys: usize,
+    base_keys_bytes: u64,
+    /// Tail entries and keys covered.
+    tail_versions: usize,
+    tail_revs: usize,
+    keys_total: usize,
+    keys_bytes: u64,
+    keys_crc: u32,
+    cp: Checkpoint,
+}
 
+/// Encodes what the next checkpoint appends (read-only on the state).
+pub(super) fn prepare(history_id: &HistoryId, state: &State) -> Result<Prepared, IndexError> {
+    state.check_usable()?;
     let versions: Vec<u8> = state
         .versions_tail
         .iter()
         .flat_map(|e| e.encode())
         .collect();
-    append_synced(
-        &versions_path,
-        VERSIONS_MAGIC,
-        history_id,
-        VERSION_ENTRY_LEN as u32,
-        header + state.versions.count * VERSION_ENTRY_LEN as u64,
-        &versions,
-    )?;
     let revs: Vec<u8> = state.revs_tail.iter().flat_map(|e| e.encode()).collect();
-    append_synced(
-        &revs_path,
-        REVS_MAGIC,
-        history_id,
-        REV_ENTRY_LEN as u32,
-        header + state.revs.count * REV_ENTRY_LEN as u64,
-        &revs,
-    )?;
-    let mut buf = Vec::new();
+    let mut keys = Vec::new();
     for key in &state.keys[state.keys_checkpointed..] {
-        buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        buf.extend_from_slice(key.as_bytes());
+        keys.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        keys.extend_from_slice(key.as_bytes());
     }
-    append_synced(
-        &keys_path,
-        KEYS_MAGIC,
-        history_id,
-        0,
-        header + state.keys_bytes,
-        &buf,
-    )?;
     let mut keys_crc = crc32fast::Hasher::new_with_initial(state.keys_crc);
-    keys_crc.update(&buf);
+    keys_crc.update(&keys);
     let keys_crc = keys_crc.finalize();
-    let keys_bytes = state.keys_bytes + buf.len() as u64;
-
-    let version_entries = state.versions.count + state.versions_tail.len() as u64;
+    let keys_bytes = state.keys_bytes + keys.len() as u64;
     let cp = Checkpoint {
         history_id: *history_id,
         first_revision: state.first_revision,
         through_revision: state.through_revision,
-        version_entries,
+        version_entries: state.versions.count + state.versions_tail.len() as u64,
         keys_bytes,
         keys_crc,
         heads: state.heads.clone(),
     };
-    let cp_path = dir.join(CHECKPOINT_FILE);
-    write_file_atomic(&RealFs, &cp_path, &cp.encode()).map_err(io(&cp_path))?;
+    Ok(Prepared {
+        versions,
+        revs,
+        keys,
+        base_versions: state.versions.count,
+        base_revs: state.revs.count,
+        base_keys: state.keys_checkpointed,
+        base_keys_bytes: state.keys_bytes,
+        tail_versions: state.versions_tail.len(),
+        tail_revs: state.revs_tail.len(),
+        keys_total: state.keys.len(),
+        keys_bytes,
+        keys_crc,
+        cp,
+    })
+}
 
-    let revs_count = state.through_revision + 1 - state.first_revision;
+/// Appends the prepared bytes to the files, syncs them, then writes the CHECKPOINT (temporary
+/// file, sync, rename, directory sync). Touches no in-memory state.
+pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<(), IndexError> {
+    let header = INDEX_HEADER_LEN as u64;
+    append_synced(
+        &dir.join(VERSIONS_FILE),
+        VERSIONS_MAGIC,
+        history_id,
+        VERSION_ENTRY_LEN as u32,
+        header + p.base_versions * VERSION_ENTRY_LEN as u64,
+        &p.versions,
+    )?;
+    append_synced(
+        &dir.join(REVS_FILE),
+        REVS_MAGIC,
+        history_id,
+        REV_ENTRY_LEN as u32,
+        header + p.base_revs * REV_ENTRY_LEN as u64,
+        &p.revs,
+    )?;
+    append_synced(
+        &dir.join(KEYS_FILE),
+        KEYS_MAGIC,
+        history_id,
+        0,
+        header + p.base_keys_bytes,
+        &p.keys,
+    )?;
+    let cp_path = dir.join(CHECKPOINT_FILE);
+    write_file_atomic(&RealFs, &cp_path, &p.cp.encode()).map_err(io(&cp_path))
+}
+
+/// Maps the files up to the new checkpoint and drops the tail entries they now hold. Fails if
+/// the state is no longer the one the checkpoint continued (a rebuild in between).
+pub(super) fn install(
+    dir: &Path,
+    history_id: &HistoryId,
+    state: &mut State,
+    p: Prepared,
+) -> Result<(), IndexError> {
+    let unchanged = state.versions.count == p.base_versions
+        && state.revs.count == p.base_revs
+        && state.keys_checkpointed == p.base_keys
+        && state.first_revision == p.cp.first_revision
+        && state.versions_tail.len() >= p.tail_versions
+        && state.revs_tail.len() >= p.tail_revs
+        && state.keys.len() >= p.keys_total;
+    if !unchanged {
+        return Err(IndexError::Inconsistent(
+            "the index changed while its checkpoint was written".into(),
+        ));
+    }
+    let revs_count = p.cp.through_revision + 1 - p.cp.first_revision;
     state.versions = open_entries(
-        &versions_path,
+        &dir.join(VERSIONS_FILE),
         VERSIONS_MAGIC,
         history_id,
         VERSION_ENTRY_LEN,
-        version_entries,
+        p.cp.version_entries,
     )
     .map_err(IndexError::Inconsistent)?;
     state.revs = open_entries(
-        &revs_path,
+        &dir.join(REVS_FILE),
         REVS_MAGIC,
         history_id,
         REV_ENTRY_LEN,
         revs_count,
     )
     .map_err(IndexError::Inconsistent)?;
-    state.versions_tail.clear();
-    state.tail_values.clear();
-    state.revs_tail.clear();
-    state.keys_checkpointed = state.keys.len();
-    state.keys_bytes = keys_bytes;
-    state.keys_crc = keys_crc;
+    state.versions_tail.drain(..p.tail_versions);
+    state.tail_values.drain(..p.tail_versions);
+    state.revs_tail.drain(..p.tail_revs);
+    state.keys_checkpointed = p.keys_total;
+    state.keys_bytes = p.keys_bytes;
+    state.keys_crc = p.keys_crc;
     Ok(())
+}
+
+/// Prepares, writes and installs a checkpoint with the state locked throughout (open, rebuild).
+pub(super) fn checkpoint(
+    dir: &Path,
+    history_id: &HistoryId,
+    state: &mut State,
+) -> Result<(), IndexError> {
+    let prepared = prepare(history_id, state)?;
+    write(dir, history_id, &prepared)?;
+    install(dir, history_id, state, prepared)
 }

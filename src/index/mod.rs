@@ -205,6 +205,22 @@ impl State {
     /// Installs a base image over entries that already index the history up to its revision:
     /// each image entry must be exactly the key's version at the horizon.
     fn install_base(&mut self, image: &Image) -> Result<(), IndexError> {
+        let values = self.base_values_for(image)?;
+        self.set_base_values(image, values);
+        Ok(())
+    }
+
+    fn set_base_values(&mut self, image: &Image, values: HashMap<u32, Arc<[u8]>>) {
+        self.base_values = values;
+        self.horizon = Horizon {
+            revision: image.header.revision,
+            timestamp_us: image.header.timestamp_us,
+        };
+    }
+
+    /// Checks every image entry against the key's version at the image's revision (read-only:
+    /// versions at or before a durable revision never change) and maps key ids to the values.
+    fn base_values_for(&self, image: &Image) -> Result<HashMap<u32, Arc<[u8]>>, IndexError> {
         let bound = Bound::Revision(image.header.revision);
         let mut values = HashMap::with_capacity(image.entries.len());
         for e in &image.entries {
@@ -228,12 +244,7 @@ impl State {
                 }
             }
         }
-        self.base_values = values;
-        self.horizon = Horizon {
-            revision: image.header.revision,
-            timestamp_us: image.header.timestamp_us,
-        };
-        Ok(())
+        Ok(values)
     }
 
     /// Seeds an empty index with a base image: each key's first entry is its state at the
@@ -723,6 +734,10 @@ pub struct Index {
     segments: SegmentMaps,
     /// The base image at the compaction horizon, if the store has one (a rebuild seeds from it).
     base: RwLock<Option<Arc<Image>>>,
+    /// Held while a checkpoint is written.
+    checkpointing: parking_lot::Mutex<()>,
+    /// Rebuilds since open.
+    rebuilds: std::sync::atomic::AtomicU64,
     /// The newest revision readers can see, for watchers (tokio's watch channel never blocks the
     /// sender and keeps only the latest value).
     indexed: tokio::sync::watch::Sender<u64>,
@@ -768,6 +783,8 @@ impl Index {
             state: RwLock::new(state),
             segments: SegmentMaps::new(data_dir),
             base: RwLock::new(base),
+            checkpointing: parking_lot::Mutex::new(()),
+            rebuilds: Default::default(),
             indexed: tokio::sync::watch::Sender::new(head),
         };
         match index.catch_up(log) {
@@ -812,16 +829,23 @@ impl Index {
         Ok(())
     }
 
-    /// Writes the in-memory entries to the files, then the checkpoint, then maps them.
+    /// Writes the in-memory entries to the files, then the checkpoint, then maps them. The
+    /// writes and fsyncs happen with no lock on the state (readers go on); only the remap at the
+    /// end takes the write lock. Checkpoints are serialized among themselves.
     pub fn checkpoint(&self) -> Result<(), IndexError> {
+        let _one_at_a_time = self.checkpointing.lock();
+        let prepared = files::prepare(&self.history_id, &self.state.read())?;
+        files::write(&self.dir, &self.history_id, &prepared)?;
         let mut state = self.state.write();
-        files::checkpoint(&self.dir, &self.history_id, &mut state)
+        files::install(&self.dir, &self.history_id, &mut state, prepared)
     }
 
     /// Drops everything and indexes the whole log again, holding the lock throughout.
     pub fn rebuild(&self, log: &Log) -> Result<(), IndexError> {
         tracing::warn!(dir = %self.dir.display(), "rebuilding the index from the log");
         let mut state = self.state.write();
+        self.rebuilds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *state = State::empty(log.segments()[0].first_revision);
         if let Some(image) = &*self.base.read() {
             state.seed_base(image);
@@ -833,10 +857,21 @@ impl Index {
     /// Switches to a new base image at a new horizon (compaction), after the entries up to it
     /// were indexed. Reads before the horizon fail from now on; values at or before it come from
     /// the image.
+    /// On failure the image is still recorded, so the `rebuild` the caller then runs seeds from it.
     pub fn set_base(&self, image: Arc<Image>) -> Result<(), IndexError> {
+        *self.base.write() = Some(image.clone());
+        // Checked under the read lock (O(keys × log versions)); only the swap takes the write
+        // lock, so readers and writers wait for a swap, not for the check. A rebuild in between
+        // (new key ids) is detected by its count.
+        let rebuilds = self.rebuilds.load(std::sync::atomic::Ordering::SeqCst);
+        let values = self.state.read().base_values_for(&image)?;
         let mut state = self.state.write();
-        state.install_base(&image)?;
-        *self.base.write() = Some(image);
+        if self.rebuilds.load(std::sync::atomic::Ordering::SeqCst) != rebuilds {
+            return Err(IndexError::Inconsistent(
+                "the index was rebuilt while the base image was checked".into(),
+            ));
+        }
+        state.set_base_values(&image, values);
         Ok(())
     }
 

@@ -469,6 +469,8 @@ impl Maintenance {
                 })?;
             }
             pace.wait(writer.raw_bytes());
+            // Let readers and writers run between chunks (this machine may have 2 cores).
+            std::thread::yield_now();
             match last {
                 Some(last) => after = Some(last),
                 None => break,
