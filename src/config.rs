@@ -67,7 +67,8 @@ pub struct SnapshotConfig {
     /// A snapshot is taken once the last one is this old and commits followed it. Default: `1h`.
     /// `0s`: never by time. Bounds: `0s` to `30d`.
     pub every: String,
-    /// Newest snapshots kept. Default: 3. Bounds: 1 to 100.
+    /// Snapshots kept, spread over the history (the newest and the oldest always; each new one
+    /// beyond the count removes the one whose neighbours are closest). Default: 8. Bounds: 1 to 100.
     pub keep: usize,
     /// Snapshots and compaction base images are written at most this fast, in bytes per second,
     /// so they do not starve requests of disk bandwidth. Default: 268435456 (256 MiB/s). 0: unpaced.
@@ -209,7 +210,7 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             every_commits: 100_000,
             every: "1h".into(),
-            keep: 3,
+            keep: 8,
             io_bytes_per_sec: 256 << 20,
         }
     }

@@ -9,7 +9,6 @@
 //! revision of the source. The result is then reopened, its chain verified and its every key
 //! compared with the computed state before success is reported.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -297,8 +296,9 @@ impl Source {
     }
 }
 
-/// The state being rebuilt: key → its version.
-type State = BTreeMap<Arc<str>, ImageValue>;
+/// The state being rebuilt: key → its version (hashed: replay updates it once per key per
+/// segment; it is sorted once, when written).
+type State = std::collections::HashMap<Arc<str>, ImageValue>;
 
 /// What one segment's commits in a revision range did to one key, in order: enough to apply them
 /// to the key's state without the commits themselves.
@@ -349,7 +349,10 @@ fn segment_effect(
         }
         effect.commits += 1;
         for op in &commit.ops {
-            let e = effect.keys.entry(op.key().to_owned()).or_default();
+            let e = match effect.keys.get_mut(op.key()) {
+                Some(e) => e,
+                None => effect.keys.entry(op.key().to_owned()).or_default(),
+            };
             match op {
                 Op::Put { value, .. } => {
                     if e.puts == 0 {
@@ -383,33 +386,34 @@ fn segment_effect(
 /// Applies one segment's effect to the state.
 fn apply(state: &mut State, effect: SegmentEffect) {
     for (key, e) in effect.keys {
-        let key: Arc<str> = Arc::from(key);
-        let before = if e.deleted {
-            None
-        } else {
-            state.get(&key).map(|v| (v.create_revision, v.version))
+        let Some((revision, timestamp_us, value)) = e.last_put else {
+            state.remove(key.as_str());
+            continue;
         };
-        match e.last_put {
-            None => {
-                state.remove(&key);
+        if let Some(v) = state.get_mut(key.as_str()) {
+            if e.deleted {
+                // Deleted and created again within the segment.
+                v.create_revision = e.first_put;
+                v.version = e.puts;
+            } else {
+                v.version += e.puts;
             }
-            Some((revision, timestamp_us, value)) => {
-                let (create_revision, version) = match before {
-                    Some((create, version)) => (create, version + e.puts),
-                    None => (e.first_put, e.puts),
-                };
-                state.insert(
-                    key.clone(),
-                    ImageValue {
-                        key,
-                        revision,
-                        create_revision,
-                        version,
-                        timestamp_us,
-                        value,
-                    },
-                );
-            }
+            v.revision = revision;
+            v.timestamp_us = timestamp_us;
+            v.value = value;
+        } else {
+            let key: Arc<str> = Arc::from(key);
+            state.insert(
+                key.clone(),
+                ImageValue {
+                    key,
+                    revision,
+                    create_revision: e.first_put,
+                    version: e.puts,
+                    timestamp_us,
+                    value,
+                },
+            );
         }
     }
 }
@@ -595,7 +599,9 @@ pub fn restore(
         &request.target.join(base_image_file_name(base_seq)),
         header,
     )?;
-    for value in state.values() {
+    let mut sorted: Vec<&ImageValue> = state.values().collect();
+    sorted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    for value in sorted {
         writer.push(&value.entry())?;
     }
     writer.finish()?;

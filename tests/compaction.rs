@@ -411,18 +411,23 @@ fn a_damaged_newest_snapshot_is_set_aside_and_the_store_opens() {
 }
 
 #[test]
-fn snapshots_beyond_the_keep_count_are_deleted() {
+fn snapshots_beyond_the_keep_count_are_thinned_evenly() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = open(tmp.path(), &clock);
+    let maintenance = MaintenanceConfig {
+        snapshot_keep: 3,
+        ..MaintenanceConfig::manual()
+    };
+    let store = Store::open_full(tmp.path(), config(), maintenance, clock.clone()).unwrap();
     let mut rng = Rng(3);
     let mut taken = Vec::new();
     for _ in 0..5 {
         write_random(&store, &clock, &mut rng, 3);
         taken.push(store.snapshot().unwrap().revision);
     }
+    // Five snapshots at even spacing, three kept: the oldest, the middle and the newest.
     let kept: Vec<u64> = store.snapshots().iter().map(|s| s.revision).collect();
-    assert_eq!(kept, taken[2..].to_vec());
+    assert_eq!(kept, vec![taken[0], taken[2], taken[4]]);
     let files = std::fs::read_dir(tmp.path().join("snapshots"))
         .unwrap()
         .count();

@@ -547,6 +547,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
     ))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let log = state.store().log();
+    let snapshots = state.store().snapshots();
     let read_only = log.read_only_reason();
     let status = if read_only.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
@@ -563,6 +564,16 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "disk_free_bytes": super::metrics::disk_free_bytes(&state.config().data_dir),
         },
         "watchers": state.watchers().load(std::sync::atomic::Ordering::SeqCst),
+        "snapshots": {
+            "count": snapshots.len(),
+            "newest_revision": snapshots.last().map(|s| s.revision),
+            "newest_created": snapshots.last().map(|s| format_timestamp_us(s.created_unix_us)),
+            "failures_since_start": state.store().maintenance_stats().snapshot_failures,
+        },
+        "compaction": {
+            "horizon_revision": log.horizon().revision,
+            "last": state.store().last_compaction().as_ref().map(super::admin::compaction_view),
+        },
     });
     (status, axum::Json(body)).into_response()
 }

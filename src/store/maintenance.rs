@@ -46,7 +46,8 @@ pub struct MaintenanceConfig {
     /// A snapshot is taken once the last one is this old and commits followed it. 0: never by
     /// time.
     pub snapshot_every_us: u64,
-    /// Newest snapshots kept; older ones are deleted. 1 to 100.
+    /// Snapshots kept, at most, spread over the history (the newest and the oldest always; see
+    /// `thin`). 1 to 100.
     pub snapshot_keep: usize,
     /// Automatic compaction keeps this much history. `None`: never compact automatically.
     pub retain_us: Option<u64>,
@@ -74,7 +75,7 @@ impl Default for MaintenanceConfig {
         MaintenanceConfig {
             snapshot_every_commits: 100_000,
             snapshot_every_us: 3600 * 1_000_000,
-            snapshot_keep: 3,
+            snapshot_keep: 8,
             retain_us: None,
             compaction_every_us: 3600 * 1_000_000,
             io_bytes_per_sec: 256 << 20,
@@ -375,8 +376,7 @@ impl Maintenance {
         let keep = self.config.read().snapshot_keep;
         let mut snapshots = self.snapshots.lock();
         snapshots.push(info.clone());
-        let excess = snapshots.len().saturating_sub(keep);
-        let old: Vec<SnapshotInfo> = snapshots.drain(..excess).collect();
+        let old = thin(&mut snapshots, keep);
         drop(snapshots);
         self.remove_snapshots(&old)?;
         Ok(info)
@@ -590,6 +590,25 @@ impl Maintenance {
         *self.last_compaction.lock() = Some(outcome.clone());
         Ok(Some(outcome))
     }
+}
+
+/// Thins `snapshots` (oldest first) to at most `keep`, keeping them spread over the history so a
+/// restore to any point has a snapshot not far below it: the newest and the oldest stay, and each
+/// removal takes the snapshot whose neighbours are closest together (the smallest merged gap).
+/// Returns the removed ones.
+fn thin(snapshots: &mut Vec<SnapshotInfo>, keep: usize) -> Vec<SnapshotInfo> {
+    let mut removed = Vec::new();
+    while snapshots.len() > keep.max(1) {
+        let victim = if keep <= 1 || snapshots.len() <= 2 {
+            0
+        } else {
+            (1..snapshots.len() - 1)
+                .min_by_key(|&i| snapshots[i + 1].revision - snapshots[i - 1].revision)
+                .expect("at least three snapshots")
+        };
+        removed.push(snapshots.remove(victim));
+    }
+    removed
 }
 
 /// Paces a writer to a byte rate: after each chunk, sleeps until the bytes written so far fit.

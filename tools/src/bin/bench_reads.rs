@@ -44,6 +44,10 @@ struct Args {
     /// Only build a store of --commits commits at DIR and keep it.
     #[arg(long)]
     build_only: Option<PathBuf>,
+    /// With --build-only: take snapshots every this many commits while building (the server's
+    /// schedule; `snapshot.keep` 8). 0: none.
+    #[arg(long, default_value_t = 0)]
+    snapshot_every: u64,
     /// Keep the scratch directory at the end.
     #[arg(long)]
     keep: bool,
@@ -88,8 +92,17 @@ fn rss_anon_kb() -> u64 {
 }
 
 fn build_store(dir: &Path, commits: u64) -> Duration {
+    build_store_with(dir, commits, 0)
+}
+
+fn build_store_with(dir: &Path, commits: u64, snapshot_every: u64) -> Duration {
     let _ = std::fs::remove_dir_all(dir);
-    let store = Arc::new(Store::open(dir, LogConfig::default()).unwrap());
+    let maintenance = llmcm::store::MaintenanceConfig {
+        snapshot_every_commits: snapshot_every,
+        snapshot_every_us: 0,
+        ..llmcm::store::MaintenanceConfig::manual()
+    };
+    let store = Arc::new(Store::open_configured(dir, LogConfig::default(), maintenance).unwrap());
     let start = Instant::now();
     let per_writer = commits / WRITERS;
     let handles: Vec<_> = (0..WRITERS)
@@ -217,7 +230,7 @@ fn main() {
         return;
     }
     if let Some(dir) = args.build_only {
-        let took = build_store(&dir, args.commits);
+        let took = build_store_with(&dir, args.commits, args.snapshot_every);
         println!(
             "built {} commits in {:.1} s",
             args.commits,
