@@ -58,6 +58,9 @@ pub enum IndexError {
 /// version within the bound.
 pub(crate) type Found = Option<(u64, VersionEntry)>;
 
+/// Base image entries checked per hold of the read lock when a compaction installs one.
+const BASE_CHECK_CHUNK: usize = 1024;
+
 /// Placeholder head of a key being created (replaced before the state is unlocked).
 const NO_HEAD: VersionEntry = VersionEntry {
     revision: 0,
@@ -221,9 +224,21 @@ impl State {
     /// Checks every image entry against the key's version at the image's revision (read-only:
     /// versions at or before a durable revision never change) and maps key ids to the values.
     fn base_values_for(&self, image: &Image) -> Result<HashMap<u32, Arc<[u8]>>, IndexError> {
-        let bound = Bound::Revision(image.header.revision);
         let mut values = HashMap::with_capacity(image.entries.len());
-        for e in &image.entries {
+        self.base_values_into(image.header.revision, &image.entries, &mut values)?;
+        Ok(values)
+    }
+
+    /// `base_values_for` over some of an image's entries, into `values`.
+    fn base_values_into(
+        &self,
+        revision: u64,
+        entries: &[crate::image::ImageValue],
+        values: &mut HashMap<u32, Arc<[u8]>>,
+    ) -> Result<(), IndexError> {
+        let image_revision = revision;
+        let bound = Bound::Revision(revision);
+        for e in entries {
             let found = match self.lookup_key(&e.key, bound)? {
                 Some((id, Some((_, entry)))) if !entry.is_delete() => Some((id, entry)),
                 _ => None,
@@ -238,13 +253,13 @@ impl State {
                 }
                 _ => {
                     return Err(IndexError::Inconsistent(format!(
-                        "base image key {:?} does not match the index at revision {}",
-                        e.key, image.header.revision
+                        "base image key {:?} does not match the index at revision {image_revision}",
+                        e.key
                     )));
                 }
             }
         }
-        Ok(values)
+        Ok(())
     }
 
     /// Seeds an empty index with a base image: each key's first entry is its state at the
@@ -864,7 +879,14 @@ impl Index {
         // lock, so readers and writers wait for a swap, not for the check. A rebuild in between
         // (new key ids) is detected by its count.
         let rebuilds = self.rebuilds.load(std::sync::atomic::Ordering::SeqCst);
-        let values = self.state.read().base_values_for(&image)?;
+        // In chunks, each under its own hold of the read lock: a writer waiting for the write
+        // lock holds back new readers, so no hold may be long.
+        let mut values = HashMap::with_capacity(image.entries.len());
+        for chunk in image.entries.chunks(BASE_CHECK_CHUNK) {
+            self.state
+                .read()
+                .base_values_into(image.header.revision, chunk, &mut values)?;
+        }
         let mut state = self.state.write();
         if self.rebuilds.load(std::sync::atomic::Ordering::SeqCst) != rebuilds {
             return Err(IndexError::Inconsistent(
