@@ -899,10 +899,16 @@ impl Index {
 
     /// Forgets the mappings of segments below `first_live` (dropped by a compaction).
     pub fn forget_segments_below(&self, first_live: u64) {
-        let mut maps = self.segments.maps.write();
-        for map in maps.iter_mut().take(first_live as usize) {
-            *map = None;
-        }
+        // Taken out under the lock, unmapped after it (munmap of a large mapping takes a while,
+        // and every read of a value takes this lock).
+        let old: Vec<Arc<Mmap>> = {
+            let mut maps = self.segments.maps.write();
+            maps.iter_mut()
+                .take(first_live as usize)
+                .filter_map(Option::take)
+                .collect()
+        };
+        drop(old);
     }
 
     /// Runs `read` with the state under the read lock.
