@@ -53,8 +53,44 @@ pub struct Config {
     pub storage: StorageConfig,
     pub snapshot: SnapshotConfig,
     pub retention: RetentionConfig,
+    pub backup: BackupConfig,
     pub http: HttpConfig,
     pub auth: AuthConfig,
+}
+
+/// Backup repositories (DESIGN.md §6): API callers and `llmcm backup create` pick one by name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// `/health` warns when the newest successful backup (of any kind, in any repository) is
+    /// older than this. Default: `26h` (a daily schedule plus slack). Bounds: `1m` to `365d`.
+    pub warn_age: String,
+    pub repositories: Vec<RepositoryConfig>,
+}
+
+/// One backup repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// 1 to 64 characters of `[A-Za-z0-9._-]`, unique.
+    pub name: String,
+    /// A directory path or `s3://bucket/prefix` (endpoint and credentials from `AWS_*`).
+    pub url: String,
+    /// Ship every segment as it seals (continuous archiving). Default: false.
+    #[serde(default)]
+    pub archive: bool,
+}
+
+/// Repositories in the configuration, at most.
+pub const REPOSITORIES_MAX: usize = 16;
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            warn_age: "26h".into(),
+            repositories: Vec::new(),
+        }
+    }
 }
 
 /// Snapshots: the state at a revision, written as a checksummed image (FORMAT.md "Images").
@@ -186,6 +222,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             snapshot: SnapshotConfig::default(),
             retention: RetentionConfig::default(),
+            backup: BackupConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
         }
@@ -253,6 +290,7 @@ const ENV_FIELDS: &[(&str, &str)] = &[
     ("snapshot", "io_bytes_per_sec"),
     ("retention", "keep"),
     ("retention", "every"),
+    ("backup", "warn_age"),
     ("http", "request_timeout"),
     ("http", "concurrent_requests_max"),
     ("http", "shutdown_drain"),
@@ -398,6 +436,49 @@ impl Config {
             Duration::from_secs(60),
             Duration::from_secs(7 * 86400),
         )?;
+        check_duration(
+            "backup.warn_age",
+            &self.backup.warn_age,
+            Duration::from_secs(60),
+            Duration::from_secs(365 * 86400),
+        )?;
+        if self.backup.repositories.len() > REPOSITORIES_MAX {
+            return Err(invalid(
+                "backup.repositories",
+                format!("more than {REPOSITORIES_MAX} repositories"),
+            ));
+        }
+        let mut repo_names = std::collections::HashSet::new();
+        for (i, r) in self.backup.repositories.iter().enumerate() {
+            let field = format!("backup.repositories[{i}]");
+            let name_ok = (1..=64).contains(&r.name.len())
+                && r.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !name_ok {
+                return Err(invalid(
+                    &field,
+                    "name must be 1 to 64 characters of [A-Za-z0-9._-]".into(),
+                ));
+            }
+            if !repo_names.insert(r.name.as_str()) {
+                return Err(invalid(&field, format!("name {:?} is used twice", r.name)));
+            }
+            if r.url.is_empty() || (r.url.contains("://") && !r.url.starts_with("s3://")) {
+                return Err(invalid(
+                    &field,
+                    "url must be a directory path or s3://bucket/prefix".into(),
+                ));
+            }
+            if r.archive {
+                return Err(invalid(
+                    &field,
+                    "continuous archiving (archive = true) is not implemented yet; use scheduled \
+                     incremental backups"
+                        .into(),
+                ));
+            }
+        }
         let h = &self.http;
         check_duration(
             "http.request_timeout",

@@ -4,6 +4,7 @@
 //! Layers only look down: `cli` → `log` → `fs` and the `storage-format` crate.
 
 pub mod api;
+pub mod backup;
 pub mod chain;
 pub mod cli;
 pub mod clock;

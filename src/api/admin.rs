@@ -149,3 +149,91 @@ pub async fn compact(
         })),
     }
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupBody {
+    /// A repository named in the server's `[[backup.repositories]]`.
+    pub repo: String,
+    /// `full` (default), `incremental` or `differential`.
+    pub kind: Option<String>,
+}
+
+/// Takes a backup into a configured repository: rolls the active segment, uploads what the kind
+/// needs, reads every upload back, writes the manifest last (DESIGN.md §6).
+#[utoipa::path(post, path = "/v1/admin/backup", tag = "admin",
+    request_body(content = BackupBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The backup's manifest summary", body = super::openapi::BackupDoc),
+        (status = 400, description = "Bad body, unknown repository or kind, or no parent for the kind", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "Not allowed", body = super::openapi::ErrorDoc),
+        (status = 409, description = "The repository is locked by another backup or prune", body = super::openapi::ErrorDoc),
+        (status = 413, description = "Body too large", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The repository cannot be reached, or timed out", body = super::openapi::ErrorDoc),
+    ),
+    security(("bearer" = [])))]
+pub async fn backup(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Action::Admin)?;
+    let body: BackupBody = params::json_body(body)?;
+    let kind: crate::backup::BackupKind = body
+        .kind
+        .as_deref()
+        .unwrap_or("full")
+        .parse()
+        .map_err(|e: String| ApiError::bad_request("invalid_argument", e))?;
+    let config = state.repository(&body.repo).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_argument",
+            format!("no backup repository named {:?} is configured", body.repo),
+        )
+    })?;
+    let repo = crate::backup::Repo::open(&config.url).map_err(backup_error)?;
+    // A task of its own: if the request times out, the backup still finishes (or fails) and
+    // releases the repository lock, instead of being dropped half-way.
+    let store = state.store().clone();
+    let created = tokio::spawn(async move { crate::backup::create(&store, &repo, kind).await })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(backup_error)?;
+    tracing::info!(actor = %principal.name, repo = %body.repo, id = %created.manifest.id, "backup taken");
+    ok(&backup_view(&created.manifest, created.files_uploaded))
+}
+
+pub(super) fn backup_error(e: crate::backup::BackupError) -> ApiError {
+    use crate::backup::BackupError;
+    let message = e.to_string();
+    match e {
+        BackupError::Invalid(_) => ApiError::bad_request("invalid_argument", message),
+        BackupError::Locked(_) => ApiError::new(StatusCode::CONFLICT, "locked", message),
+        BackupError::Repo { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "repository_unavailable",
+            message,
+        ),
+        _ => ApiError::internal(message),
+    }
+}
+
+/// A backup's summary (what `llmcm backup create --json` prints).
+pub fn backup_view(m: &crate::backup::Manifest, files_uploaded: usize) -> Value {
+    json!({
+        "id": m.id,
+        "sequence": m.sequence,
+        "kind": m.kind.name(),
+        "parent": m.parent,
+        "history_id": m.history_id,
+        "first_revision": m.first_revision,
+        "last_revision": m.last_revision,
+        "first_time": (m.first_timestamp_us > 0).then(|| format_timestamp_us(m.first_timestamp_us)),
+        "last_time": (m.last_timestamp_us > 0).then(|| format_timestamp_us(m.last_timestamp_us)),
+        "files": m.files.len(),
+        "files_uploaded": files_uploaded,
+        "bytes": m.bytes,
+        "seconds": m.seconds,
+    })
+}

@@ -29,6 +29,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use parking_lot::RwLock;
 
+pub use admin::backup_view;
 pub use auth::{Action, Auth, Principal};
 pub use error::ApiError;
 pub use guard::Limits;
@@ -58,6 +59,8 @@ struct Shared {
     store: Arc<Store>,
     config: Config,
     auth: RwLock<Arc<Auth>>,
+    /// Backup repositories by name (replaced on SIGHUP).
+    repositories: RwLock<Vec<crate::config::RepositoryConfig>>,
     watchers: Arc<AtomicUsize>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -65,11 +68,13 @@ struct Shared {
 impl AppState {
     pub fn new(store: Arc<Store>, config: Config) -> AppState {
         let auth = Arc::new(Auth::new(&config.auth));
+        let repositories = RwLock::new(config.backup.repositories.clone());
         AppState {
             inner: Arc::new(Shared {
                 store,
                 config,
                 auth: RwLock::new(auth),
+                repositories,
                 watchers: Arc::new(AtomicUsize::new(0)),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
@@ -91,6 +96,17 @@ impl AppState {
     /// Swaps in the tokens of `config` (SIGHUP).
     pub fn replace_auth(&self, config: &Config) {
         *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));
+        *self.inner.repositories.write() = config.backup.repositories.clone();
+    }
+
+    /// The configured backup repository named `name`.
+    pub fn repository(&self, name: &str) -> Option<crate::config::RepositoryConfig> {
+        self.inner
+            .repositories
+            .read()
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
     }
 
     /// Open watchers.
@@ -143,6 +159,10 @@ pub fn router(state: AppState, limits: Arc<guard::Limits>) -> Router {
         .route("/v1/verify", get(audit::verify))
         .route("/v1/admin/status", get(audit::status))
         .route("/v1/admin/snapshot", post(admin::snapshot))
+        .route(
+            "/v1/admin/backup",
+            post(admin::backup).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),
+        )
         .route(
             "/v1/admin/compact",
             post(admin::compact).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::kv::get_key, super::kv::put_key, super::kv::delete_key, super::kv::list_keys,
         super::writes::txn, super::writes::rollback, super::watch::watch,
         super::audit::history, super::audit::commits, super::audit::diff, super::audit::verify,
-        super::audit::status, super::audit::read_only, super::admin::snapshot, super::admin::compact, super::audit::live, super::audit::ready, super::audit::health,
+        super::audit::status, super::audit::read_only, super::admin::snapshot, super::admin::compact, super::admin::backup, super::audit::live, super::audit::ready, super::audit::health,
         super::metrics::serve_metrics,
     ),
     components(schemas(super::audit::CommitsFormat)),
@@ -288,4 +288,24 @@ pub struct CompactionDoc {
     /// Revision of the `compaction` commit.
     pub revision: Option<u64>,
     pub reason: Option<String>,
+}
+
+/// A backup: its id, kind, parent, history, revision and time range, files and bytes.
+#[derive(ToSchema)]
+pub struct BackupDoc {
+    pub id: String,
+    pub sequence: u64,
+    pub kind: String,
+    pub parent: Option<String>,
+    pub history_id: String,
+    pub first_revision: u64,
+    pub last_revision: u64,
+    pub first_time: Option<String>,
+    pub last_time: Option<String>,
+    /// Files a restore of it needs (its own and its parents').
+    pub files: u64,
+    /// Files this backup uploaded.
+    pub files_uploaded: u64,
+    pub bytes: u64,
+    pub seconds: f64,
 }

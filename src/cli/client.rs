@@ -188,6 +188,12 @@ pub enum Command {
     },
 }
 
+/// POSTs a JSON body to the server and returns its JSON answer (for commands defined elsewhere).
+pub fn post_json(conn: &Connection, path: &str, body: &Value) -> Result<Value> {
+    let api = Api::new(conn)?;
+    api.send(api.auth(api.http.post(api.url(path)).json(body)))
+}
+
 /// Runs one client command; prints its answer.
 pub fn run(conn: &Connection, command: Command) -> Result<()> {
     let api = Api::new(conn)?;

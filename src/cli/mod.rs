@@ -1,5 +1,6 @@
 //! The `llmcm` command line: argument definitions and one module per command.
 
+mod backup;
 pub mod client;
 mod demo;
 pub mod logging;
@@ -40,6 +41,9 @@ pub enum Command {
     Restore(restore::Args),
     /// Run the HTTP server (with no arguments: ./llmcm-data on 127.0.0.1:7070).
     Serve(serve::Args),
+    /// Backups: create (through the server), list, verify, prune (on a repository).
+    #[command(subcommand)]
+    Backup(backup::Command),
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(token::Command),
@@ -79,5 +83,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(command) => token::run(command),
+        Command::Backup(command) => backup::run(&cli.connection, command),
     }
 }

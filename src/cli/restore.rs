@@ -14,8 +14,15 @@ use crate::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The data directory to restore from (only read; a running server may keep using it).
+    #[arg(long, conflicts_with = "repo", required_unless_present = "repo")]
+    pub data_dir: Option<PathBuf>,
+    /// Or a backup repository (directory path or s3://bucket/prefix): the newest backup reaching
+    /// the point is used, unless --id names one.
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub repo: Option<String>,
+    /// With --repo: the backup to restore from.
+    #[arg(long, requires = "repo")]
+    pub id: Option<String>,
     /// Restore the state after the last commit at or before this RFC 3339 time.
     #[arg(long, conflicts_with = "revision")]
     pub at: Option<String>,
@@ -45,16 +52,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(r)) => RestorePoint::Revision(r),
         (None, None) => RestorePoint::Latest,
     };
-    let request = RestoreRequest {
-        source: args.data_dir.clone(),
-        point,
-        prefix: args.prefix.clone(),
-        bump_revision: args.bump_revision,
-        target: args.to.clone(),
-        actor: std::env::var("USER").unwrap_or_else(|_| "llmcm-restore".into()),
-    };
+    let source = args
+        .data_dir
+        .clone()
+        .map(|d| d.display().to_string())
+        .or_else(|| args.repo.clone())
+        .unwrap_or_default();
     let json = args.json;
-    let outcome = restore(&request, &mut |resolved| {
+    let mut announce = |resolved: &crate::restore::Resolved| {
         // Printed before anything is written, so an operator sees what the point resolved to.
         eprintln!(
             "restoring revision {} ({}) of history {} (source head {}){} into {}",
@@ -72,22 +77,63 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default(),
             args.to.display()
         );
-    });
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            eprintln!("llmcm: error: {error}");
-            return Ok(ExitCode::from(match error {
-                RestoreError::Compacted { .. } => 8,
-                RestoreError::Invalid(_) | RestoreError::Future(_) => 2,
-                _ => 1,
-            }));
+    };
+    let outcome = match (&args.data_dir, &args.repo) {
+        (Some(data_dir), _) => {
+            let request = RestoreRequest {
+                source: data_dir.clone(),
+                point,
+                prefix: args.prefix.clone(),
+                bump_revision: args.bump_revision,
+                target: args.to.clone(),
+                actor: std::env::var("USER").unwrap_or_else(|_| "llmcm-restore".into()),
+            };
+            match restore(&request, &mut announce) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    eprintln!("llmcm: error: {error}");
+                    return Ok(ExitCode::from(match error {
+                        RestoreError::Compacted { .. } => 8,
+                        RestoreError::Invalid(_) | RestoreError::Future(_) => 2,
+                        _ => 1,
+                    }));
+                }
+            }
         }
+        (None, Some(url)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(async {
+                let repo = crate::backup::Repo::open(url)?;
+                crate::backup::restore(
+                    &repo,
+                    args.id.as_deref(),
+                    point,
+                    args.prefix.clone(),
+                    args.bump_revision,
+                    &args.to,
+                    &mut announce,
+                )
+                .await
+            });
+            match result {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    eprintln!("llmcm: error: {error}");
+                    return Ok(ExitCode::from(match error {
+                        crate::backup::BackupError::Invalid(_) => 2,
+                        _ => 1,
+                    }));
+                }
+            }
+        }
+        (None, None) => unreachable!("clap requires one"),
     };
     let r = &outcome.resolved;
     if json {
         let doc = json!({
-            "source": args.data_dir,
+            "source": source,
             "target": args.to,
             "revision": r.revision,
             "timestamp": (r.timestamp_us > 0).then(|| format_timestamp_us(r.timestamp_us)),

@@ -1,0 +1,885 @@
+//! Backups by segment (DESIGN.md §6; FORMAT.md "Backup repositories").
+//!
+//! Sealed segments never change, so a backup is a set of whole files: a **full** backup holds
+//! the base image (if the store was compacted), the newest snapshot at or before its last revision
+//! and every live sealed segment; an **incremental** one the segments sealed since the previous
+//! backup of any kind; a **differential** one those since the last full. Each backup's manifest
+//! lists every file a restore of it needs — with size, SHA-256 and the backup holding its bytes —
+//! and is written last, after every upload was read back and checked: a backup without a
+//! manifest is incomplete and never used. Backups are ordered by the sequence recorded in their
+//! manifests, never by their names. The repository lock keeps backups and prunes apart.
+
+pub mod repo;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use storage_format::hex;
+use thiserror::Error;
+
+pub use repo::Repo;
+
+use crate::store::Store;
+
+/// Version of the manifest format.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// Where backups live in a repository.
+pub const BACKUPS_DIR: &str = "backups";
+/// A backup's completion marker.
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+#[derive(Debug, Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("repository is locked: {0}")]
+    Locked(String),
+    #[error("{op} {object}: {reason}")]
+    Repo {
+        op: &'static str,
+        object: String,
+        reason: String,
+    },
+    #[error("backup {backup}, file {file}: {reason}")]
+    Damaged {
+        backup: String,
+        file: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Store(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Full,
+    Incremental,
+    Differential,
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BackupKind, String> {
+        match s {
+            "full" => Ok(BackupKind::Full),
+            "incremental" => Ok(BackupKind::Incremental),
+            "differential" => Ok(BackupKind::Differential),
+            other => Err(format!(
+                "unknown kind {other:?}: full, incremental or differential"
+            )),
+        }
+    }
+}
+
+impl BackupKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incremental",
+            BackupKind::Differential => "differential",
+        }
+    }
+}
+
+/// What a file of a backup is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    Segment,
+    Snapshot,
+    Base,
+}
+
+/// One file a restore of a backup needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// The file's name in a data directory: `log/seg-….log`, `snapshots/snap-….img`, `base-….img`.
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// The backup whose directory holds the bytes.
+    pub backup: String,
+    /// Segments: the revisions they hold; images: the revision of their state (both ends).
+    pub first_revision: u64,
+    pub last_revision: u64,
+}
+
+/// The horizon of the store when the backup was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HorizonRecord {
+    pub revision: u64,
+    pub timestamp_us: u64,
+    pub hash: String,
+    pub base_image_seq: u64,
+}
+
+/// A backup's manifest (`backups/<id>/manifest.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    /// Order of the backups in the repository (1, 2, …); recorded, never parsed from a name.
+    pub sequence: u64,
+    pub kind: BackupKind,
+    pub parent: Option<String>,
+    /// The full backup at the root of this one's chain (itself for a full).
+    pub full: String,
+    pub history_id: String,
+    pub horizon: HorizonRecord,
+    /// Revisions a restore from this backup can reach: the horizon (or the first image) to the
+    /// last segment's last revision.
+    pub first_revision: u64,
+    pub last_revision: u64,
+    pub first_timestamp_us: u64,
+    pub last_timestamp_us: u64,
+    pub created_us: u64,
+    pub files: Vec<FileEntry>,
+    /// Bytes this backup uploaded (the files it holds).
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl Manifest {
+    fn dir(&self) -> String {
+        format!("{BACKUPS_DIR}/{}", self.id)
+    }
+}
+
+/// What `create` reports.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub manifest: Manifest,
+    pub files_uploaded: usize,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Every complete backup in the repository, ordered by sequence, and the ids of incomplete ones
+/// (a directory without a manifest).
+pub async fn catalog(repo: &Repo) -> Result<(Vec<Manifest>, Vec<String>), BackupError> {
+    let names = repo.list(BACKUPS_DIR).await?;
+    let mut ids: BTreeSet<String> = BTreeSet::new();
+    let mut with_manifest: BTreeSet<String> = BTreeSet::new();
+    for name in &names {
+        let mut parts = name.splitn(3, '/');
+        let (Some(_), Some(id), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        ids.insert(id.to_owned());
+        if rest == MANIFEST_NAME {
+            with_manifest.insert(id.to_owned());
+        }
+    }
+    let mut manifests = Vec::new();
+    for id in &with_manifest {
+        let name = format!("{BACKUPS_DIR}/{id}/{MANIFEST_NAME}");
+        let bytes = repo.get(&name).await?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
+                backup: id.clone(),
+                file: MANIFEST_NAME.into(),
+                reason: format!("not a valid manifest: {e}"),
+            })?;
+        if manifest.id != *id || manifest.format != MANIFEST_FORMAT {
+            return Err(BackupError::Damaged {
+                backup: id.clone(),
+                file: MANIFEST_NAME.into(),
+                reason: format!(
+                    "names backup {} (format {}) in the directory of {id}",
+                    manifest.id, manifest.format
+                ),
+            });
+        }
+        manifests.push(manifest);
+    }
+    manifests.sort_by_key(|m| m.sequence);
+    let incomplete = ids.difference(&with_manifest).cloned().collect();
+    Ok((manifests, incomplete))
+}
+
+/// Takes a backup of `store` into `repo` (online): rolls the active segment, uploads what `kind`
+/// needs, reads every upload back to check size and SHA-256, and writes the manifest last.
+pub async fn create(
+    store: &std::sync::Arc<Store>,
+    repo: &Repo,
+    kind: BackupKind,
+) -> Result<Created, BackupError> {
+    let started = Instant::now();
+    let lock = repo.lock(&format!("backup ({})", kind.name())).await?;
+    let result = create_locked(store, repo, kind, started).await;
+    let released = lock.release().await;
+    let created = result?;
+    released?;
+    Ok(created)
+}
+
+async fn create_locked(
+    store: &std::sync::Arc<Store>,
+    repo: &Repo,
+    kind: BackupKind,
+    started: Instant,
+) -> Result<Created, BackupError> {
+    let s = store.clone();
+    // Roll, then read what is sealed, on a blocking thread (it syncs files).
+    let plan = tokio::task::spawn_blocking(move || plan_files(&s))
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))??;
+    let (manifests, _) = catalog(repo).await?;
+    let history = hex(&store.log().history_id());
+    let same_history: Vec<&Manifest> = manifests
+        .iter()
+        .filter(|m| m.history_id == history)
+        .collect();
+    let parent = match kind {
+        BackupKind::Full => None,
+        BackupKind::Incremental => Some(same_history.last().copied().ok_or_else(|| {
+            BackupError::Invalid("no backup of this history yet: take a full backup first".into())
+        })?),
+        BackupKind::Differential => Some(
+            same_history
+                .iter()
+                .rev()
+                .find(|m| m.kind == BackupKind::Full)
+                .copied()
+                .ok_or_else(|| {
+                    BackupError::Invalid(
+                        "no full backup of this history yet: take a full backup first".into(),
+                    )
+                })?,
+        ),
+    };
+    let sequence = manifests.last().map_or(1, |m| m.sequence + 1);
+    let id = format!(
+        "{}-{}-{}",
+        crate::clock::format_timestamp_us(repo::now_us())
+            .replace([':', '.'], "")
+            .trim_end_matches('Z'),
+        kind.name(),
+        repo::random_hex(3)
+    );
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut upload: Vec<(PathBuf, FileEntry)> = Vec::new();
+    match parent {
+        None => {
+            for f in &plan.files {
+                upload.push((f.0.clone(), f.1.clone()));
+            }
+        }
+        Some(parent) => {
+            if parent.last_revision > plan.last_revision {
+                return Err(BackupError::Invalid(format!(
+                    "the parent backup {} reaches revision {}, past the store's {}",
+                    parent.id, parent.last_revision, plan.last_revision
+                )));
+            }
+            // Inherit the parent's files (segments and images), held where they are.
+            files.extend(parent.files.iter().cloned());
+            let mut next = parent.last_revision + 1;
+            for (path, entry) in &plan.files {
+                if entry.kind != FileKind::Segment || entry.last_revision < next {
+                    continue;
+                }
+                if entry.first_revision != next {
+                    return Err(BackupError::Invalid(format!(
+                        "the store's history after revision {} was compacted since backup {}: \
+                         take a full backup",
+                        parent.last_revision, parent.id
+                    )));
+                }
+                next = entry.last_revision + 1;
+                upload.push((path.clone(), entry.clone()));
+            }
+        }
+    }
+    let mut bytes = 0u64;
+    for (path, entry) in &mut upload {
+        let content = tokio::fs::read(&*path)
+            .await
+            .map_err(|e| BackupError::Store(format!("read {}: {e}", path.display())))?;
+        if content.len() as u64 != entry.size {
+            return Err(BackupError::Store(format!(
+                "{} changed size while being backed up",
+                path.display()
+            )));
+        }
+        entry.sha256 = sha256_hex(&content);
+        entry.backup = id.clone();
+        let object = format!("{BACKUPS_DIR}/{id}/{}", entry.name);
+        repo.put(&object, content).await?;
+        crate::fault::crash_point("backup:after-upload");
+        // Confirm: read back, compare size and checksum.
+        let back = repo.get(&object).await?;
+        if back.len() as u64 != entry.size || sha256_hex(&back) != entry.sha256 {
+            return Err(BackupError::Damaged {
+                backup: id.clone(),
+                file: entry.name.clone(),
+                reason: "the uploaded object does not read back identical".into(),
+            });
+        }
+        bytes += entry.size;
+        files.push(entry.clone());
+    }
+    files.sort_by_key(|f| (f.kind as u8, f.first_revision));
+    let full = match parent {
+        None => id.clone(),
+        Some(p) => p.full.clone(),
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        sequence,
+        kind,
+        parent: parent.map(|p| p.id.clone()),
+        full,
+        history_id: history,
+        horizon: plan.horizon,
+        first_revision: parent.map_or(plan.first_revision, |p| p.first_revision),
+        last_revision: plan.last_revision,
+        first_timestamp_us: parent.map_or(plan.first_timestamp_us, |p| p.first_timestamp_us),
+        last_timestamp_us: plan.last_timestamp_us,
+        created_us: repo::now_us(),
+        files,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    crate::fault::crash_point("backup:before-manifest");
+    let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    repo.put(&format!("{}/{MANIFEST_NAME}", manifest.dir()), body)
+        .await?;
+    Ok(Created {
+        files_uploaded: upload.len(),
+        manifest,
+    })
+}
+
+/// The files of the store a backup may ship, after rolling the active segment.
+struct Plan {
+    files: Vec<(PathBuf, FileEntry)>,
+    horizon: HorizonRecord,
+    first_revision: u64,
+    last_revision: u64,
+    first_timestamp_us: u64,
+    last_timestamp_us: u64,
+}
+
+fn plan_files(store: &Store) -> Result<Plan, BackupError> {
+    let log = store.log();
+    log.roll().map_err(|e| BackupError::Store(e.to_string()))?;
+    let dir = log.dir().to_path_buf();
+    let manifest = log.manifest();
+    let horizon = log.horizon();
+    let sealed: Vec<_> = log
+        .segments()
+        .into_iter()
+        .filter(|s| s.sealed && s.last_revision >= s.first_revision)
+        .collect();
+    if sealed.is_empty() {
+        return Err(BackupError::Invalid(
+            "the store holds no commits yet: nothing to back up".into(),
+        ));
+    }
+    let last_revision = sealed.last().map_or(horizon.revision, |s| s.last_revision);
+    let mut files = Vec::new();
+    let entry = |name: String, kind, size, first, last| FileEntry {
+        name,
+        kind,
+        size,
+        sha256: String::new(),
+        backup: String::new(),
+        first_revision: first,
+        last_revision: last,
+    };
+    if manifest.base_image_seq != 0 {
+        let name = storage_format::image::base_image_file_name(manifest.base_image_seq);
+        let path = dir.join(&name);
+        let size = file_size(&path)?;
+        files.push((
+            path,
+            entry(
+                name,
+                FileKind::Base,
+                size,
+                horizon.revision,
+                horizon.revision,
+            ),
+        ));
+    }
+    if let Some(snap) = store
+        .snapshots()
+        .into_iter()
+        .rev()
+        .find(|s| s.revision <= last_revision && s.revision >= horizon.revision)
+    {
+        let name = format!(
+            "{}/{}",
+            storage_format::image::SNAPSHOT_DIR,
+            snap.path.file_name().unwrap().to_string_lossy()
+        );
+        files.push((
+            snap.path.clone(),
+            entry(
+                name,
+                FileKind::Snapshot,
+                snap.bytes,
+                snap.revision,
+                snap.revision,
+            ),
+        ));
+    }
+    for s in &sealed {
+        let name = format!(
+            "{}/{}",
+            storage_format::segment::SEGMENT_DIR,
+            storage_format::segment::segment_file_name(s.seq)
+        );
+        files.push((
+            s.path.clone(),
+            entry(
+                name,
+                FileKind::Segment,
+                s.len,
+                s.first_revision,
+                s.last_revision,
+            ),
+        ));
+    }
+    let timestamp_of = |revision: u64| -> u64 {
+        if revision <= horizon.revision {
+            return horizon.timestamp_us;
+        }
+        store
+            .commits(&crate::store::CommitFilter {
+                from_revision: Some(revision),
+                to_revision: Some(revision),
+                limit: 1,
+                ..Default::default()
+            })
+            .ok()
+            .and_then(|p| p.items.first().map(|c| c.commit.timestamp_us))
+            .unwrap_or(0)
+    };
+    Ok(Plan {
+        files,
+        horizon: HorizonRecord {
+            revision: horizon.revision,
+            timestamp_us: horizon.timestamp_us,
+            hash: hex(&horizon.hash),
+            base_image_seq: manifest.base_image_seq,
+        },
+        first_revision: horizon.revision,
+        last_revision,
+        first_timestamp_us: horizon.timestamp_us,
+        last_timestamp_us: timestamp_of(last_revision),
+    })
+}
+
+fn file_size(path: &Path) -> Result<u64, BackupError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| BackupError::Store(format!("stat {}: {e}", path.display())))
+}
+
+/// One finding of `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyFinding {
+    pub backup: String,
+    pub file: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+/// Checks backups (all, or `only`): every file re-read and re-hashed against the manifest that
+/// lists it, holders and parents present, segments contiguous from the horizon, one history per
+/// chain. With `deep`, also restores each into `scratch` (replaying and checking the hash chain
+/// and the content). Returns every finding; the first failure is the first with `ok == false`.
+pub async fn verify(
+    repo: &Repo,
+    only: Option<&str>,
+    deep: bool,
+    scratch: &Path,
+) -> Result<Vec<VerifyFinding>, BackupError> {
+    let (manifests, incomplete) = catalog(repo).await?;
+    let by_id: BTreeMap<&str, &Manifest> = manifests.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut findings = Vec::new();
+    let mut add = |backup: &str, file: &str, ok: bool, message: String| {
+        findings.push(VerifyFinding {
+            backup: backup.to_owned(),
+            file: file.to_owned(),
+            ok,
+            message,
+        })
+    };
+    for id in &incomplete {
+        add(
+            id,
+            "",
+            true,
+            "incomplete (no manifest: interrupted); never used, removed by prune".into(),
+        );
+    }
+    let selected: Vec<&Manifest> = match only {
+        Some(id) => vec![by_id.get(id).copied().ok_or_else(|| {
+            BackupError::Invalid(format!("no complete backup {id} in {}", repo.url))
+        })?],
+        None => manifests.iter().collect(),
+    };
+    // Each held object is checked once, against the manifest of the backup holding it.
+    let mut checked: BTreeMap<(String, String), Result<(), String>> = BTreeMap::new();
+    for m in selected {
+        let mut problems = 0;
+        if let Some(parent) = &m.parent {
+            match by_id.get(parent.as_str()) {
+                None => {
+                    add(
+                        &m.id,
+                        "",
+                        false,
+                        format!("parent backup {parent} is missing"),
+                    );
+                    problems += 1;
+                }
+                Some(p) if p.history_id != m.history_id => {
+                    add(
+                        &m.id,
+                        "",
+                        false,
+                        format!("parent {parent} belongs to another history"),
+                    );
+                    problems += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        let mut next: Option<u64> = None;
+        for f in &m.files {
+            if f.backup != m.id && !by_id.contains_key(f.backup.as_str()) {
+                add(
+                    &m.id,
+                    &f.name,
+                    false,
+                    format!("held by backup {}, which is missing", f.backup),
+                );
+                problems += 1;
+                continue;
+            }
+            let key = (f.backup.clone(), f.name.clone());
+            if !checked.contains_key(&key) {
+                let object = format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name);
+                let outcome = match repo.get(&object).await {
+                    Err(e) => Err(format!("cannot be read: {e}")),
+                    Ok(bytes) if bytes.len() as u64 != f.size => Err(format!(
+                        "is {} bytes, the manifest says {}",
+                        bytes.len(),
+                        f.size
+                    )),
+                    Ok(bytes) if sha256_hex(&bytes) != f.sha256 => {
+                        Err("SHA-256 does not match the manifest".into())
+                    }
+                    Ok(_) => Ok(()),
+                };
+                checked.insert(key.clone(), outcome);
+            }
+            if let Err(reason) = &checked[&key] {
+                add(&f.backup, &f.name, false, reason.clone());
+                problems += 1;
+            }
+            if f.kind == FileKind::Segment {
+                let expected = next.unwrap_or(f.first_revision);
+                if f.first_revision != expected {
+                    add(
+                        &m.id,
+                        &f.name,
+                        false,
+                        format!(
+                            "segments are not contiguous: starts at revision {}, expected {expected}",
+                            f.first_revision
+                        ),
+                    );
+                    problems += 1;
+                }
+                next = Some(f.last_revision + 1);
+            }
+        }
+        if next.map_or(m.horizon.revision, |n| n - 1) != m.last_revision {
+            add(
+                &m.id,
+                "",
+                false,
+                format!(
+                    "the files end at revision {}, the manifest says {}",
+                    next.map_or(m.horizon.revision, |n| n - 1),
+                    m.last_revision
+                ),
+            );
+            problems += 1;
+        }
+        if problems == 0 && deep {
+            let target = scratch.join(format!("deep-{}", m.id));
+            match restore(
+                repo,
+                Some(&m.id),
+                crate::restore::RestorePoint::Latest,
+                None,
+                0,
+                &target,
+                &mut |_| {},
+            )
+            .await
+            {
+                Ok(outcome) => add(
+                    &m.id,
+                    "",
+                    true,
+                    format!(
+                        "deep: restored and verified the chain to revision {} ({} keys)",
+                        outcome.resolved.revision, outcome.keys
+                    ),
+                ),
+                Err(e) => {
+                    add(&m.id, "", false, format!("deep: {e}"));
+                    problems += 1;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&target);
+        }
+        if problems == 0 {
+            add(
+                &m.id,
+                "",
+                true,
+                format!(
+                    "{} backup: {} files, revisions {}..={}",
+                    m.kind.name(),
+                    m.files.len(),
+                    m.first_revision,
+                    m.last_revision
+                ),
+            );
+        }
+    }
+    Ok(findings)
+}
+
+/// What prune removes (or would).
+#[derive(Debug, Clone, Serialize)]
+pub struct Pruned {
+    pub deleted: Vec<String>,
+    pub incomplete_deleted: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// How prune chooses what to keep.
+#[derive(Debug, Clone, Copy)]
+pub enum Keep {
+    /// The newest N full backups and every backup of their chains.
+    Full(usize),
+    /// Every backup created in the last D days, and everything they need.
+    Days(u64),
+}
+
+/// Deletes backups not kept by `keep`, never one a kept backup needs (a parent, or a holder of a
+/// file it lists), and incomplete backups. Manifests go first, so an interrupted prune leaves
+/// only incomplete backups behind.
+pub async fn prune(repo: &Repo, keep: Keep, dry_run: bool) -> Result<Pruned, BackupError> {
+    let lock = repo.lock("prune").await?;
+    let result = prune_locked(repo, keep, dry_run).await;
+    let released = lock.release().await;
+    let pruned = result?;
+    released?;
+    Ok(pruned)
+}
+
+async fn prune_locked(repo: &Repo, keep: Keep, dry_run: bool) -> Result<Pruned, BackupError> {
+    let (manifests, incomplete) = catalog(repo).await?;
+    let mut kept: BTreeSet<String> = match keep {
+        Keep::Full(n) => {
+            let fulls: Vec<&str> = manifests
+                .iter()
+                .rev()
+                .filter(|m| m.kind == BackupKind::Full)
+                .take(n)
+                .map(|m| m.id.as_str())
+                .collect();
+            manifests
+                .iter()
+                .filter(|m| fulls.contains(&m.full.as_str()))
+                .map(|m| m.id.clone())
+                .collect()
+        }
+        Keep::Days(days) => {
+            let cutoff = repo::now_us().saturating_sub(days * 86_400_000_000);
+            manifests
+                .iter()
+                .filter(|m| m.created_us >= cutoff)
+                .map(|m| m.id.clone())
+                .collect()
+        }
+    };
+    // Close over what the kept backups need.
+    let by_id: BTreeMap<&str, &Manifest> = manifests.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut stack: Vec<String> = kept.iter().cloned().collect();
+    while let Some(id) = stack.pop() {
+        let Some(m) = by_id.get(id.as_str()) else {
+            continue;
+        };
+        let needs = m
+            .parent
+            .iter()
+            .cloned()
+            .chain(m.files.iter().map(|f| f.backup.clone()))
+            .chain(std::iter::once(m.full.clone()));
+        for need in needs {
+            if kept.insert(need.clone()) {
+                stack.push(need);
+            }
+        }
+    }
+    let deleted: Vec<String> = manifests
+        .iter()
+        .filter(|m| !kept.contains(&m.id))
+        .map(|m| m.id.clone())
+        .collect();
+    if !dry_run {
+        for id in deleted.iter().chain(incomplete.iter()) {
+            let manifest = format!("{BACKUPS_DIR}/{id}/{MANIFEST_NAME}");
+            repo.delete(&manifest).await?;
+            crate::fault::crash_point("prune:after-manifest");
+            for object in repo.list(&format!("{BACKUPS_DIR}/{id}")).await? {
+                repo.delete(&object).await?;
+            }
+        }
+    }
+    Ok(Pruned {
+        deleted,
+        incomplete_deleted: incomplete,
+        kept: manifests
+            .iter()
+            .filter(|m| kept.contains(&m.id))
+            .map(|m| m.id.clone())
+            .collect(),
+    })
+}
+
+/// Restores from a repository: the backup `id`, or the newest whose range reaches the point;
+/// every object is checked against its manifest checksum while it is staged as a data directory
+/// next to `target`, which `crate::restore` then restores from (choosing the newest image at or
+/// before the point and replaying the rest, with every record and the chain checked). The
+/// restore commit's revision is above every revision the repository knows.
+pub async fn restore(
+    repo: &Repo,
+    id: Option<&str>,
+    point: crate::restore::RestorePoint,
+    prefix: Option<String>,
+    bump_revision: u64,
+    target: &Path,
+    on_resolved: &mut (dyn FnMut(&crate::restore::Resolved) + Send),
+) -> Result<crate::restore::RestoreOutcome, BackupError> {
+    use crate::restore::RestorePoint;
+    let (manifests, _) = catalog(repo).await?;
+    let chosen = match id {
+        Some(id) => manifests.iter().find(|m| m.id == id).ok_or_else(|| {
+            BackupError::Invalid(format!("no complete backup {id} in {}", repo.url))
+        })?,
+        None => {
+            let reaches = |m: &&Manifest| match point {
+                RestorePoint::Latest => true,
+                RestorePoint::Revision(r) => m.first_revision <= r && r <= m.last_revision,
+                RestorePoint::Time(t) => m.first_timestamp_us <= t || m.first_revision == 0,
+            };
+            manifests
+                .iter()
+                .rev()
+                .find(reaches)
+                .ok_or_else(|| BackupError::Invalid("no backup reaches that point".into()))?
+        }
+    };
+    if target.exists()
+        && std::fs::read_dir(target)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(BackupError::Invalid(format!(
+            "{} is not empty; restore builds a new directory",
+            target.display()
+        )));
+    }
+    let staging = {
+        let mut s = target.as_os_str().to_owned();
+        s.push(".staging");
+        PathBuf::from(s)
+    };
+    let _ = std::fs::remove_dir_all(&staging);
+    stage(repo, chosen, &staging).await?;
+    let known = manifests.iter().map(|m| m.last_revision).max().unwrap_or(0);
+    let request = crate::restore::RestoreRequest {
+        source: staging.clone(),
+        point,
+        prefix,
+        bump_revision: bump_revision.max(known + 1),
+        target: target.to_path_buf(),
+        actor: std::env::var("USER").unwrap_or_else(|_| "llmcm-restore".into()),
+    };
+    let outcome = crate::restore::restore(&request, on_resolved)
+        .map_err(|e| BackupError::Store(e.to_string()));
+    let _ = std::fs::remove_dir_all(&staging);
+    outcome
+}
+
+/// Downloads a backup's files into `dir` as a data directory (segments, images, a MANIFEST for
+/// its history and horizon), checking each against the manifest.
+async fn stage(repo: &Repo, m: &Manifest, dir: &Path) -> Result<(), BackupError> {
+    let io = |e: std::io::Error| BackupError::Store(format!("staging {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir.join(storage_format::segment::SEGMENT_DIR)).map_err(io)?;
+    std::fs::create_dir_all(dir.join(storage_format::image::SNAPSHOT_DIR)).map_err(io)?;
+    let mut first_seq = None;
+    for f in &m.files {
+        let object = format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name);
+        let bytes = repo.get(&object).await?;
+        if bytes.len() as u64 != f.size || sha256_hex(&bytes) != f.sha256 {
+            return Err(BackupError::Damaged {
+                backup: f.backup.clone(),
+                file: f.name.clone(),
+                reason: "does not match its manifest's size and SHA-256".into(),
+            });
+        }
+        if f.kind == FileKind::Segment {
+            let seq = f
+                .name
+                .rsplit('/')
+                .next()
+                .and_then(storage_format::segment::parse_segment_file_name);
+            first_seq = first_seq.or(seq);
+        }
+        std::fs::write(dir.join(&f.name), bytes).map_err(io)?;
+    }
+    let history = storage_format::parse_hex::<16>(&m.history_id)
+        .ok_or_else(|| BackupError::Invalid(format!("bad history id {}", m.history_id)))?;
+    let hash = storage_format::parse_hex::<32>(&m.horizon.hash)
+        .ok_or_else(|| BackupError::Invalid(format!("bad horizon hash {}", m.horizon.hash)))?;
+    let manifest = storage_format::manifest::Manifest {
+        version: storage_format::FormatVersion::CURRENT,
+        history_id: history,
+        generation: 1,
+        created_unix_us: m.created_us,
+        first_live_segment_seq: first_seq.unwrap_or(1),
+        horizon_revision: m.horizon.revision,
+        horizon_hash: hash,
+        horizon_timestamp_us: m.horizon.timestamp_us,
+        base_image_seq: m.horizon.base_image_seq,
+    };
+    std::fs::write(
+        dir.join(storage_format::manifest::MANIFEST_FILE),
+        manifest.encode(),
+    )
+    .map_err(io)?;
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! A backup repository: a directory or an S3-compatible bucket prefix, both through
+//! `object_store` (one code path), with the repository lock (FORMAT.md "Backup repositories").
+
+use std::sync::Arc;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::BackupError;
+
+/// How long a repository lock is held before another process may break it.
+pub const LOCK_LEASE_US: u64 = 3600 * 1_000_000;
+
+/// An opened repository.
+#[derive(Clone)]
+pub struct Repo {
+    pub url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repo({})", self.url)
+    }
+}
+
+impl Repo {
+    /// Opens `url`: `s3://bucket/prefix` (endpoint, region and credentials from the usual
+    /// `AWS_*` variables; `AWS_ENDPOINT_URL` for an S3-compatible server) or a directory path
+    /// (created if missing).
+    pub fn open(url: &str) -> Result<Repo, BackupError> {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .ok();
+        Repo::open_with_endpoint(url, endpoint.as_deref())
+    }
+
+    /// `open`, with the S3 endpoint given rather than read from the environment.
+    pub fn open_with_endpoint(url: &str, endpoint: Option<&str>) -> Result<Repo, BackupError> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(BackupError::Invalid(format!("{url}: no bucket")));
+            }
+            let mut builder =
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(endpoint) = endpoint {
+                builder = builder
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err()
+            {
+                builder = builder.with_region("us-east-1");
+            }
+            let store = builder
+                .build()
+                .map_err(|e| BackupError::Invalid(format!("{url}: {e}")))?;
+            return Ok(Repo {
+                url: url.to_owned(),
+                store: Arc::new(store),
+                prefix: ObjectPath::from(prefix.trim_matches('/')),
+            });
+        }
+        if url.is_empty() || url.contains("://") {
+            return Err(BackupError::Invalid(format!(
+                "{url:?}: a repository is a directory path or s3://bucket/prefix"
+            )));
+        }
+        std::fs::create_dir_all(url)
+            .map_err(|e| BackupError::Invalid(format!("{url}: cannot create: {e}")))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(url)
+            .map_err(|e| BackupError::Invalid(format!("{url}: {e}")))?;
+        Ok(Repo {
+            url: url.to_owned(),
+            store: Arc::new(store),
+            prefix: ObjectPath::default(),
+        })
+    }
+
+    /// The object path of `name` (a `/`-separated path inside the repository).
+    pub fn path(&self, name: &str) -> ObjectPath {
+        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_owned()).collect();
+        parts.extend(name.split('/').map(str::to_owned));
+        ObjectPath::from_iter(parts)
+    }
+
+    /// `name` relative to the repository, from an object path.
+    fn relative(&self, path: &ObjectPath) -> String {
+        let skip = self.prefix.parts().count();
+        path.parts()
+            .skip(skip)
+            .map(|p| p.as_ref().to_owned())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), BackupError> {
+        self.store
+            .put(&self.path(name), PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.error("upload", name, e))?;
+        Ok(())
+    }
+
+    /// Creates `name` only if it does not exist; `false` if it did.
+    pub async fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<bool, BackupError> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(name), PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error("create", name, e)),
+        }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Vec<u8>, BackupError> {
+        let result = self
+            .store
+            .get(&self.path(name))
+            .await
+            .map_err(|e| self.error("download", name, e))?;
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|e| self.error("download", name, e))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// The object's size, or `None` if it does not exist.
+    pub async fn size(&self, name: &str) -> Result<Option<u64>, BackupError> {
+        match self.store.head(&self.path(name)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("stat", name, e)),
+        }
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), BackupError> {
+        match self.store.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("delete", name, e)),
+        }
+    }
+
+    /// Every object name under `dir` (recursively), relative to the repository.
+    pub async fn list(&self, dir: &str) -> Result<Vec<String>, BackupError> {
+        use futures_util::StreamExt;
+        let prefix = self.path(dir);
+        let mut stream = self.store.list(Some(&prefix));
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            let meta = item.map_err(|e| self.error("list", dir, e))?;
+            out.push(self.relative(&meta.location));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn error(&self, op: &'static str, name: &str, e: object_store::Error) -> BackupError {
+        BackupError::Repo {
+            op,
+            object: format!("{}/{name}", self.url.trim_end_matches('/')),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Takes the repository lock (a create-only `lock` object with a lease), breaking a lock
+    /// whose lease expired. Released by `RepoLock::release`; a crashed holder's lock expires.
+    pub async fn lock(&self, purpose: &str) -> Result<RepoLock, BackupError> {
+        let now = now_us();
+        let record = LockRecord {
+            owner: format!(
+                "{}:{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+                std::process::id()
+            ),
+            purpose: purpose.to_owned(),
+            acquired_us: now,
+            expires_us: now + LOCK_LEASE_US,
+            token: random_hex(8),
+        };
+        let bytes = serde_json::to_vec(&record).expect("a lock record serializes");
+        for _ in 0..2 {
+            if self.put_new(LOCK_OBJECT, bytes.clone()).await? {
+                return Ok(RepoLock {
+                    repo: self.clone(),
+                    token: record.token,
+                });
+            }
+            let held: Option<LockRecord> = match self.get(LOCK_OBJECT).await {
+                Ok(b) => serde_json::from_slice(&b).ok(),
+                Err(_) => None,
+            };
+            match held {
+                Some(h) if h.expires_us > now_us() && !holder_is_dead(&h.owner) => {
+                    return Err(BackupError::Locked(format!(
+                        "{} holds it for {} since {} (lease until {})",
+                        h.owner,
+                        h.purpose,
+                        crate::clock::format_timestamp_us(h.acquired_us),
+                        crate::clock::format_timestamp_us(h.expires_us)
+                    )));
+                }
+                _ => {
+                    tracing::warn!(repo = %self.url, "breaking an expired or unreadable repository lock");
+                    self.delete(LOCK_OBJECT).await?;
+                }
+            }
+        }
+        Err(BackupError::Locked(
+            "another process took the lock at the same moment".into(),
+        ))
+    }
+}
+
+/// Whether the lock's owner (`host:pid`) is a process of this host that no longer runs: its lock
+/// can be broken at once instead of waiting for the lease (a killed backup on this machine).
+fn holder_is_dead(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    let here = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    host == here
+        && pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+}
+
+/// The lock object's name.
+pub const LOCK_OBJECT: &str = "lock";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LockRecord {
+    owner: String,
+    purpose: String,
+    acquired_us: u64,
+    expires_us: u64,
+    token: String,
+}
+
+/// A held repository lock.
+pub struct RepoLock {
+    repo: Repo,
+    token: String,
+}
+
+impl RepoLock {
+    /// Deletes the lock object if it is still ours.
+    pub async fn release(self) -> Result<(), BackupError> {
+        let ours = match self.repo.get(LOCK_OBJECT).await {
+            Ok(bytes) => serde_json::from_slice::<LockRecord>(&bytes)
+                .map(|r| r.token == self.token)
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        if ours {
+            self.repo.delete(LOCK_OBJECT).await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn now_us() -> u64 {
+    crate::clock::Clock::now_us(&crate::clock::SystemClock)
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut buf);
+    }
+    let t = now_us().to_le_bytes();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b ^= t[i % 8];
+    }
+    storage_format::hex(&buf)
+}

@@ -1,0 +1,215 @@
+//! `llmcm backup create|list|verify|prune` (DESIGN.md §4, §6). `create` goes through the server
+//! (which names the repository); the others run here, on a repository path or `s3://` URL.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::client::Connection;
+use crate::backup::{self, BackupError, Keep, Repo};
+use crate::clock::format_timestamp_us;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Take a backup through the server into a repository it names in its config.
+    Create {
+        /// The repository's name in the server's `[[backup.repositories]]`.
+        #[arg(long)]
+        repo: String,
+        #[arg(long, default_value = "full", value_parser = ["full", "incremental", "differential"])]
+        kind: String,
+    },
+    /// List the complete backups of a repository, oldest first (by their recorded sequence).
+    List {
+        /// A directory path or s3://bucket/prefix.
+        #[arg(long)]
+        repo: String,
+    },
+    /// Re-read every file of every backup (or one) against its manifest; --deep also restores
+    /// each into a scratch directory, replaying and checking the hash chain. Exit 1 on a problem.
+    Verify {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Delete backups not kept (and incomplete ones), never what a kept backup needs.
+    Prune {
+        #[arg(long)]
+        repo: String,
+        /// Keep the newest N full backups and their chains.
+        #[arg(
+            long,
+            conflicts_with = "keep_days",
+            required_unless_present = "keep_days"
+        )]
+        keep_full: Option<usize>,
+        /// Keep backups from the last D days and what they need.
+        #[arg(long)]
+        keep_days: Option<u64>,
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Create { repo, kind } = &command {
+        let body = json!({"repo": repo, "kind": kind});
+        return Ok(
+            match super::client::post_json(conn, "/v1/admin/backup", &body) {
+                Ok(v) => {
+                    if conn.json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        println!(
+                            "backup {} ({}, parent {}): revisions {}..={}, {} files ({} uploaded), {} bytes, {:.2} s",
+                            v["id"].as_str().unwrap_or(""),
+                            v["kind"].as_str().unwrap_or(""),
+                            v["parent"].as_str().unwrap_or("none"),
+                            v["first_revision"],
+                            v["last_revision"],
+                            v["files"],
+                            v["files_uploaded"],
+                            v["bytes"],
+                            v["seconds"].as_f64().unwrap_or(0.0)
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("llmcm: error: {}", error.message);
+                    error.exit_code()
+                }
+            },
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(offline(conn.json, command)) {
+        Ok(code) => Ok(code),
+        Err(error) => {
+            eprintln!("llmcm: error: {error}");
+            Ok(ExitCode::from(match error {
+                BackupError::Invalid(_) => 2,
+                BackupError::Locked(_) => 4,
+                BackupError::Repo { .. } => 6,
+                _ => 1,
+            }))
+        }
+    }
+}
+
+async fn offline(json: bool, command: Command) -> Result<ExitCode, BackupError> {
+    match command {
+        Command::Create { .. } => unreachable!("handled by the server"),
+        Command::List { repo } => {
+            let repo = Repo::open(&repo)?;
+            let (manifests, incomplete) = backup::catalog(&repo).await?;
+            if json {
+                let items: Vec<_> = manifests
+                    .iter()
+                    .map(|m| crate::api::backup_view(m, 0))
+                    .collect();
+                let doc = json!({"backups": items, "incomplete": incomplete});
+                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+            } else {
+                println!(
+                    "{:<4} {:<44} {:<13} {:<22} {:>21} {:>12}",
+                    "seq", "id", "kind", "created", "revisions", "bytes"
+                );
+                for m in &manifests {
+                    println!(
+                        "{:<4} {:<44} {:<13} {:<22} {:>21} {:>12}",
+                        m.sequence,
+                        m.id,
+                        m.kind.name(),
+                        &format_timestamp_us(m.created_us)[..19],
+                        format!("{}..={}", m.first_revision, m.last_revision),
+                        m.bytes
+                    );
+                }
+                for id in &incomplete {
+                    println!("incomplete (interrupted, no manifest): {id}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { repo, id, deep } => {
+            let repo = Repo::open(&repo)?;
+            let scratch = std::env::temp_dir().join(format!(
+                "llmcm-verify-{}",
+                crate::backup::repo::random_hex(4)
+            ));
+            let findings = backup::verify(&repo, id.as_deref(), deep, &scratch).await;
+            let _ = std::fs::remove_dir_all(&scratch);
+            let findings = findings?;
+            let failures = findings.iter().filter(|f| !f.ok).count();
+            if json {
+                let doc = json!({"ok": failures == 0, "findings": findings});
+                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+            } else {
+                for f in &findings {
+                    println!(
+                        "{:<7} {:<44} {:<34} {}",
+                        if f.ok { "ok" } else { "PROBLEM" },
+                        f.backup,
+                        f.file,
+                        f.message
+                    );
+                }
+            }
+            if let Some(first) = findings.iter().find(|f| !f.ok) {
+                eprintln!(
+                    "llmcm: error: backup {}, file {}: {}",
+                    first.backup,
+                    if first.file.is_empty() {
+                        "-"
+                    } else {
+                        &first.file
+                    },
+                    first.message
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune {
+            repo,
+            keep_full,
+            keep_days,
+            dry_run,
+        } => {
+            let repo = Repo::open(&repo)?;
+            let keep = match (keep_full, keep_days) {
+                (Some(n), _) if n >= 1 => Keep::Full(n),
+                (Some(_), _) => {
+                    return Err(BackupError::Invalid(
+                        "--keep-full must be at least 1".into(),
+                    ));
+                }
+                (None, Some(d)) => Keep::Days(d),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let pruned = backup::prune(&repo, keep, dry_run).await?;
+            if json {
+                let doc = json!({"dry_run": dry_run, "deleted": pruned.deleted,
+                    "incomplete_deleted": pruned.incomplete_deleted, "kept": pruned.kept});
+                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+            } else {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                for id in &pruned.deleted {
+                    println!("{verb} {id}");
+                }
+                for id in &pruned.incomplete_deleted {
+                    println!("{verb} {id} (incomplete)");
+                }
+                println!("kept {} backup(s)", pruned.kept.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
