@@ -146,6 +146,45 @@ fn backups_through_the_server_survive_a_crash_in_the_middle() {
         let full: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(full["kind"], "full", "{out}");
         assert!(full["bytes"].as_u64().unwrap() > 100_000);
+        // Health and metrics know the backup; compaction does not pass what it holds.
+        let health: Value = client()
+            .get(s.url("/health"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["backups"][0]["id"], full["id"]);
+        let metrics = client()
+            .get(s.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            metrics.contains("llmcm_backup_last_bytes{kind=\"full\"}"),
+            "{metrics}"
+        );
+        assert!(metrics.contains(&format!(
+            "llmcm_backup_safe_revision {}",
+            full["last_revision"]
+        )));
+        write(&s, 1000, 40);
+        let compacted: Value = client()
+            .post(s.url("/v1/admin/compact"))
+            .json(&serde_json::json!({"retain": "0s"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let safe = full["last_revision"].as_u64().unwrap();
+        if compacted["compacted"] == true {
+            let h = compacted["horizon"]["revision"].as_u64().unwrap();
+            assert!(
+                h <= safe,
+                "horizon {h} passed the backed-up revision {safe}"
+            );
+        }
         // Unknown repository names and kinds are refused by the server.
         let bad = llmcm(&s3, Some(&s), &["backup", "create", "--repo", "nope"]);
         assert_eq!(bad.status.code(), Some(7), "{bad:?}");

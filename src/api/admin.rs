@@ -201,6 +201,7 @@ pub async fn backup(
         .map_err(ApiError::internal)?
         .map_err(backup_error)?;
     tracing::info!(actor = %principal.name, repo = %body.repo, id = %created.manifest.id, "backup taken");
+    state.record_backup(&body.repo, &created.manifest);
     ok(&backup_view(&created.manifest, created.files_uploaded))
 }
 
@@ -236,4 +237,55 @@ pub fn backup_view(m: &crate::backup::Manifest, files_uploaded: usize) -> Value 
         "bytes": m.bytes,
         "seconds": m.seconds,
     })
+}
+
+/// At start, with repositories configured: compaction may not pass anything until the backups
+/// are known (the limit starts at 0), then each repository's catalog is read for the newest
+/// backup of this history and the newest of each kind. A repository that cannot be read is
+/// logged and left out (compaction stays limited by the others, or at 0).
+pub async fn scan_repositories(state: AppState) {
+    let repositories = state.config().backup.repositories.clone();
+    if repositories.is_empty() {
+        return;
+    }
+    state.store().set_backup_safe_revision(Some(0));
+    for r in repositories {
+        let repo = match crate::backup::Repo::open(&r.url) {
+            Ok(repo) => repo,
+            Err(error) => {
+                tracing::warn!(repo = %r.name, %error, "backup repository unusable");
+                continue;
+            }
+        };
+        match crate::backup::catalog(&repo).await {
+            Ok((manifests, _)) => {
+                for m in &manifests {
+                    state.record_backup(&r.name, m);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(repo = %r.name, %error, "cannot read the backup repository")
+            }
+        }
+    }
+}
+
+/// The newest successful backup of each kind.
+pub(super) fn last_backups_view(state: &AppState) -> Value {
+    let items: Vec<Value> = state
+        .last_backups()
+        .iter()
+        .map(|(kind, b)| {
+            json!({
+                "kind": kind,
+                "repo": b.repo,
+                "id": b.id,
+                "created": format_timestamp_us(b.created_us),
+                "bytes": b.bytes,
+                "seconds": b.seconds,
+                "last_revision": b.last_revision,
+            })
+        })
+        .collect();
+    Value::Array(items)
 }

@@ -503,7 +503,8 @@ pub async fn status(
         },
         "commits_since_start": stats.commits,
         "snapshots": state.store().snapshots().iter().map(super::admin::snapshot_view).collect::<Vec<_>>(),
-        "last_backups": [],
+        "last_backups": super::admin::last_backups_view(&state),
+        "backup_safe_revision": state.store().backup_safe_revision(),
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),
     }))
@@ -554,8 +555,26 @@ pub async fn health(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::OK
     };
+    let mut warnings = Vec::new();
+    if !state.config().backup.repositories.is_empty() {
+        let warn_age_us = crate::config::parse_duration(&state.config().backup.warn_age)
+            .map_or(u64::MAX, |d| d.as_micros() as u64);
+        let newest = state.last_backups().values().map(|b| b.created_us).max();
+        let now = crate::clock::Clock::now_us(&crate::clock::SystemClock);
+        match newest {
+            None => warnings.push("no backup has been taken yet".to_owned()),
+            Some(t) if now.saturating_sub(t) > warn_age_us => warnings.push(format!(
+                "the newest backup is from {}, older than backup.warn_age ({})",
+                format_timestamp_us(t),
+                state.config().backup.warn_age
+            )),
+            Some(_) => {}
+        }
+    }
     let body = serde_json::json!({
-        "status": if read_only.is_some() { "degraded" } else { "ok" },
+        "status": if read_only.is_some() { "degraded" } else if warnings.is_empty() { "ok" } else { "warn" },
+        "warnings": warnings,
+        "backups": super::admin::last_backups_view(&state),
         "storage": {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,

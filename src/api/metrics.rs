@@ -107,6 +107,30 @@ fn describe() {
         "Age of the compaction horizon's commit (absent when never compacted)."
     );
     describe_counter!("llmcm_compactions_total", "Compactions done since start.");
+    describe_gauge!(
+        "llmcm_backup_last_success_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "When the newest successful backup of each kind was taken (Unix time)."
+    );
+    describe_gauge!(
+        "llmcm_backup_last_bytes",
+        metrics::Unit::Bytes,
+        "Bytes uploaded by the newest successful backup of each kind."
+    );
+    describe_gauge!(
+        "llmcm_backup_last_duration_seconds",
+        metrics::Unit::Seconds,
+        "How long the newest successful backup of each kind took."
+    );
+    describe_gauge!(
+        "llmcm_backup_age_seconds",
+        metrics::Unit::Seconds,
+        "Age of the newest successful backup of any kind (absent before the first)."
+    );
+    describe_gauge!(
+        "llmcm_backup_safe_revision",
+        "Newest revision safe in a backup repository; compaction never passes it (absent without repositories)."
+    );
     describe_counter!(
         "llmcm_compaction_reclaimed_bytes_total",
         metrics::Unit::Bytes,
@@ -191,6 +215,20 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     gauge!("llmcm_compaction_horizon_revision").set(horizon.revision as f64);
     if horizon.revision > 0 {
         gauge!("llmcm_compaction_horizon_age_seconds").set(age(horizon.timestamp_us));
+    }
+    let backups = state.last_backups();
+    for (kind, b) in &backups {
+        let kind: &'static str = kind;
+        gauge!("llmcm_backup_last_success_timestamp_seconds", "kind" => kind)
+            .set(b.created_us as f64 / 1e6);
+        gauge!("llmcm_backup_last_bytes", "kind" => kind).set(b.bytes as f64);
+        gauge!("llmcm_backup_last_duration_seconds", "kind" => kind).set(b.seconds);
+    }
+    if let Some(newest) = backups.values().map(|b| b.created_us).max() {
+        gauge!("llmcm_backup_age_seconds").set(age(newest));
+    }
+    if let Some(safe) = store.backup_safe_revision() {
+        gauge!("llmcm_backup_safe_revision").set(safe as f64);
     }
     let maintenance = store.maintenance_stats();
     counter!("llmcm_snapshot_failures_total").absolute(maintenance.snapshot_failures);

@@ -61,8 +61,22 @@ struct Shared {
     auth: RwLock<Arc<Auth>>,
     /// Backup repositories by name (replaced on SIGHUP).
     repositories: RwLock<Vec<crate::config::RepositoryConfig>>,
+    /// The newest successful backup of each kind this server knows of (its own, and those found
+    /// in the repositories at start): for status, health and metrics.
+    last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
     watchers: Arc<AtomicUsize>,
     shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// A successful backup, as status, health and metrics show it.
+#[derive(Debug, Clone)]
+pub struct LastBackup {
+    pub repo: String,
+    pub id: String,
+    pub created_us: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub last_revision: u64,
 }
 
 impl AppState {
@@ -75,6 +89,7 @@ impl AppState {
                 config,
                 auth: RwLock::new(auth),
                 repositories,
+                last_backups: Default::default(),
                 watchers: Arc::new(AtomicUsize::new(0)),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
@@ -97,6 +112,42 @@ impl AppState {
     pub fn replace_auth(&self, config: &Config) {
         *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));
         *self.inner.repositories.write() = config.backup.repositories.clone();
+    }
+
+    /// Records a successful backup (if newer than the one known for its kind) and moves the
+    /// revision compaction may not pass.
+    pub fn record_backup(&self, repo: &str, m: &crate::backup::Manifest) {
+        let mut last = self.inner.last_backups.write();
+        let newer = last
+            .get(m.kind.name())
+            .is_none_or(|b| b.created_us <= m.created_us);
+        if newer {
+            last.insert(
+                m.kind.name(),
+                LastBackup {
+                    repo: repo.to_owned(),
+                    id: m.id.clone(),
+                    created_us: m.created_us,
+                    bytes: m.bytes,
+                    seconds: m.seconds,
+                    last_revision: m.last_revision,
+                },
+            );
+        }
+        drop(last);
+        let store = self.store();
+        if m.history_id == storage_format::hex(&store.log().history_id()) {
+            let safe = store
+                .backup_safe_revision()
+                .unwrap_or(0)
+                .max(m.last_revision);
+            store.set_backup_safe_revision(Some(safe));
+        }
+    }
+
+    /// The newest successful backup of each kind.
+    pub fn last_backups(&self) -> std::collections::BTreeMap<&'static str, LastBackup> {
+        self.inner.last_backups.read().clone()
     }
 
     /// The configured backup repository named `name`.

@@ -145,6 +145,10 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
 
     let store = Arc::new(store);
     let state = AppState::new(store.clone(), config);
+    if !state.config().backup.repositories.is_empty() {
+        store.set_backup_safe_revision(Some(0));
+        tokio::spawn(super::admin::scan_repositories(state.clone()));
+    }
     let app = router(state.clone(), limits.clone());
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(ServeError::Serve)?;
     let mut stop_serving = stop_rx.clone();

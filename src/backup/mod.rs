@@ -341,7 +341,9 @@ async fn create_locked(
         parent: parent.map(|p| p.id.clone()),
         full,
         history_id: history,
-        horizon: plan.horizon,
+        // A chain starts where its full backup started (its files begin there), whatever the
+        // store's horizon is now.
+        horizon: parent.map_or(plan.horizon, |p| p.horizon.clone()),
         first_revision: parent.map_or(plan.first_revision, |p| p.first_revision),
         last_revision: plan.last_revision,
         first_timestamp_us: parent.map_or(plan.first_timestamp_us, |p| p.first_timestamp_us),

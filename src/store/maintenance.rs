@@ -158,6 +158,9 @@ pub(crate) struct Maintenance {
     counters: Counters,
     /// Set when the store closes: an image being written stops at its next chunk.
     cancelled: std::sync::atomic::AtomicBool,
+    /// With backup repositories configured: the newest revision safe in one of them (0 if
+    /// none yet). Compaction never passes it. `None`: no repositories, no limit.
+    backup_safe: Mutex<Option<u64>>,
 }
 
 impl Maintenance {
@@ -220,6 +223,7 @@ impl Maintenance {
             last_compaction_run_us: AtomicU64::new(0),
             counters: Counters::default(),
             cancelled: Default::default(),
+            backup_safe: Mutex::new(None),
         })
     }
 
@@ -227,6 +231,15 @@ impl Maintenance {
     /// the store does not wait for a long snapshot or compaction.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Sets the newest revision safe in a backup repository (`None`: no repositories).
+    pub fn set_backup_safe(&self, revision: Option<u64>) {
+        *self.backup_safe.lock() = revision;
+    }
+
+    pub fn backup_safe(&self) -> Option<u64> {
+        *self.backup_safe.lock()
     }
 
     pub fn set_config(&self, config: MaintenanceConfig) {
@@ -500,13 +513,15 @@ impl Maintenance {
         self.log.roll()?;
         let cutoff = self.clock.now_us().saturating_sub(retain_us);
         let previous = self.log.horizon();
+        // With backup repositories, never past what one of them already holds.
+        let safe = self.backup_safe().unwrap_or(u64::MAX);
         let mut horizon = None;
         for boundary in self.log.sealed_boundaries() {
             let timestamp = self
                 .index
                 .read(|state, _| state.rev(boundary))?
                 .timestamp_us;
-            if boundary > previous.revision && timestamp <= cutoff {
+            if boundary > previous.revision && timestamp <= cutoff && boundary <= safe {
                 horizon = Some((boundary, timestamp));
             }
         }

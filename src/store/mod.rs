@@ -268,6 +268,16 @@ impl Store {
         self.maintenance.compact(retain_us, actor, reason)
     }
 
+    /// With backup repositories configured, the newest revision already safe in one of them
+    /// (0 before the first backup): compaction never passes it. `None` lifts the limit.
+    pub fn set_backup_safe_revision(&self, revision: Option<u64>) {
+        self.maintenance.set_backup_safe(revision)
+    }
+
+    pub fn backup_safe_revision(&self) -> Option<u64> {
+        self.maintenance.backup_safe()
+    }
+
     pub fn last_compaction(&self) -> Option<CompactionOutcome> {
         self.maintenance.last_compaction()
     }
