@@ -257,6 +257,18 @@ fn backups_through_the_server_survive_a_crash_in_the_middle() {
         let listed = ok(&llmcm(&s3, None, &["backup", "list", "--repo", &url]));
         assert!(!listed.contains("incomplete"), "{listed}");
 
+        // The drill: restore the newest backup to scratch, compare with the live chain, time it.
+        let drill = ok(&llmcm(
+            &s3,
+            Some(&s),
+            &["--json", "backup", "drill", "--repo", &url],
+        ));
+        let drill: Value = serde_json::from_str(&drill).unwrap();
+        assert_eq!(drill["ok"], true, "{drill}");
+        assert_eq!(drill["server"]["matched"], true, "{drill}");
+        assert_eq!(drill["revision"], incr["last_revision"]);
+        assert!(drill["restore_seconds"].as_f64().unwrap() > 0.0);
+
         // Restore the newest backup through the CLI and serve it: the same content, and the
         // restore commit above every revision the repository knows.
         let target = tmp.path().join(format!("restored-{name}"));

@@ -35,6 +35,16 @@ pub enum Command {
         #[arg(long)]
         deep: bool,
     },
+    /// Restore the newest backup into a scratch directory, verify it (checksums, chain, content),
+    /// compare its head with the live server's chain (--server / LLMCM_SERVER), and report the
+    /// measured restore time: the real RTO. Exit 1 if anything fails or differs.
+    Drill {
+        #[arg(long)]
+        repo: String,
+        /// Skip the comparison with a live server.
+        #[arg(long)]
+        no_server: bool,
+    },
     /// Delete backups not kept (and incomplete ones), never what a kept backup needs.
     Prune {
         #[arg(long)]
@@ -86,6 +96,9 @@ pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
             },
         );
     }
+    if let Command::Drill { repo, no_server } = &command {
+        return drill(conn, repo, *no_server);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -103,9 +116,107 @@ pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `backup drill`: restore the newest backup to scratch, time it, compare with the live chain.
+fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let scratch = std::env::temp_dir().join(format!(
+        "llmcm-drill-{}",
+        crate::backup::repo::random_hex(4)
+    ));
+    let target = scratch.join("restored");
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(async {
+        let repo = Repo::open(url)?;
+        let (manifests, _) = backup::catalog(&repo).await?;
+        let newest = manifests
+            .last()
+            .cloned()
+            .ok_or_else(|| BackupError::Invalid(format!("no backup in {url}")))?;
+        let outcome = backup::restore(
+            &repo,
+            Some(&newest.id),
+            crate::restore::RestorePoint::Latest,
+            None,
+            0,
+            &target,
+            &mut |_| {},
+        )
+        .await?;
+        Ok::<_, BackupError>((newest, outcome))
+    });
+    let rto = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (newest, outcome) = match result {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("llmcm: error: drill failed: {error}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let r = &outcome.resolved;
+    let comparison = if no_server {
+        None
+    } else {
+        let expected = format!("{}:{}", r.revision, storage_format::hex(&r.hash));
+        Some(
+            match super::client::get_json(conn, &format!("/v1/verify?expected={expected}")) {
+                Ok(v) => match v["expected_matched"].as_bool() {
+                    Some(true) => {
+                        Ok("the live server's chain has the same hash at that revision".to_owned())
+                    }
+                    Some(false) => Err(format!(
+                        "the live server's chain has a different hash at revision {}",
+                        r.revision
+                    )),
+                    None => Err(format!("the server did not compare: {v}")),
+                },
+                Err(e) => Err(format!("cannot compare with the server: {}", e.message)),
+            },
+        )
+    };
+    let ok = comparison.as_ref().is_none_or(|c| c.is_ok());
+    if conn.json {
+        let doc = json!({
+            "ok": ok,
+            "backup": newest.id,
+            "kind": newest.kind.name(),
+            "revision": r.revision,
+            "hash": storage_format::hex(&r.hash),
+            "keys": outcome.keys,
+            "restore_seconds": rto,
+            "bytes_read": outcome.bytes_read,
+            "server": comparison.as_ref().map(|c| match c {
+                Ok(m) => json!({"matched": true, "message": m}),
+                Err(m) => json!({"matched": false, "message": m}),
+            }),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "drill: restored backup {} ({}) to revision {} ({} keys) and verified it in {rto:.2} s (the RTO for this repository from here)",
+            newest.id,
+            newest.kind.name(),
+            r.revision,
+            outcome.keys
+        );
+        match &comparison {
+            Some(Ok(m)) => println!("drill: {m}"),
+            Some(Err(m)) => println!("drill: PROBLEM: {m}"),
+            None => println!("drill: not compared with a live server (--no-server)"),
+        }
+    }
+    if let Some(Err(m)) = comparison {
+        eprintln!("llmcm: error: drill: {m}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn offline(json: bool, command: Command) -> Result<ExitCode, BackupError> {
     match command {
-        Command::Create { .. } => unreachable!("handled by the server"),
+        Command::Create { .. } | Command::Drill { .. } => unreachable!("handled above"),
         Command::List { repo } => {
             let repo = Repo::open(&repo)?;
             let (manifests, incomplete) = backup::catalog(&repo).await?;

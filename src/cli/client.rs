@@ -194,6 +194,12 @@ pub fn post_json(conn: &Connection, path: &str, body: &Value) -> Result<Value> {
     api.send(api.auth(api.http.post(api.url(path)).json(body)))
 }
 
+/// GETs a JSON answer from the server (for commands defined elsewhere).
+pub fn get_json(conn: &Connection, path: &str) -> Result<Value> {
+    let api = Api::new(conn)?;
+    api.send(api.get(path))
+}
+
 /// Runs one client command; prints its answer.
 pub fn run(conn: &Connection, command: Command) -> Result<()> {
     let api = Api::new(conn)?;
