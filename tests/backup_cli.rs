@@ -61,7 +61,12 @@ impl Drop for S3 {
 }
 
 fn llmcm(s3: &S3, server: Option<&Server>, args: &[&str]) -> Output {
+    llmcm_env(s3, server, args, &[])
+}
+
+fn llmcm_env(s3: &S3, server: Option<&Server>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmcm"));
+    cmd.envs(env.iter().copied());
     cmd.args(args).env_remove("LLMCM_TOKEN");
     for (k, v) in s3.env() {
         cmd.env(k, v);

@@ -18,6 +18,9 @@ pub struct Repo {
     pub url: String,
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// For a directory repository, its path: uploads are fsynced (object_store's local store
+    /// renames into place without syncing; an S3 PUT is durable when it returns).
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -63,6 +66,7 @@ impl Repo {
                 url: url.to_owned(),
                 store: Arc::new(store),
                 prefix: ObjectPath::from(prefix.trim_matches('/')),
+                local: None,
             });
         }
         if url.is_empty() || url.contains("://") {
@@ -78,6 +82,7 @@ impl Repo {
             url: url.to_owned(),
             store: Arc::new(store),
             prefix: ObjectPath::default(),
+            local: Some(std::path::PathBuf::from(url)),
         })
     }
 
@@ -103,7 +108,35 @@ impl Repo {
             .put(&self.path(name), PutPayload::from(bytes))
             .await
             .map_err(|e| self.error("upload", name, e))?;
-        Ok(())
+        self.sync(name).await
+    }
+
+    /// Makes an object of a directory repository durable: fsync of the file and of every
+    /// directory from it up to the repository. A no-op on S3.
+    pub async fn sync(&self, name: &str) -> Result<(), BackupError> {
+        let Some(root) = self.local.clone() else {
+            return Ok(());
+        };
+        let path = root.join(name);
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&path)?.sync_all()?;
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                if d == root {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?;
+        result.map_err(|e| BackupError::Repo {
+            op: "sync",
+            object: format!("{}/{name}", self.url.trim_end_matches('/')),
+            reason: e.to_string(),
+        })
     }
 
     /// Creates `name` only if it does not exist; `false` if it did.
