@@ -820,7 +820,14 @@ pub async fn restore(
         PathBuf::from(s)
     };
     let _ = std::fs::remove_dir_all(&staging);
-    stage(repo, chosen, &staging).await?;
+    // The point as a revision, when it is one: then only the newest image at or before it and
+    // the segments after that image are downloaded.
+    let upto = match point {
+        RestorePoint::Latest => Some(chosen.last_revision),
+        RestorePoint::Revision(r) => Some(r),
+        RestorePoint::Time(_) => None,
+    };
+    stage(repo, chosen, upto, &staging).await?;
     let known = manifests.iter().map(|m| m.last_revision).max().unwrap_or(0);
     let request = crate::restore::RestoreRequest {
         source: staging.clone(),
@@ -837,13 +844,36 @@ pub async fn restore(
 }
 
 /// Downloads a backup's files into `dir` as a data directory (segments, images, a MANIFEST for
-/// its history and horizon), checking each against the manifest.
-async fn stage(repo: &Repo, m: &Manifest, dir: &Path) -> Result<(), BackupError> {
+/// its history and horizon), checking each against the manifest. With `upto`, only what a restore
+/// to that revision reads: the newest image at or before it (the base image always: the
+/// MANIFEST names it) and the segments after that image.
+async fn stage(
+    repo: &Repo,
+    m: &Manifest,
+    upto: Option<u64>,
+    dir: &Path,
+) -> Result<(), BackupError> {
     let io = |e: std::io::Error| BackupError::Store(format!("staging {}: {e}", dir.display()));
     std::fs::create_dir_all(dir.join(storage_format::segment::SEGMENT_DIR)).map_err(io)?;
     std::fs::create_dir_all(dir.join(storage_format::image::SNAPSHOT_DIR)).map_err(io)?;
+    let image_at = upto.and_then(|p| {
+        m.files
+            .iter()
+            .filter(|f| f.kind != FileKind::Segment && f.last_revision <= p)
+            .map(|f| f.last_revision)
+            .max()
+    });
+    let needed = |f: &FileEntry| match (upto, image_at) {
+        (None, _) => true,
+        (Some(_), _) if f.kind == FileKind::Base => true,
+        (Some(p), Some(at)) if f.kind == FileKind::Snapshot => f.last_revision == at && at <= p,
+        (Some(_), None) if f.kind == FileKind::Snapshot => false,
+        // Segments: the one holding the image's revision and those after it (all of them
+        // without an image), so the staged log always has the point's segment.
+        (Some(_), at) => f.last_revision >= at.unwrap_or(0),
+    };
     let mut first_seq = None;
-    for f in &m.files {
+    for f in m.files.iter().filter(|f| needed(f)) {
         let object = format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name);
         let bytes = repo.get(&object).await?;
         if bytes.len() as u64 != f.size || sha256_hex(&bytes) != f.sha256 {

@@ -54,7 +54,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).unwrap();
     let data = args.dir.join("store");
-    let exe = std::env::current_exe().unwrap().with_file_name("bench_reads");
+    let exe = std::env::current_exe()
+        .unwrap()
+        .with_file_name("bench_reads");
     let status = Command::new(exe)
         .arg("--build-only")
         .arg(&data)
