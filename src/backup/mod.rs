@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use storage_format::hex;
@@ -300,34 +301,23 @@ async fn create_locked(
             }
         }
     }
-    let mut bytes = 0u64;
-    for (path, entry) in &mut upload {
-        let content = tokio::fs::read(&*path)
-            .await
-            .map_err(|e| BackupError::Store(format!("read {}: {e}", path.display())))?;
-        if content.len() as u64 != entry.size {
-            return Err(BackupError::Store(format!(
-                "{} changed size while being backed up",
-                path.display()
-            )));
-        }
-        entry.sha256 = sha256_hex(&content);
-        entry.backup = id.clone();
-        let object = format!("{BACKUPS_DIR}/{id}/{}", entry.name);
-        repo.put(&object, content).await?;
-        crate::fault::crash_point("backup:after-upload");
-        // Confirm: read back, compare size and checksum.
-        let back = repo.get(&object).await?;
-        if back.len() as u64 != entry.size || sha256_hex(&back) != entry.sha256 {
-            return Err(BackupError::Damaged {
-                backup: id.clone(),
-                file: entry.name.clone(),
-                reason: "the uploaded object does not read back identical".into(),
-            });
-        }
-        bytes += entry.size;
-        files.push(entry.clone());
-    }
+    // Two files at a time: hashing and I/O of one overlap those of the other.
+    let uploads: Vec<_> = upload
+        .iter()
+        .cloned()
+        .map(|(path, entry)| {
+            let (repo, id) = (repo.clone(), id.clone());
+            async move { upload_one(&repo, &path, &entry, &id).await }
+        })
+        .collect();
+    let uploaded: Vec<FileEntry> = futures_util::stream::iter(uploads)
+        .buffer_unordered(2)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let bytes = uploaded.iter().map(|f| f.size).sum::<u64>();
+    files.extend(uploaded);
     files.sort_by_key(|f| (f.kind as u8, f.first_revision));
     let full = match parent {
         None => id.clone(),
@@ -361,6 +351,49 @@ async fn create_locked(
         files_uploaded: upload.len(),
         manifest,
     })
+}
+
+/// Uploads one file of backup `id`: read and hash it (on a blocking thread), put it, read it back
+/// and compare it byte for byte with what was hashed. Returns its manifest entry.
+async fn upload_one(
+    repo: &Repo,
+    path: &Path,
+    entry: &FileEntry,
+    id: &str,
+) -> Result<FileEntry, BackupError> {
+    let read_path = path.to_path_buf();
+    let (content, sha256) = tokio::task::spawn_blocking(move || {
+        std::fs::read(&read_path).map(|c| {
+            let sha = sha256_hex(&c);
+            (c, sha)
+        })
+    })
+    .await
+    .map_err(|e| BackupError::Store(e.to_string()))?
+    .map_err(|e| BackupError::Store(format!("read {}: {e}", path.display())))?;
+    if content.len() as u64 != entry.size {
+        return Err(BackupError::Store(format!(
+            "{} changed size while being backed up",
+            path.display()
+        )));
+    }
+    let mut entry = entry.clone();
+    entry.sha256 = sha256;
+    entry.backup = id.to_owned();
+    let object = format!("{BACKUPS_DIR}/{id}/{}", entry.name);
+    let content = std::sync::Arc::new(content);
+    repo.put(&object, content.to_vec()).await?;
+    crate::fault::crash_point("backup:after-upload");
+    // Confirm: the object reads back as exactly the bytes that were hashed.
+    let back = repo.get(&object).await?;
+    if back.as_slice() != content.as_slice() {
+        return Err(BackupError::Damaged {
+            backup: id.to_owned(),
+            file: entry.name.clone(),
+            reason: "the uploaded object does not read back identical".into(),
+        });
+    }
+    Ok(entry)
 }
 
 /// The files of the store a backup may ship, after rolling the active segment.
