@@ -381,12 +381,12 @@ async fn upload_one(
     entry.sha256 = sha256;
     entry.backup = id.to_owned();
     let object = format!("{BACKUPS_DIR}/{id}/{}", entry.name);
-    let content = std::sync::Arc::new(content);
-    repo.put(&object, content.to_vec()).await?;
+    let content = bytes::Bytes::from(content);
+    repo.put_bytes(&object, content.clone()).await?;
     crate::fault::crash_point("backup:after-upload");
     // Confirm: the object reads back as exactly the bytes that were hashed.
     let back = repo.get(&object).await?;
-    if back.as_slice() != content.as_slice() {
+    if back.as_slice() != &content[..] {
         return Err(BackupError::Damaged {
             backup: id.to_owned(),
             file: entry.name.clone(),

@@ -104,6 +104,11 @@ impl Repo {
     }
 
     pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), BackupError> {
+        self.put_bytes(name, bytes::Bytes::from(bytes)).await
+    }
+
+    /// `put` of shared bytes (no copy).
+    pub async fn put_bytes(&self, name: &str, bytes: bytes::Bytes) -> Result<(), BackupError> {
         self.store
             .put(&self.path(name), PutPayload::from(bytes))
             .await
