@@ -344,9 +344,12 @@ async fn create_locked(
         seconds: started.elapsed().as_secs_f64(),
     };
     crate::fault::crash_point("backup:before-manifest");
+    // Every uploaded file's name durable before the manifest that lists them, then the manifest's.
+    repo.sync_dirs(&manifest.dir()).await?;
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     repo.put(&format!("{}/{MANIFEST_NAME}", manifest.dir()), body)
         .await?;
+    repo.sync_dirs(&manifest.dir()).await?;
     Ok(Created {
         files_uploaded: upload.len(),
         manifest,

@@ -116,27 +116,57 @@ impl Repo {
         self.sync(name).await
     }
 
-    /// Makes an object of a directory repository durable: fsync of the file and of every
-    /// directory from it up to the repository. A no-op on S3.
+    /// Makes an object's content durable in a directory repository (fsync of the file; its name
+    /// is made durable by `sync_dirs` before the manifest that lists it is written). A no-op on S3,
+    /// where a PUT is durable when it returns.
     pub async fn sync(&self, name: &str) -> Result<(), BackupError> {
         let Some(root) = self.local.clone() else {
             return Ok(());
         };
         let path = root.join(name);
-        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::File::open(&path)?.sync_all()?;
-            let mut dir = path.parent();
-            while let Some(d) = dir {
+        self.blocking_sync(name, move || std::fs::File::open(&path)?.sync_all())
+            .await
+    }
+
+    /// Makes the names under `dir` durable in a directory repository: fsync of `dir`, every
+    /// directory below it, and every directory above it up to the repository.
+    pub async fn sync_dirs(&self, dir: &str) -> Result<(), BackupError> {
+        let Some(root) = self.local.clone() else {
+            return Ok(());
+        };
+        let top = root.join(dir);
+        self.blocking_sync(dir, move || {
+            let mut stack = vec![top.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d)? {
+                    let e = e?;
+                    if e.file_type()?.is_dir() {
+                        stack.push(e.path());
+                    }
+                }
+                std::fs::File::open(&d)?.sync_all()?;
+            }
+            let mut up = top.parent();
+            while let Some(d) = up {
                 std::fs::File::open(d)?.sync_all()?;
                 if d == root {
                     break;
                 }
-                dir = d.parent();
+                up = d.parent();
             }
             Ok(())
         })
         .await
-        .map_err(|e| BackupError::Store(e.to_string()))?;
+    }
+
+    async fn blocking_sync(
+        &self,
+        name: &str,
+        work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> Result<(), BackupError> {
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| BackupError::Store(e.to_string()))?;
         result.map_err(|e| BackupError::Repo {
             op: "sync",
             object: format!("{}/{name}", self.url.trim_end_matches('/')),
