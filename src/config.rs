@@ -470,14 +470,6 @@ impl Config {
                     "url must be a directory path or s3://bucket/prefix".into(),
                 ));
             }
-            if r.archive {
-                return Err(invalid(
-                    &field,
-                    "continuous archiving (archive = true) is not implemented yet; use scheduled \
-                     incremental backups"
-                        .into(),
-                ));
-            }
         }
         let h = &self.http;
         check_duration(

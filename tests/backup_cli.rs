@@ -298,3 +298,108 @@ fn backups_through_the_server_survive_a_crash_in_the_middle() {
         assert_eq!(list(&restored), want);
     }
 }
+
+#[test]
+fn continuous_archiving_lets_a_restore_reach_the_last_sealed_segment() {
+    let s3 = S3::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_repo = tmp.path().join("repo");
+    let config = format!(
+        "[storage]\nsegment_bytes_max = 65536\n\n[[backup.repositories]]\nname = \"local\"\nurl = \"{}\"\narchive = true\n\n[[backup.repositories]]\nname = \"s3\"\nurl = \"s3://backups/archived\"\narchive = true\n",
+        dir_repo.display()
+    );
+    let data = tmp.path().join("data");
+    let s = start(&s3, &data, &config, None);
+    write(&s, 0, 40);
+    let mut fulls = Vec::new();
+    for name in ["local", "s3"] {
+        let out = ok(&llmcm(
+            &s3,
+            Some(&s),
+            &["--json", "backup", "create", "--repo", name],
+        ));
+        let full: Value = serde_json::from_str(&out).unwrap();
+        fulls.push(full["last_revision"].as_u64().unwrap());
+    }
+    write(&s, 40, 120);
+    // Segments seal every ~30 of these writes: wait until both archives are 60 revisions past
+    // the backups.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let archived = loop {
+        let health: Value = client()
+            .get(s.url("/health"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let revs: Vec<u64> = health["archives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["archived_revision"].as_u64().unwrap())
+            .collect();
+        if revs.len() == 2 && revs.iter().all(|&r| r > fulls[1] + 60) {
+            assert_eq!(health["warnings"], serde_json::json!([]), "{health}");
+            break revs.into_iter().min().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "archiving stalled: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("llmcm_archive_lag_seconds{repo=\"local\"}"),
+        "{metrics}"
+    );
+    let want: Value = {
+        let v: Value = client()
+            .get(s.url(&format!(
+                "/v1/kv?prefix=svc/&limit=1000&revision={archived}"
+            )))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        Value::Array(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| serde_json::json!([i["key"], i["value"], i["revision"]]))
+                .collect(),
+        )
+    };
+    for url in [
+        dir_repo.display().to_string(),
+        "s3://backups/archived".into(),
+    ] {
+        let verified = ok(&llmcm(&s3, None, &["backup", "verify", "--repo", &url]));
+        assert!(
+            verified.contains("archived segment(s) checked"),
+            "{verified}"
+        );
+        let target = tmp.path().join(format!("restored-{}", url.len()));
+        ok(&llmcm(
+            &s3,
+            None,
+            &[
+                "restore",
+                "--repo",
+                &url,
+                "--revision",
+                &archived.to_string(),
+                "--to",
+                target.to_str().unwrap(),
+            ],
+        ));
+        let restored = Server::start(&target, "", &[]);
+        assert_eq!(list(&restored), want, "{url}");
+    }
+}

@@ -289,3 +289,66 @@ pub(super) fn last_backups_view(state: &AppState) -> Value {
         .collect();
     Value::Array(items)
 }
+
+/// Continuous archiving into repository `r`: every second, ship the segments sealed since the
+/// last pass, record progress (and errors) for health and metrics, and let compaction pass what
+/// is archived. Ends when the server shuts down.
+pub async fn archive_loop(state: AppState, r: crate::config::RepositoryConfig) {
+    use crate::api::ArchiveStatus;
+    let store = state.store().clone();
+    let history = storage_format::hex(&store.log().history_id());
+    let mut shutdown = state.shutdown_signal();
+    let mut known = None;
+    let mut status = ArchiveStatus::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let pass = async {
+            let repo = crate::backup::Repo::open(&r.url)?;
+            if known.is_none() {
+                known = Some(crate::backup::archive::archived(&repo, &history).await?);
+            }
+            let records = known.as_mut().expect("loaded above");
+            crate::backup::archive::ship_new(&store, &repo, records).await?;
+            Ok::<_, crate::backup::BackupError>(records.values().map(|r| r.last_revision).max())
+        };
+        match pass.await {
+            Ok(archived) => {
+                status.archived_revision = archived.unwrap_or(0);
+                status.caught_up_us = crate::backup::repo::now_us();
+                status.last_error = None;
+                if let Some(rev) = archived {
+                    let safe = store.backup_safe_revision().unwrap_or(0).max(rev);
+                    store.set_backup_safe_revision(Some(safe));
+                }
+            }
+            Err(error) => {
+                if status.last_error.as_deref() != Some(&error.to_string()) {
+                    tracing::warn!(repo = %r.name, %error, "continuous archiving failed; retrying every second");
+                }
+                status.last_error = Some(error.to_string());
+            }
+        }
+        state.set_archive_status(&r.name, status.clone());
+    }
+}
+
+/// Archiving progress per repository.
+pub(super) fn archives_view(state: &AppState) -> Value {
+    let now = crate::backup::repo::now_us();
+    let items: Vec<Value> = state
+        .archive_status()
+        .iter()
+        .map(|(repo, a)| {
+            json!({
+                "repo": repo,
+                "archived_revision": a.archived_revision,
+                "lag_seconds": (a.caught_up_us > 0).then(|| now.saturating_sub(a.caught_up_us) as f64 / 1e6),
+                "last_error": a.last_error,
+            })
+        })
+        .collect();
+    Value::Array(items)
+}

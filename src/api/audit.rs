@@ -504,6 +504,7 @@ pub async fn status(
         "commits_since_start": stats.commits,
         "snapshots": state.store().snapshots().iter().map(super::admin::snapshot_view).collect::<Vec<_>>(),
         "last_backups": super::admin::last_backups_view(&state),
+        "archives": super::admin::archives_view(&state),
         "backup_safe_revision": state.store().backup_safe_revision(),
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),
@@ -570,11 +571,24 @@ pub async fn health(State(state): State<AppState>) -> Response {
             )),
             Some(_) => {}
         }
+        // Archiving: an error, or not caught up for two roll ages (plus a minute).
+        let roll_us = crate::config::parse_duration(&state.config().storage.segment_age_max)
+            .map_or(3_600_000_000, |d| d.as_micros() as u64);
+        for (repo, a) in state.archive_status() {
+            if let Some(error) = &a.last_error {
+                warnings.push(format!("archiving to {repo} fails: {error}"));
+            } else if a.caught_up_us > 0
+                && now.saturating_sub(a.caught_up_us) > 2 * roll_us + 60_000_000
+            {
+                warnings.push(format!("archiving to {repo} is behind"));
+            }
+        }
     }
     let body = serde_json::json!({
         "status": if read_only.is_some() { "degraded" } else if warnings.is_empty() { "ok" } else { "warn" },
         "warnings": warnings,
         "backups": super::admin::last_backups_view(&state),
+        "archives": super::admin::archives_view(&state),
         "storage": {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,

@@ -128,6 +128,15 @@ fn describe() {
         "Age of the newest successful backup of any kind (absent before the first)."
     );
     describe_gauge!(
+        "llmcm_archive_lag_seconds",
+        metrics::Unit::Seconds,
+        "Time since the archive of each repository last held every sealed segment."
+    );
+    describe_gauge!(
+        "llmcm_archive_revision",
+        "Newest revision archived in each repository."
+    );
+    describe_gauge!(
         "llmcm_backup_safe_revision",
         "Newest revision safe in a backup repository; compaction never passes it (absent without repositories)."
     );
@@ -226,6 +235,13 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     }
     if let Some(newest) = backups.values().map(|b| b.created_us).max() {
         gauge!("llmcm_backup_age_seconds").set(age(newest));
+    }
+    for (repo, a) in state.archive_status() {
+        let repo = intern(&repo);
+        if a.caught_up_us > 0 {
+            gauge!("llmcm_archive_lag_seconds", "repo" => repo).set(age(a.caught_up_us));
+        }
+        gauge!("llmcm_archive_revision", "repo" => repo).set(a.archived_revision as f64);
     }
     if let Some(safe) = store.backup_safe_revision() {
         gauge!("llmcm_backup_safe_revision").set(safe as f64);

@@ -64,8 +64,20 @@ struct Shared {
     /// The newest successful backup of each kind this server knows of (its own, and those found
     /// in the repositories at start): for status, health and metrics.
     last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
+    /// Continuous archiving, per repository name.
+    archives: RwLock<std::collections::BTreeMap<String, ArchiveStatus>>,
     watchers: Arc<AtomicUsize>,
     shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Continuous archiving into one repository.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveStatus {
+    /// Newest revision archived (0: none yet).
+    pub archived_revision: u64,
+    /// When the archive last held every sealed segment (0: not yet).
+    pub caught_up_us: u64,
+    pub last_error: Option<String>,
 }
 
 /// A successful backup, as status, health and metrics show it.
@@ -90,6 +102,7 @@ impl AppState {
                 auth: RwLock::new(auth),
                 repositories,
                 last_backups: Default::default(),
+                archives: Default::default(),
                 watchers: Arc::new(AtomicUsize::new(0)),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
@@ -143,6 +156,14 @@ impl AppState {
                 .max(m.last_revision);
             store.set_backup_safe_revision(Some(safe));
         }
+    }
+
+    pub fn set_archive_status(&self, repo: &str, status: ArchiveStatus) {
+        self.inner.archives.write().insert(repo.to_owned(), status);
+    }
+
+    pub fn archive_status(&self) -> std::collections::BTreeMap<String, ArchiveStatus> {
+        self.inner.archives.read().clone()
     }
 
     /// The newest successful backup of each kind.

@@ -149,6 +149,15 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         store.set_backup_safe_revision(Some(0));
         tokio::spawn(super::admin::scan_repositories(state.clone()));
     }
+    for r in state
+        .config()
+        .backup
+        .repositories
+        .iter()
+        .filter(|r| r.archive)
+    {
+        tokio::spawn(super::admin::archive_loop(state.clone(), r.clone()));
+    }
     let app = router(state.clone(), limits.clone());
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(ServeError::Serve)?;
     let mut stop_serving = stop_rx.clone();

@@ -9,6 +9,7 @@
 //! manifest is incomplete and never used. Backups are ordered by the sequence recorded in their
 //! manifests, never by their names. The repository lock keeps backups and prunes apart.
 
+pub mod archive;
 pub mod repo;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -160,7 +161,7 @@ pub struct Created {
     pub files_uploaded: usize,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
@@ -704,6 +705,53 @@ pub async fn verify(
             );
         }
     }
+    // The archive: every archived segment against its record.
+    if only.is_none() {
+        let mut histories: BTreeSet<String> = BTreeSet::new();
+        for name in repo.list(archive::ARCHIVE_DIR).await? {
+            if let Some(h) = name.split('/').nth(1) {
+                histories.insert(h.to_owned());
+            }
+        }
+        for history in histories {
+            let records = match archive::archived(repo, &history).await {
+                Ok(r) => r,
+                Err(e) => {
+                    add(archive::ARCHIVE_HOLDER, &history, false, e.to_string());
+                    continue;
+                }
+            };
+            let mut next: Option<u64> = None;
+            for r in records.values() {
+                let object = archive::object(&history, &r.name);
+                let problem = match repo.get(&object).await {
+                    Err(e) => Some(format!("cannot be read: {e}")),
+                    Ok(b) if b.len() as u64 != r.size || sha256_hex(&b) != r.sha256 => {
+                        Some("does not match its archive record's size and SHA-256".into())
+                    }
+                    Ok(_) => None,
+                };
+                let gap = next.is_some_and(|n| n != r.first_revision);
+                next = Some(r.last_revision + 1);
+                match problem {
+                    Some(p) => add(archive::ARCHIVE_HOLDER, &object, false, p),
+                    None if gap => add(
+                        archive::ARCHIVE_HOLDER,
+                        &object,
+                        true,
+                        "archived after a gap (a compaction or restore in between)".into(),
+                    ),
+                    None => {}
+                }
+            }
+            add(
+                archive::ARCHIVE_HOLDER,
+                &history,
+                true,
+                format!("{} archived segment(s) checked", records.len()),
+            );
+        }
+    }
     Ok(findings)
 }
 
@@ -823,6 +871,22 @@ pub async fn restore(
 ) -> Result<crate::restore::RestoreOutcome, BackupError> {
     use crate::restore::RestorePoint;
     let (manifests, _) = catalog(repo).await?;
+    // Archived segments extend each backup of their history past its last revision.
+    let mut archives: BTreeMap<String, BTreeMap<u64, archive::ArchivedSegment>> = BTreeMap::new();
+    for m in &manifests {
+        if !archives.contains_key(&m.history_id) {
+            archives.insert(
+                m.history_id.clone(),
+                archive::archived(repo, &m.history_id).await?,
+            );
+        }
+    }
+    let extension = |m: &Manifest| archive::continuing(&archives[&m.history_id], m.last_revision);
+    let reach = |m: &Manifest| {
+        extension(m)
+            .last()
+            .map_or(m.last_revision, |e| e.last_revision)
+    };
     let chosen = match id {
         Some(id) => manifests.iter().find(|m| m.id == id).ok_or_else(|| {
             BackupError::Invalid(format!("no complete backup {id} in {}", repo.url))
@@ -830,7 +894,7 @@ pub async fn restore(
         None => {
             let reaches = |m: &&Manifest| match point {
                 RestorePoint::Latest => true,
-                RestorePoint::Revision(r) => m.first_revision <= r && r <= m.last_revision,
+                RestorePoint::Revision(r) => m.first_revision <= r && r <= reach(m),
                 RestorePoint::Time(t) => m.first_timestamp_us <= t || m.first_revision == 0,
             };
             manifests
@@ -858,13 +922,31 @@ pub async fn restore(
     let _ = std::fs::remove_dir_all(&staging);
     // The point as a revision, when it is one: then only the newest image at or before it and
     // the segments after that image are downloaded.
+    let extra = if id.is_some() {
+        Vec::new()
+    } else {
+        extension(chosen)
+    };
     let upto = match point {
-        RestorePoint::Latest => Some(chosen.last_revision),
+        RestorePoint::Latest => Some(
+            extra
+                .last()
+                .map_or(chosen.last_revision, |e| e.last_revision),
+        ),
         RestorePoint::Revision(r) => Some(r),
         RestorePoint::Time(_) => None,
     };
-    stage(repo, chosen, upto, &staging).await?;
-    let known = manifests.iter().map(|m| m.last_revision).max().unwrap_or(0);
+    stage(repo, chosen, &extra, upto, &staging).await?;
+    let known = manifests
+        .iter()
+        .map(|m| m.last_revision)
+        .chain(
+            archives
+                .values()
+                .flat_map(|a| a.values().map(|r| r.last_revision)),
+        )
+        .max()
+        .unwrap_or(0);
     let request = crate::restore::RestoreRequest {
         source: staging.clone(),
         point,
@@ -886,6 +968,7 @@ pub async fn restore(
 async fn stage(
     repo: &Repo,
     m: &Manifest,
+    extra: &[FileEntry],
     upto: Option<u64>,
     dir: &Path,
 ) -> Result<(), BackupError> {
@@ -909,8 +992,12 @@ async fn stage(
         (Some(_), at) => f.last_revision >= at.unwrap_or(0),
     };
     let mut first_seq = None;
-    for f in m.files.iter().filter(|f| needed(f)) {
-        let object = format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name);
+    for f in m.files.iter().chain(extra).filter(|f| needed(f)) {
+        let object = if f.backup == archive::ARCHIVE_HOLDER {
+            archive::object(&m.history_id, &f.name)
+        } else {
+            format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name)
+        };
         let bytes = repo.get(&object).await?;
         if bytes.len() as u64 != f.size || sha256_hex(&bytes) != f.sha256 {
             return Err(BackupError::Damaged {

@@ -1,0 +1,166 @@
+//! Continuous archiving (`archive = true`): every segment is shipped to the repository as it
+//! seals, so a restore reaches the last sealed segment, not only the last backup (the RPO is the
+//! roll age). FORMAT.md "Backup repositories": `archive/<history>/log/seg-….log`, each followed
+//! by its record `….log.json` (size, SHA-256, revisions), written after the segment was read back
+//! and compared — a segment without its record is incomplete and never used.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use storage_format::hex;
+
+use super::{BackupError, FileEntry, FileKind, Repo, sha256_hex};
+use crate::store::Store;
+
+/// Where archived segments live in a repository.
+pub const ARCHIVE_DIR: &str = "archive";
+/// The holder named in a `FileEntry` for an archived segment.
+pub const ARCHIVE_HOLDER: &str = "archive";
+const RECORD_SUFFIX: &str = ".json";
+
+/// The record written after an archived segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchivedSegment {
+    pub format: u32,
+    pub history_id: String,
+    pub seq: u64,
+    /// `log/seg-….log`.
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub first_revision: u64,
+    pub last_revision: u64,
+    pub archived_us: u64,
+}
+
+impl ArchivedSegment {
+    /// As a file of a restore (held by the archive).
+    pub fn entry(&self) -> FileEntry {
+        FileEntry {
+            name: self.name.clone(),
+            kind: FileKind::Segment,
+            size: self.size,
+            sha256: self.sha256.clone(),
+            backup: ARCHIVE_HOLDER.to_owned(),
+            first_revision: self.first_revision,
+            last_revision: self.last_revision,
+        }
+    }
+}
+
+/// The object name of an archived file of `history`.
+pub fn object(history: &str, name: &str) -> String {
+    format!("{ARCHIVE_DIR}/{history}/{name}")
+}
+
+/// The complete archived segments of `history`, by sequence number.
+pub async fn archived(
+    repo: &Repo,
+    history: &str,
+) -> Result<BTreeMap<u64, ArchivedSegment>, BackupError> {
+    let mut out = BTreeMap::new();
+    for name in repo.list(&format!("{ARCHIVE_DIR}/{history}/log")).await? {
+        if !name.ends_with(RECORD_SUFFIX) {
+            continue;
+        }
+        let bytes = repo.get(&name).await?;
+        let record: ArchivedSegment =
+            serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
+                backup: ARCHIVE_HOLDER.into(),
+                file: name.clone(),
+                reason: format!("not a valid archive record: {e}"),
+            })?;
+        out.insert(record.seq, record);
+    }
+    Ok(out)
+}
+
+/// Ships every sealed segment of `store` that `known` (the archive's records) lacks, oldest
+/// first; each is read back and compared before its record is written. Returns the new records.
+pub async fn ship_new(
+    store: &std::sync::Arc<Store>,
+    repo: &Repo,
+    known: &mut BTreeMap<u64, ArchivedSegment>,
+) -> Result<usize, BackupError> {
+    let history = hex(&store.log().history_id());
+    let sealed: Vec<_> = store
+        .log()
+        .segments()
+        .into_iter()
+        .filter(|s| s.sealed && s.last_revision >= s.first_revision && !known.contains_key(&s.seq))
+        .collect();
+    let mut shipped = 0;
+    for s in sealed {
+        let name = format!(
+            "{}/{}",
+            storage_format::segment::SEGMENT_DIR,
+            storage_format::segment::segment_file_name(s.seq)
+        );
+        let path = s.path.clone();
+        let content = match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
+            Ok(Ok(c)) => c,
+            // Dropped by a compaction meanwhile: nothing to ship.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Ok(Err(e)) => {
+                return Err(BackupError::Store(format!(
+                    "read {}: {e}",
+                    s.path.display()
+                )));
+            }
+            Err(e) => return Err(BackupError::Store(e.to_string())),
+        };
+        let sha256 = sha256_hex(&content);
+        let content = bytes::Bytes::from(content);
+        let segment_object = object(&history, &name);
+        repo.put_bytes(&segment_object, content.clone()).await?;
+        let back = repo.get(&segment_object).await?;
+        if back.as_slice() != &content[..] {
+            return Err(BackupError::Damaged {
+                backup: ARCHIVE_HOLDER.into(),
+                file: name,
+                reason: "the archived segment does not read back identical".into(),
+            });
+        }
+        let record = ArchivedSegment {
+            format: super::MANIFEST_FORMAT,
+            history_id: history.clone(),
+            seq: s.seq,
+            name: name.clone(),
+            size: content.len() as u64,
+            sha256,
+            first_revision: s.first_revision,
+            last_revision: s.last_revision,
+            archived_us: super::repo::now_us(),
+        };
+        repo.sync_dirs(&format!("{ARCHIVE_DIR}/{history}")).await?;
+        let record_object = format!("{segment_object}{RECORD_SUFFIX}");
+        repo.put(
+            &record_object,
+            serde_json::to_vec_pretty(&record).expect("a record serializes"),
+        )
+        .await?;
+        repo.sync_dirs(&format!("{ARCHIVE_DIR}/{history}")).await?;
+        known.insert(s.seq, record);
+        shipped += 1;
+    }
+    Ok(shipped)
+}
+
+/// The archived segments that continue a backup ending at `last_revision`, in order, without a
+/// gap.
+pub fn continuing(archive: &BTreeMap<u64, ArchivedSegment>, last_revision: u64) -> Vec<FileEntry> {
+    let mut next = last_revision + 1;
+    let mut out = Vec::new();
+    for record in archive.values() {
+        if record.last_revision < next {
+            continue;
+        }
+        if record.first_revision != next {
+            break;
+        }
+        next = record.last_revision + 1;
+        out.push(record.entry());
+    }
+    out
+}
