@@ -260,9 +260,12 @@ impl Repo {
         let bytes = serde_json::to_vec(&record).expect("a lock record serializes");
         for _ in 0..2 {
             if self.put_new(LOCK_OBJECT, bytes.clone()).await? {
+                let token = record.token.clone();
+                let renewal = tokio::spawn(renew(self.clone(), record));
                 return Ok(RepoLock {
                     repo: self.clone(),
-                    token: record.token,
+                    token,
+                    renewal,
                 });
             }
             let held: Option<LockRecord> = match self.get(LOCK_OBJECT).await {
@@ -320,11 +323,42 @@ struct LockRecord {
 pub struct RepoLock {
     repo: Repo,
     token: String,
+    /// Extends the lease while the lock is held (a backup may outlast one lease).
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+/// Every quarter lease, moves the lock's expiry a lease ahead, as long as it is still ours.
+async fn renew(repo: Repo, mut record: LockRecord) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_micros(LOCK_LEASE_US / 4)).await;
+        let ours = match repo.get(LOCK_OBJECT).await {
+            Ok(bytes) => {
+                serde_json::from_slice::<LockRecord>(&bytes).is_ok_and(|r| r.token == record.token)
+            }
+            Err(_) => false,
+        };
+        if !ours {
+            tracing::warn!(repo = %repo.url, "the repository lock was taken over; no longer renewing it");
+            return;
+        }
+        record.expires_us = now_us() + LOCK_LEASE_US;
+        let bytes = serde_json::to_vec(&record).expect("a lock record serializes");
+        if let Err(error) = repo.put(LOCK_OBJECT, bytes).await {
+            tracing::warn!(repo = %repo.url, %error, "renewing the repository lock failed");
+        }
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
 }
 
 impl RepoLock {
     /// Deletes the lock object if it is still ours.
     pub async fn release(self) -> Result<(), BackupError> {
+        self.renewal.abort();
         let ours = match self.repo.get(LOCK_OBJECT).await {
             Ok(bytes) => serde_json::from_slice::<LockRecord>(&bytes)
                 .map(|r| r.token == self.token)

@@ -68,33 +68,34 @@ pub enum Command {
 pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
     if let Command::Create { repo, kind } = &command {
         let body = json!({"repo": repo, "kind": kind});
-        return Ok(
-            match super::client::post_json(conn, "/v1/admin/backup", &body) {
-                Ok(v) => {
-                    if conn.json {
-                        println!("{}", serde_json::to_string_pretty(&v)?);
-                    } else {
-                        println!(
-                            "backup {} ({}, parent {}): revisions {}..={}, {} files ({} uploaded), {} bytes, {:.2} s",
-                            v["id"].as_str().unwrap_or(""),
-                            v["kind"].as_str().unwrap_or(""),
-                            v["parent"].as_str().unwrap_or("none"),
-                            v["first_revision"],
-                            v["last_revision"],
-                            v["files"],
-                            v["files_uploaded"],
-                            v["bytes"],
-                            v["seconds"].as_f64().unwrap_or(0.0)
-                        );
-                    }
-                    ExitCode::SUCCESS
+        let ticker = super::progress::Ticker::start(&format!("{kind} backup into {repo}"));
+        let answer = super::client::post_json(conn, "/v1/admin/backup", &body);
+        drop(ticker);
+        return Ok(match answer {
+            Ok(v) => {
+                if conn.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!(
+                        "backup {} ({}, parent {}): revisions {}..={}, {} files ({} uploaded), {} bytes, {:.2} s",
+                        v["id"].as_str().unwrap_or(""),
+                        v["kind"].as_str().unwrap_or(""),
+                        v["parent"].as_str().unwrap_or("none"),
+                        v["first_revision"],
+                        v["last_revision"],
+                        v["files"],
+                        v["files_uploaded"],
+                        v["bytes"],
+                        v["seconds"].as_f64().unwrap_or(0.0)
+                    );
                 }
-                Err(error) => {
-                    eprintln!("llmcm: error: {}", error.message);
-                    error.exit_code()
-                }
-            },
-        );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("llmcm: error: {}", error.message);
+                error.exit_code()
+            }
+        });
     }
     if let Command::Drill { repo, no_server } = &command {
         return drill(conn, repo, *no_server);
@@ -102,7 +103,14 @@ pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match runtime.block_on(offline(conn.json, command)) {
+    let label = match &command {
+        Command::Verify { repo, .. } => format!("verifying {repo}"),
+        Command::Prune { repo, .. } => format!("pruning {repo}"),
+        _ => String::new(),
+    };
+    let ticker = (!label.is_empty()).then(|| super::progress::Ticker::start(&label));
+    let result = runtime.block_on(offline(conn.json, command, ticker));
+    match result {
         Ok(code) => Ok(code),
         Err(error) => {
             eprintln!("llmcm: error: {error}");
@@ -126,6 +134,8 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
         crate::backup::repo::random_hex(4)
     ));
     let target = scratch.join("restored");
+    let ticker =
+        super::progress::Ticker::start(&format!("drill: restoring the newest backup of {url}"));
     let started = std::time::Instant::now();
     let result = runtime.block_on(async {
         let repo = Repo::open(url)?;
@@ -147,6 +157,7 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
         Ok::<_, BackupError>((newest, outcome))
     });
     let rto = started.elapsed().as_secs_f64();
+    drop(ticker);
     let _ = std::fs::remove_dir_all(&scratch);
     let (newest, outcome) = match result {
         Ok(r) => r,
@@ -214,7 +225,12 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn offline(json: bool, command: Command) -> Result<ExitCode, BackupError> {
+/// Runs an offline command; the ticker (if any) stops before anything is printed.
+async fn offline(
+    json: bool,
+    command: Command,
+    mut ticker: Option<super::progress::Ticker>,
+) -> Result<ExitCode, BackupError> {
     match command {
         Command::Create { .. } | Command::Drill { .. } => unreachable!("handled above"),
         Command::List { repo } => {
@@ -256,6 +272,7 @@ async fn offline(json: bool, command: Command) -> Result<ExitCode, BackupError> 
                 crate::backup::repo::random_hex(4)
             ));
             let findings = backup::verify(&repo, id.as_deref(), deep, &scratch).await;
+            ticker.take();
             let _ = std::fs::remove_dir_all(&scratch);
             let findings = findings?;
             let failures = findings.iter().filter(|f| !f.ok).count();
@@ -305,7 +322,9 @@ async fn offline(json: bool, command: Command) -> Result<ExitCode, BackupError> 
                 (None, Some(d)) => Keep::Days(d),
                 (None, None) => unreachable!("clap requires one"),
             };
-            let pruned = backup::prune(&repo, keep, dry_run).await?;
+            let pruned = backup::prune(&repo, keep, dry_run).await;
+            ticker.take();
+            let pruned = pruned?;
             if json {
                 let doc = json!({"dry_run": dry_run, "deleted": pruned.deleted,
                     "incomplete_deleted": pruned.incomplete_deleted, "kept": pruned.kept});

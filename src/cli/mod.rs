@@ -4,6 +4,7 @@ mod backup;
 pub mod client;
 mod demo;
 pub mod logging;
+mod progress;
 mod restore;
 pub mod serve;
 mod token;

@@ -60,7 +60,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let json = args.json;
     let mut announce = |resolved: &crate::restore::Resolved| {
-        // Printed before anything is written, so an operator sees what the point resolved to.
+        // Printed before anything is written, so an operator sees what the point resolved to
+        // (over the progress line, if one is drawn).
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprint!("\r\x1b[2K");
+        }
         eprintln!(
             "restoring revision {} ({}) of history {} (source head {}){} into {}",
             resolved.revision,
@@ -78,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.to.display()
         );
     };
+    let ticker = super::progress::Ticker::start(&format!("restoring into {}", args.to.display()));
     let outcome = match (&args.data_dir, &args.repo) {
         (Some(data_dir), _) => {
             let request = RestoreRequest {
@@ -130,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
+    drop(ticker);
     let r = &outcome.resolved;
     if json {
         let doc = json!({
