@@ -3,6 +3,7 @@
 mod backup;
 pub mod client;
 mod demo;
+mod doctor;
 pub mod logging;
 mod progress;
 mod restore;
@@ -37,14 +38,18 @@ pub enum Command {
     Demo(demo::Args),
     /// Check every file of a data directory offline; exits 1 on any problem.
     Verify(verify::Args),
-    /// Restore a data directory at a point in time into a new directory (offline, read-only on
-    /// the source), verify it, and print the resolved revision and time first.
+    /// Restore a data directory or a backup repository at a point in time into a new directory
+    /// (offline, read-only on the source), verify it, and print the resolved revision and time
+    /// first.
     Restore(restore::Args),
     /// Run the HTTP server (with no arguments: ./llmcm-data on 127.0.0.1:7070).
     Serve(serve::Args),
-    /// Backups: create (through the server), list, verify, prune (on a repository).
+    /// Backups: create (through the server); list, verify, prune, drill (on a repository).
     #[command(subcommand)]
     Backup(backup::Command),
+    /// One health check for the on-call engineer, through the server: a pass/warn/fail table
+    /// (exit 1 on any fail).
+    Doctor,
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(token::Command),
@@ -85,5 +90,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(command) => token::run(command),
         Command::Backup(command) => backup::run(&cli.connection, command),
+        Command::Doctor => doctor::run(&cli.connection),
     }
 }

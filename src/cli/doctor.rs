@@ -1,0 +1,310 @@
+//! `llmcm doctor`: one check for the on-call engineer, through the server (`--server`,
+//! `--token`): reachable and ready, writable, disk free, fsync latency since start, snapshot age,
+//! backups and archiving (the server's own health warnings), the hash chain of the recent tail,
+//! clock agreement. Prints a pass/warn/fail table (or `--json`); exits 1 if any check fails, 0
+//! otherwise (warnings included).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::client::Connection;
+
+/// Revisions of the recent tail whose chain is recomputed.
+const TAIL_REVISIONS: u64 = 10_000;
+/// Free disk below this fails; below `DISK_WARN_BYTES` warns.
+const DISK_FAIL_BYTES: u64 = 256 << 20;
+const DISK_WARN_BYTES: u64 = 2 << 30;
+/// Mean fsync above this warns; above `FSYNC_FAIL_S` fails.
+const FSYNC_WARN_S: f64 = 0.010;
+const FSYNC_FAIL_S: f64 = 0.100;
+/// A newest snapshot older than this warns.
+const SNAPSHOT_WARN_S: f64 = 2.0 * 86_400.0;
+/// Clock disagreement (server `Date` vs here) above this warns.
+const CLOCK_WARN_S: f64 = 2.0;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Pass => "pass",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+struct Check {
+    name: &'static str,
+    level: Level,
+    detail: String,
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client builds")
+}
+
+fn get(conn: &Connection, path: &str) -> Result<(u16, Value, Option<String>), String> {
+    let mut req = http().get(format!("{}{path}", conn.server.trim_end_matches('/')));
+    if let Some(token) = &conn.token {
+        req = req.bearer_auth(token);
+    }
+    let response = req.send().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let date = response
+        .headers()
+        .get("date")
+        .and_then(|d| d.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().map_err(|e| e.to_string())?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, body, date))
+}
+
+pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
+    let mut checks = Vec::new();
+    let mut add = |name, level, detail: String| {
+        checks.push(Check {
+            name,
+            level,
+            detail,
+        })
+    };
+    match get(conn, "/health/ready") {
+        Err(e) => {
+            add(
+                "server reachable",
+                Level::Fail,
+                format!("{}: {e}", conn.server),
+            );
+            return report(conn, checks);
+        }
+        Ok((200, _, date)) => {
+            add("server reachable", Level::Pass, conn.server.clone());
+            add("ready", Level::Pass, "ready".into());
+            clock(&mut add, date);
+        }
+        Ok((status, body, date)) => {
+            add("server reachable", Level::Pass, conn.server.clone());
+            let why = body["error"]["message"]
+                .as_str()
+                .unwrap_or("not ready")
+                .to_owned();
+            add("ready", Level::Fail, format!("{status}: {why}"));
+            clock(&mut add, date);
+        }
+    }
+    match get(conn, "/health") {
+        Ok((_, h, _)) => {
+            let storage = &h["storage"];
+            match storage["read_only_reason"].as_str() {
+                None => add("writable", Level::Pass, "writes accepted".into()),
+                Some(reason) => add("writable", Level::Fail, format!("read-only: {reason}")),
+            }
+            match storage["disk_free_bytes"].as_u64() {
+                Some(free) => add(
+                    "disk free",
+                    if free < DISK_FAIL_BYTES {
+                        Level::Fail
+                    } else if free < DISK_WARN_BYTES {
+                        Level::Warn
+                    } else {
+                        Level::Pass
+                    },
+                    format!("{:.1} GiB free", free as f64 / (1u64 << 30) as f64),
+                ),
+                None => add("disk free", Level::Warn, "not reported".into()),
+            }
+            let warnings: Vec<String> = h["warnings"]
+                .as_array()
+                .map(|w| {
+                    w.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let backups = h["backups"].as_array().map_or(0, Vec::len);
+            if warnings.is_empty() {
+                add(
+                    "backups and archiving",
+                    Level::Pass,
+                    if backups == 0 {
+                        "no repository configured".into()
+                    } else {
+                        format!("{backups} kind(s) of backup recorded, no warning")
+                    },
+                );
+            } else {
+                add("backups and archiving", Level::Warn, warnings.join("; "));
+            }
+        }
+        Err(e) => add("health", Level::Fail, e),
+    }
+    match get(conn, "/metrics") {
+        Ok((_, Value::String(text), _)) => {
+            let value = |name: &str| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+            };
+            match (
+                value("llmcm_fsync_seconds_sum"),
+                value("llmcm_fsync_seconds_count"),
+            ) {
+                (Some(sum), Some(count)) if count > 0.0 => {
+                    let mean = sum / count;
+                    add(
+                        "fsync latency",
+                        if mean > FSYNC_FAIL_S {
+                            Level::Fail
+                        } else if mean > FSYNC_WARN_S {
+                            Level::Warn
+                        } else {
+                            Level::Pass
+                        },
+                        format!("mean {:.2} ms over {count} syncs since start", mean * 1e3),
+                    )
+                }
+                _ => add("fsync latency", Level::Pass, "no commit since start".into()),
+            }
+        }
+        Ok(_) | Err(_) => add("fsync latency", Level::Warn, "metrics not readable".into()),
+    }
+    match get(conn, "/v1/admin/status") {
+        Ok((200, s, _)) => {
+            let newest = s["snapshots"].as_array().and_then(|a| a.last()).cloned();
+            match newest.and_then(|n| n["created"].as_str().map(str::to_owned)) {
+                Some(created) => {
+                    let age = crate::clock::parse_timestamp_us(&created)
+                        .map(|t| now_us().saturating_sub(t) as f64 / 1e6)
+                        .unwrap_or(f64::MAX);
+                    add(
+                        "snapshot age",
+                        if age > SNAPSHOT_WARN_S {
+                            Level::Warn
+                        } else {
+                            Level::Pass
+                        },
+                        format!("newest taken {created} ({:.0} min ago)", age / 60.0),
+                    );
+                }
+                None => add("snapshot age", Level::Warn, "no snapshot yet".into()),
+            }
+            let head = s["head"]["revision"].as_u64().unwrap_or(0);
+            let horizon = s["horizon"]["revision"].as_u64().unwrap_or(0);
+            let from = head.saturating_sub(TAIL_REVISIONS).max(horizon + 1).max(1);
+            match get(conn, &format!("/v1/verify?from_revision={from}")) {
+                Ok((200, v, _)) if v["ok"] == json!(true) => add(
+                    "hash chain (recent tail)",
+                    Level::Pass,
+                    format!("revisions {from}..={head} recomputed"),
+                ),
+                Ok((200, v, _)) => add(
+                    "hash chain (recent tail)",
+                    Level::Fail,
+                    format!("broken: {}", v["failure"]),
+                ),
+                Ok((status, v, _)) => add(
+                    "hash chain (recent tail)",
+                    Level::Warn,
+                    format!("not checked ({status}: {})", v["error"]["message"]),
+                ),
+                Err(e) => add("hash chain (recent tail)", Level::Fail, e),
+            }
+            add(
+                "config",
+                Level::Pass,
+                format!(
+                    "history {}, {} segment(s), version {}",
+                    s["history_id"].as_str().unwrap_or("?"),
+                    s["segments"]["count"],
+                    s["version"].as_str().unwrap_or("?")
+                ),
+            );
+        }
+        Ok((status, v, _)) => add(
+            "status",
+            Level::Warn,
+            format!(
+                "not readable with this token ({status}: {})",
+                v["error"]["message"]
+            ),
+        ),
+        Err(e) => add("status", Level::Fail, e),
+    }
+    report(conn, checks)
+}
+
+fn clock(add: &mut impl FnMut(&'static str, Level, String), date: Option<String>) {
+    let Some(date) = date else {
+        add(
+            "clock",
+            Level::Warn,
+            "the server sent no Date header".into(),
+        );
+        return;
+    };
+    let server = jiff::fmt::rfc2822::parse(&date)
+        .ok()
+        .map(|z| z.timestamp().as_microsecond() as f64 / 1e6);
+    match server {
+        Some(server) => {
+            let skew = now_us() as f64 / 1e6 - server;
+            add(
+                "clock",
+                if skew.abs() > CLOCK_WARN_S {
+                    Level::Warn
+                } else {
+                    Level::Pass
+                },
+                format!("server and this host agree within {:.1} s", skew.abs()),
+            );
+        }
+        None => add(
+            "clock",
+            Level::Warn,
+            format!("unreadable Date header {date:?}"),
+        ),
+    }
+}
+
+fn now_us() -> u64 {
+    crate::clock::Clock::now_us(&crate::clock::SystemClock)
+}
+
+fn report(conn: &Connection, checks: Vec<Check>) -> anyhow::Result<ExitCode> {
+    let worst = checks.iter().map(|c| c.level).max().unwrap_or(Level::Pass);
+    if conn.json {
+        let items: Vec<Value> = checks
+            .iter()
+            .map(|c| json!({"check": c.name, "status": c.level.name().to_lowercase(), "detail": c.detail}))
+            .collect();
+        let doc = json!({"status": worst.name().to_lowercase(), "checks": items});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for c in &checks {
+            println!("{:<5} {:<26} {}", c.level.name(), c.name, c.detail);
+        }
+        println!("overall: {}", worst.name());
+    }
+    Ok(if worst == Level::Fail {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
