@@ -56,3 +56,7 @@ schemathesis run "$base/openapi.json" -H "$auth" --max-examples "$examples" --se
 
 echo "promtool check metrics against $base/metrics"
 curl -sf "$base/metrics" | promtool check metrics
+
+echo "promtool: alert rules (deploy/prometheus), checked and unit-tested"
+promtool check rules deploy/prometheus/llmcm-rules.yml
+(cd deploy/prometheus && promtool test rules llmcm-rules.test.yml)
