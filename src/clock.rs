@@ -42,6 +42,24 @@ impl Clock for ManualClock {
     }
 }
 
+/// Now, by the system clock, in microseconds since the epoch.
+pub fn now_us() -> u64 {
+    SystemClock.now_us()
+}
+
+/// `N` random bytes from the OS, mixed with `clock`'s time so two values made in the same
+/// microsecond on a machine without `/dev/urandom` still differ.
+pub fn random_bytes<const N: usize>(clock: &dyn Clock) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut urandom, &mut out);
+    }
+    for (i, b) in clock.now_us().to_le_bytes().iter().enumerate() {
+        out[i % N] ^= b;
+    }
+    out
+}
+
 /// An RFC 3339 time (`Z` or an offset) as microseconds since the epoch, UTC.
 pub fn parse_timestamp_us(text: &str) -> Result<u64, String> {
     let invalid = |why: String| {

@@ -157,11 +157,6 @@ impl ImageWriter {
         Ok(())
     }
 
-    /// Bytes written so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Entry bytes taken so far, before compression (what pacing counts: the work done).
     pub fn raw_bytes(&self) -> u64 {
         self.raw_bytes

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use llmcm::backup::{self, BackupKind, Keep, Repo};
@@ -18,54 +17,22 @@ use llmcm::restore::RestorePoint;
 use llmcm::storage_format::commit::Op;
 use llmcm::store::{MaintenanceConfig, Point, Store};
 
-/// moto's S3 server on a free loopback port, with a bucket; killed on drop.
-struct S3 {
-    child: Child,
-    endpoint: String,
-}
+mod s3;
+use s3::S3;
 
-impl S3 {
-    fn start() -> S3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server is needed for the S3 backup tests: pip install 'moto[server]'");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let s3 = S3 { child, endpoint };
-        let created = reqwest::blocking::Client::new()
-            .put(format!("{}/backups", s3.endpoint))
-            .send()
-            .unwrap();
-        assert!(created.status().is_success(), "create bucket: {created:?}");
-        // object_store reads credentials from the environment (the same for every test's
-        // server); each test passes its own endpoint.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            std::env::set_var("AWS_REGION", "us-east-1");
-        }
-        s3
+/// Starts moto; object_store reads the credentials from this process's environment (the same for
+/// every test's server), each test passes its own endpoint.
+fn start_s3() -> S3 {
+    let s3 = S3::start();
+    for (name, value) in s3
+        .env()
+        .into_iter()
+        .filter(|(n, _)| *n != "AWS_ENDPOINT_URL")
+    {
+        // SAFETY: the same values from every test thread; read only by object_store's builder.
+        unsafe { std::env::set_var(name, value) };
     }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    s3
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -138,7 +105,7 @@ fn repos(tmp: &Path, s3: &S3, name: &str) -> Vec<Repo> {
 
 #[test]
 fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
-    let s3 = S3::start();
+    let s3 = start_s3();
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime();
     for (n, repo) in repos(tmp.path(), &s3, "chain").into_iter().enumerate() {
@@ -312,7 +279,7 @@ fn corrupt(rt: &tokio::runtime::Runtime, repo: &Repo, object: &str) -> Vec<u8> {
 
 #[test]
 fn verify_names_every_damaged_file() {
-    let s3 = S3::start();
+    let s3 = start_s3();
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime();
     for (n, repo) in repos(tmp.path(), &s3, "damage").into_iter().enumerate() {

@@ -561,7 +561,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         let warn_age_us = crate::config::parse_duration(&state.config().backup.warn_age)
             .map_or(u64::MAX, |d| d.as_micros() as u64);
         let newest = state.last_backups().values().map(|b| b.created_us).max();
-        let now = crate::clock::Clock::now_us(&crate::clock::SystemClock);
+        let now = crate::clock::now_us();
         match newest {
             None => warnings.push("no backup has been taken yet".to_owned()),
             Some(t) if now.saturating_sub(t) > warn_age_us => warnings.push(format!(

@@ -212,7 +212,7 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     }
     gauge!("llmcm_watchers").set(state.watchers().load(std::sync::atomic::Ordering::SeqCst) as f64);
     let store = state.store();
-    let now_us = crate::clock::Clock::now_us(&crate::clock::SystemClock);
+    let now_us = crate::clock::now_us();
     let age = |us: u64| now_us.saturating_sub(us) as f64 / 1e6;
     let snapshots = store.snapshots();
     gauge!("llmcm_snapshots").set(snapshots.len() as f64);

@@ -165,6 +165,20 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// Checks an object's bytes against the size and SHA-256 its manifest (or archive record) gives.
+fn check_content(bytes: &[u8], size: u64, sha256: &str) -> Result<(), String> {
+    if bytes.len() as u64 != size {
+        return Err(format!(
+            "is {} bytes, the manifest says {size}",
+            bytes.len()
+        ));
+    }
+    if sha256_hex(bytes) != sha256 {
+        return Err("SHA-256 does not match the manifest".into());
+    }
+    Ok(())
+}
+
 /// Every complete backup in the repository, ordered by sequence, and the ids of incomplete ones
 /// (a directory without a manifest).
 pub async fn catalog(repo: &Repo) -> Result<(Vec<Manifest>, Vec<String>), BackupError> {
@@ -266,7 +280,7 @@ async fn create_locked(
             .replace([':', '.'], "")
             .trim_end_matches('Z'),
         kind.name(),
-        repo::random_hex(3)
+        repo::random_hex::<3>()
     );
     let mut files: Vec<FileEntry> = Vec::new();
     let mut upload: Vec<(PathBuf, FileEntry)> = Vec::new();
@@ -615,15 +629,7 @@ pub async fn verify(
                 let object = format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name);
                 let outcome = match repo.get(&object).await {
                     Err(e) => Err(format!("cannot be read: {e}")),
-                    Ok(bytes) if bytes.len() as u64 != f.size => Err(format!(
-                        "is {} bytes, the manifest says {}",
-                        bytes.len(),
-                        f.size
-                    )),
-                    Ok(bytes) if sha256_hex(&bytes) != f.sha256 => {
-                        Err("SHA-256 does not match the manifest".into())
-                    }
-                    Ok(_) => Ok(()),
+                    Ok(bytes) => check_content(&bytes, f.size, &f.sha256),
                 };
                 checked.insert(key.clone(), outcome);
             }
@@ -726,10 +732,7 @@ pub async fn verify(
                 let object = archive::object(&history, &r.name);
                 let problem = match repo.get(&object).await {
                     Err(e) => Some(format!("cannot be read: {e}")),
-                    Ok(b) if b.len() as u64 != r.size || sha256_hex(&b) != r.sha256 => {
-                        Some("does not match its archive record's size and SHA-256".into())
-                    }
-                    Ok(_) => None,
+                    Ok(b) => check_content(&b, r.size, &r.sha256).err(),
                 };
                 let gap = next.is_some_and(|n| n != r.first_revision);
                 next = Some(r.last_revision + 1);
@@ -999,13 +1002,11 @@ async fn stage(
             format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name)
         };
         let bytes = repo.get(&object).await?;
-        if bytes.len() as u64 != f.size || sha256_hex(&bytes) != f.sha256 {
-            return Err(BackupError::Damaged {
-                backup: f.backup.clone(),
-                file: f.name.clone(),
-                reason: "does not match its manifest's size and SHA-256".into(),
-            });
-        }
+        check_content(&bytes, f.size, &f.sha256).map_err(|reason| BackupError::Damaged {
+            backup: f.backup.clone(),
+            file: f.name.clone(),
+            reason,
+        })?;
         if f.kind == FileKind::Segment {
             let seq = f
                 .name

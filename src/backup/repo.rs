@@ -204,15 +204,6 @@ impl Repo {
         Ok(bytes.to_vec())
     }
 
-    /// The object's size, or `None` if it does not exist.
-    pub async fn size(&self, name: &str) -> Result<Option<u64>, BackupError> {
-        match self.store.head(&self.path(name)).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error("stat", name, e)),
-        }
-    }
-
     pub async fn delete(&self, name: &str) -> Result<(), BackupError> {
         match self.store.delete(&self.path(name)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -255,7 +246,7 @@ impl Repo {
             purpose: purpose.to_owned(),
             acquired_us: now,
             expires_us: now + LOCK_LEASE_US,
-            token: random_hex(8),
+            token: random_hex::<8>(),
         };
         let bytes = serde_json::to_vec(&record).expect("a lock record serializes");
         for _ in 0..2 {
@@ -372,18 +363,9 @@ impl RepoLock {
     }
 }
 
-pub fn now_us() -> u64 {
-    crate::clock::Clock::now_us(&crate::clock::SystemClock)
-}
+pub use crate::clock::now_us;
 
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut buf);
-    }
-    let t = now_us().to_le_bytes();
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= t[i % 8];
-    }
-    storage_format::hex(&buf)
+/// `N` random bytes as hex (ids, lock tokens, scratch names).
+pub fn random_hex<const N: usize>() -> String {
+    storage_format::hex(&crate::clock::random_bytes::<N>(&crate::clock::SystemClock))
 }

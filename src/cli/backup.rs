@@ -131,7 +131,7 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
         .build()?;
     let scratch = std::env::temp_dir().join(format!(
         "llmcm-drill-{}",
-        crate::backup::repo::random_hex(4)
+        crate::backup::repo::random_hex::<4>()
     ));
     let target = scratch.join("restored");
     let ticker =
@@ -269,7 +269,7 @@ async fn offline(
             let repo = Repo::open(&repo)?;
             let scratch = std::env::temp_dir().join(format!(
                 "llmcm-verify-{}",
-                crate::backup::repo::random_hex(4)
+                crate::backup::repo::random_hex::<4>()
             ));
             let findings = backup::verify(&repo, id.as_deref(), deep, &scratch).await;
             ticker.take();

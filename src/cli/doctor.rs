@@ -283,9 +283,7 @@ fn clock(add: &mut impl FnMut(&'static str, Level, String), date: Option<String>
     }
 }
 
-fn now_us() -> u64 {
-    crate::clock::Clock::now_us(&crate::clock::SystemClock)
-}
+use crate::clock::now_us;
 
 fn report(conn: &Connection, checks: Vec<Check>) -> anyhow::Result<ExitCode> {
     let worst = checks.iter().map(|c| c.level).max().unwrap_or(Level::Pass);

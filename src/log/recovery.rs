@@ -303,18 +303,9 @@ pub(crate) fn create_restored(
         .map_err(LogError::io("write manifest", &path))
 }
 
-/// A random history id (from the OS), mixed with the time so two stores made in the same
-/// microsecond on a machine without `/dev/urandom` still differ.
+/// A random history id (see `clock::random_bytes`).
 pub(crate) fn new_history_id(clock: &dyn Clock) -> HistoryId {
-    let mut id = [0u8; 16];
-    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut urandom, &mut id);
-    }
-    let now = clock.now_us().to_le_bytes();
-    for (i, b) in now.iter().enumerate() {
-        id[i] ^= b;
-    }
-    id
+    crate::clock::random_bytes(clock)
 }
 
 /// Removes base images the MANIFEST does not name (a compaction that crashed before or after

@@ -10,7 +10,8 @@
 //!
 //!     cargo run --release -p llmcm-tools --bin bench_backup -- --dir /work/bench-backup
 
-use std::path::{Path, PathBuf};
+use llmcm_tools::{dir_bytes, sync};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,24 +30,6 @@ struct Args {
     dir: PathBuf,
     #[arg(long, default_value_t = 1_000_000)]
     commits: u64,
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let meta = e.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&e.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
-
-fn sync() {
-    let _ = Command::new("sync").status();
 }
 
 fn main() {

@@ -12,6 +12,7 @@
 //!
 //!     cargo run --release -p llmcm-tools --bin bench_log -- --dir /work/bench-data
 
+use llmcm_tools::dir_bytes;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,19 +63,6 @@ struct RunResult {
     p99_us: u64,
     bytes_per_commit: f64,
     batch_mean: Option<f64>,
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
 }
 
 fn run_writers(

@@ -17,6 +17,7 @@
 //!     cargo run --release -p llmcm-tools --bin bench_maintenance -- --dir /work/bench-maint \
 //!         --large-existing /work/store-10m
 
+use llmcm_tools::{Rng, dir_bytes, sync};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -51,16 +52,6 @@ struct Args {
 
 const KEYS: u64 = 100_000;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 fn key(k: u64) -> String {
     format!("svc{:04}/key{:03}", k / 100, k % 100)
 }
@@ -71,24 +62,6 @@ fn quiet() -> MaintenanceConfig {
         snapshot_every_us: 0,
         ..MaintenanceConfig::default()
     }
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let meta = e.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&e.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
-
-fn sync() {
-    let _ = Command::new("sync").status();
 }
 
 /// Median of three opens, each in a fresh process.

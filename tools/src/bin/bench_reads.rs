@@ -10,6 +10,7 @@
 //!
 //!     cargo run --release -p llmcm-tools --bin bench_reads -- --dir /work/bench-reads
 
+use llmcm_tools::Rng;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -58,16 +59,6 @@ struct Args {
 
 const KEYS: u64 = 100_000;
 const WRITERS: u64 = 64;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 fn key(k: u64) -> String {
     format!("svc{:04}/key{:03}", k / 100, k % 100)
