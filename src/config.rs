@@ -65,6 +65,9 @@ pub struct BackupConfig {
     /// `/health` warns when the newest successful backup (of any kind, in any repository) is
     /// older than this. Default: `26h` (a daily schedule plus slack). Bounds: `1m` to `365d`.
     pub warn_age: String,
+    /// How often the server re-reads each repository's latest `backup verify` result (for
+    /// metrics, `/health` and `llmcm doctor`). Default: `1m`. Bounds: `1s` to `1d`.
+    pub poll: String,
     pub repositories: Vec<RepositoryConfig>,
 }
 
@@ -88,6 +91,7 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             warn_age: "26h".into(),
+            poll: "1m".into(),
             repositories: Vec::new(),
         }
     }
@@ -291,6 +295,7 @@ const ENV_FIELDS: &[(&str, &str)] = &[
     ("retention", "keep"),
     ("retention", "every"),
     ("backup", "warn_age"),
+    ("backup", "poll"),
     ("http", "request_timeout"),
     ("http", "concurrent_requests_max"),
     ("http", "shutdown_drain"),
@@ -441,6 +446,12 @@ impl Config {
             &self.backup.warn_age,
             Duration::from_secs(60),
             Duration::from_secs(365 * 86400),
+        )?;
+        check_duration(
+            "backup.poll",
+            &self.backup.poll,
+            Duration::from_secs(1),
+            Duration::from_secs(86400),
         )?;
         if self.backup.repositories.len() > REPOSITORIES_MAX {
             return Err(invalid(

@@ -97,3 +97,118 @@ fn doctor_passes_a_healthy_server_and_fails_a_read_only_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  server reachable"));
 }
+
+/// The latest `backup verify` result travels through the repository to the server (every
+/// `backup.poll`): metrics, `/health` and `doctor` pass after a clean verify, and fail (naming the
+/// file) after one that found a corrupted repository file.
+#[test]
+fn doctor_and_metrics_report_the_last_backup_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let config = format!(
+        "[backup]\npoll = \"1s\"\n[[backup.repositories]]\nname = \"main\"\nurl = \"{}\"\n",
+        repo.display()
+    );
+    let s = Server::start(&tmp.path().join("data"), &config, &[]);
+    for i in 0..20 {
+        let r = client()
+            .put(s.url(&format!("/v1/kv/app/k{i}")))
+            .body("{\"v\":1}")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_llmcm"))
+            .args(args)
+            .env("LLMCM_SERVER", &s.base)
+            .env_remove("LLMCM_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["backup", "create", "--repo", "main", "--kind", "full"]);
+    assert!(out.status.success(), "{out:?}");
+    // Backups but no verify yet: a warning.
+    assert_eq!(
+        status_of(&checks(&doctor(&s.base, true)), "backup verify"),
+        "warn"
+    );
+
+    let repo_arg = repo.to_str().unwrap();
+    let out = cli(&["backup", "verify", "--repo", repo_arg]);
+    assert!(out.status.success(), "{out:?}");
+    let metric = |name: &str| -> Option<f64> {
+        let text = client()
+            .get(s.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    let wait_for = |want: f64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while metric("llmcm_backup_verify_last_success{repo=\"main\"}") != Some(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "metric never became {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait_for(1.0);
+    assert!(metric("llmcm_backup_verify_last_timestamp_seconds{repo=\"main\"}").unwrap() > 1.7e9);
+    assert_eq!(
+        status_of(&checks(&doctor(&s.base, true)), "backup verify"),
+        "pass"
+    );
+
+    // One byte of one backed-up file flipped: verify fails, and so do the metric, health, doctor.
+    let victim = walk(&repo)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("a backed-up segment");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = cli(&["backup", "verify", "--repo", repo_arg]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    wait_for(0.0);
+    let health: Value = client()
+        .get(s.url("/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let warnings = health["warnings"].to_string();
+    assert!(
+        warnings.contains("the last verify of repository main"),
+        "{health}"
+    );
+    assert_eq!(health["verifications"][0]["ok"], false, "{health}");
+    let out = doctor(&s.base, true);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = checks(&out);
+    assert_eq!(status_of(&doc, "backup verify"), "fail", "{doc}");
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(
+        doc.to_string().contains(name),
+        "the failure names the file: {doc}"
+    );
+    s.stop();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -270,6 +270,63 @@ pub async fn scan_repositories(state: AppState) {
     }
 }
 
+/// Every `backup.poll` (and at once), re-reads each configured repository's latest `backup
+/// verify` result. A repository that cannot be read keeps its last known result (and is logged
+/// once per distinct error). Ends when the server shuts down.
+pub async fn verify_poll_loop(state: AppState) {
+    let mut shutdown = state.shutdown_signal();
+    let mut last_error: std::collections::BTreeMap<String, String> = Default::default();
+    let every = crate::config::parse_duration(&state.config().backup.poll)
+        .unwrap_or(std::time::Duration::from_secs(60));
+    loop {
+        for r in state.repositories() {
+            let loaded = async {
+                let repo = crate::backup::Repo::open(&r.url)?;
+                crate::backup::VerifyRecord::load(&repo).await
+            };
+            match loaded.await {
+                Ok(record) => {
+                    last_error.remove(&r.name);
+                    if let Some(record) = record {
+                        state.set_verification(&r.name, record);
+                    }
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    if last_error.get(&r.name) != Some(&error) {
+                        tracing::warn!(repo = %r.name, %error, "cannot read the latest verify result");
+                        last_error.insert(r.name.clone(), error);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The latest `backup verify` result per repository.
+pub(super) fn verifications_view(state: &AppState) -> Value {
+    let items: Vec<Value> = state
+        .verifications()
+        .iter()
+        .map(|(repo, v)| {
+            json!({
+                "repo": repo,
+                "verified": format_timestamp_us(v.verified_us),
+                "ok": v.ok,
+                "deep": v.deep,
+                "backups": v.backups,
+                "failures": v.failures,
+                "first_failure": v.first_failure,
+            })
+        })
+        .collect();
+    Value::Array(items)
+}
+
 /// The newest successful backup of each kind.
 pub(super) fn last_backups_view(state: &AppState) -> Value {
     let items: Vec<Value> = state

@@ -505,6 +505,7 @@ pub async fn status(
         "snapshots": state.store().snapshots().iter().map(super::admin::snapshot_view).collect::<Vec<_>>(),
         "last_backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
+        "verifications": super::admin::verifications_view(&state),
         "backup_safe_revision": state.store().backup_safe_revision(),
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),
@@ -571,6 +572,15 @@ pub async fn health(State(state): State<AppState>) -> Response {
             )),
             Some(_) => {}
         }
+        for (repo, v) in state.verifications() {
+            if !v.ok {
+                warnings.push(format!(
+                    "the last verify of repository {repo} ({}) failed: {}",
+                    format_timestamp_us(v.verified_us),
+                    v.first_failure.as_deref().unwrap_or("see backup verify")
+                ));
+            }
+        }
         // Archiving: an error, or not caught up for two roll ages (plus a minute).
         let roll_us = crate::config::parse_duration(&state.config().storage.segment_age_max)
             .map_or(3_600_000_000, |d| d.as_micros() as u64);
@@ -589,6 +599,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "warnings": warnings,
         "backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
+        "verifications": super::admin::verifications_view(&state),
         "storage": {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,

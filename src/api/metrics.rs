@@ -128,6 +128,19 @@ fn describe() {
         "Age of the newest successful backup of any kind (absent before the first)."
     );
     describe_gauge!(
+        "llmcm_backup_verify_last_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "When each repository's latest `backup verify` finished (Unix time; absent before the first)."
+    );
+    describe_gauge!(
+        "llmcm_backup_verify_last_success",
+        "1 if each repository's latest `backup verify` found no problem, 0 if it failed."
+    );
+    describe_gauge!(
+        "llmcm_ready",
+        "1 while /health/ready answers 200 (writable, not shutting down), else 0."
+    );
+    describe_gauge!(
         "llmcm_archive_lag_seconds",
         metrics::Unit::Seconds,
         "Time since the archive of each repository last held every sealed segment."
@@ -207,6 +220,8 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     } else {
         0.0
     });
+    let ready = log.read_only_reason().is_none() && !state.shutting_down();
+    gauge!("llmcm_ready").set(if ready { 1.0 } else { 0.0 });
     if let Some(free) = disk_free_bytes(&state.config().data_dir) {
         gauge!("llmcm_disk_free_bytes").set(free as f64);
     }
@@ -242,6 +257,16 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
             gauge!("llmcm_archive_lag_seconds", "repo" => repo).set(age(a.caught_up_us));
         }
         gauge!("llmcm_archive_revision", "repo" => repo).set(a.archived_revision as f64);
+    }
+    for (repo, v) in state.verifications() {
+        let repo = intern(&repo);
+        gauge!("llmcm_backup_verify_last_timestamp_seconds", "repo" => repo)
+            .set(v.verified_us as f64 / 1e6);
+        gauge!("llmcm_backup_verify_last_success", "repo" => repo).set(if v.ok {
+            1.0
+        } else {
+            0.0
+        });
     }
     if let Some(safe) = store.backup_safe_revision() {
         gauge!("llmcm_backup_safe_revision").set(safe as f64);

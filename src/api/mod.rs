@@ -66,6 +66,8 @@ struct Shared {
     last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
     /// Continuous archiving, per repository name.
     archives: RwLock<std::collections::BTreeMap<String, ArchiveStatus>>,
+    /// The latest `backup verify` result of each repository (re-read every `backup.poll`).
+    verifications: RwLock<std::collections::BTreeMap<String, crate::backup::VerifyRecord>>,
     watchers: Arc<AtomicUsize>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -103,6 +105,7 @@ impl AppState {
                 repositories,
                 last_backups: Default::default(),
                 archives: Default::default(),
+                verifications: Default::default(),
                 watchers: Arc::new(AtomicUsize::new(0)),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
@@ -164,6 +167,23 @@ impl AppState {
 
     pub fn archive_status(&self) -> std::collections::BTreeMap<String, ArchiveStatus> {
         self.inner.archives.read().clone()
+    }
+
+    pub fn set_verification(&self, repo: &str, record: crate::backup::VerifyRecord) {
+        self.inner
+            .verifications
+            .write()
+            .insert(repo.to_owned(), record);
+    }
+
+    /// The latest `backup verify` result per repository name.
+    pub fn verifications(&self) -> std::collections::BTreeMap<String, crate::backup::VerifyRecord> {
+        self.inner.verifications.read().clone()
+    }
+
+    /// The configured repositories (as of the last SIGHUP).
+    pub fn repositories(&self) -> Vec<crate::config::RepositoryConfig> {
+        self.inner.repositories.read().clone()
     }
 
     /// The newest successful backup of each kind.

@@ -149,6 +149,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         store.set_backup_safe_revision(Some(0));
         tokio::spawn(super::admin::scan_repositories(state.clone()));
     }
+    tokio::spawn(super::admin::verify_poll_loop(state.clone()));
     for r in state
         .config()
         .backup

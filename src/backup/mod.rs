@@ -541,6 +541,77 @@ fn file_size(path: &Path) -> Result<u64, BackupError> {
         .map_err(|e| BackupError::Store(format!("stat {}: {e}", path.display())))
 }
 
+/// Where `backup verify` records its latest result, for the server's metrics and health and for
+/// `llmcm doctor` (FORMAT.md, "Backup repositories").
+pub const VERIFY_RECORD: &str = "verify/last.json";
+
+/// The result of the latest `backup verify` of a repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VerifyRecord {
+    /// When the verification finished (Unix microseconds).
+    pub verified_us: u64,
+    pub ok: bool,
+    pub deep: bool,
+    /// The one backup checked, or none for the whole repository.
+    pub id: Option<String>,
+    /// Backups checked.
+    pub backups: usize,
+    /// Findings that are failures.
+    pub failures: usize,
+    /// The first failure: backup, file and reason.
+    pub first_failure: Option<String>,
+}
+
+impl VerifyRecord {
+    /// The record of a verification that produced `findings`.
+    pub fn of(findings: &[VerifyFinding], id: Option<&str>, deep: bool) -> VerifyRecord {
+        let backups: BTreeSet<&str> = findings
+            .iter()
+            .filter(|f| f.backup != archive::ARCHIVE_HOLDER && !f.message.starts_with(INCOMPLETE))
+            .map(|f| f.backup.as_str())
+            .collect();
+        let failures: Vec<&VerifyFinding> = findings.iter().filter(|f| !f.ok).collect();
+        VerifyRecord {
+            verified_us: crate::clock::now_us(),
+            ok: failures.is_empty(),
+            deep,
+            id: id.map(str::to_owned),
+            backups: backups.len(),
+            failures: failures.len(),
+            first_failure: failures.first().map(|f| {
+                let file = if f.file.is_empty() { "-" } else { &f.file };
+                format!("backup {}, file {file}: {}", f.backup, f.message)
+            }),
+        }
+    }
+
+    /// Stores the record in `repo` (one atomic PUT replacing the previous one).
+    pub async fn save(&self, repo: &Repo) -> Result<(), BackupError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("JSON");
+        repo.put(VERIFY_RECORD, bytes).await?;
+        repo.sync_dirs("verify").await
+    }
+
+    /// The latest record in `repo`; `None` when it was never verified.
+    pub async fn load(repo: &Repo) -> Result<Option<VerifyRecord>, BackupError> {
+        if !repo
+            .list("verify")
+            .await?
+            .iter()
+            .any(|n| n == VERIFY_RECORD)
+        {
+            return Ok(None);
+        }
+        let bytes = repo.get(VERIFY_RECORD).await?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| BackupError::Invalid(format!("{VERIFY_RECORD} in {}: {e}", repo.url)))
+    }
+}
+
+/// How `verify` names a backup without a manifest.
+const INCOMPLETE: &str = "incomplete (no manifest: interrupted)";
+
 /// One finding of `verify`.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyFinding {
@@ -576,7 +647,7 @@ pub async fn verify(
             id,
             "",
             true,
-            "incomplete (no manifest: interrupted); never used, removed by prune".into(),
+            format!("{INCOMPLETE}; never used, removed by prune"),
         );
     }
     let selected: Vec<&Manifest> = match only {

@@ -276,6 +276,13 @@ async fn offline(
             let _ = std::fs::remove_dir_all(&scratch);
             let findings = findings?;
             let failures = findings.iter().filter(|f| !f.ok).count();
+            // The result goes into the repository for the server's metrics, health and doctor.
+            let record = backup::VerifyRecord::of(&findings, id.as_deref(), deep);
+            if let Err(e) = record.save(&repo).await {
+                eprintln!(
+                    "llmcm: warning: the verify result was not recorded in the repository: {e}"
+                );
+            }
             if json {
                 let doc = json!({"ok": failures == 0, "findings": findings});
                 println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));

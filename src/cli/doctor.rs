@@ -16,6 +16,8 @@ const TAIL_REVISIONS: u64 = 10_000;
 /// Free disk below this fails; below `DISK_WARN_BYTES` warns.
 const DISK_FAIL_BYTES: u64 = 256 << 20;
 const DISK_WARN_BYTES: u64 = 2 << 30;
+/// A verify result older than this warns (a weekly schedule plus a day).
+const VERIFY_WARN_AGE_US: u64 = 8 * 86_400_000_000;
 /// Mean fsync above this warns; above `FSYNC_FAIL_S` fails.
 const FSYNC_WARN_S: f64 = 0.010;
 const FSYNC_FAIL_S: f64 = 0.100;
@@ -131,6 +133,8 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
                 .map(|w| {
                     w.iter()
                         .filter_map(|x| x.as_str().map(str::to_owned))
+                        // A failed verify is the "backup verify" check's failure below.
+                        .filter(|w| !w.starts_with("the last verify of"))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -148,6 +152,7 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
             } else {
                 add("backups and archiving", Level::Warn, warnings.join("; "));
             }
+            verifications(&mut add, &h, backups);
         }
         Err(e) => add("health", Level::Fail, e),
     }
@@ -248,6 +253,63 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
         Err(e) => add("status", Level::Fail, e),
     }
     report(conn, checks)
+}
+
+/// The latest `backup verify` result of each repository: a failure fails, one older than
+/// `VERIFY_WARN_AGE_US` (or none while backups exist) warns.
+fn verifications(add: &mut impl FnMut(&'static str, Level, String), h: &Value, backups: usize) {
+    let items = h["verifications"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        if backups == 0 {
+            add("backup verify", Level::Pass, "no backup to verify".into());
+        } else {
+            add(
+                "backup verify",
+                Level::Warn,
+                "no verify result recorded: run `llmcm backup verify --repo REPO`".into(),
+            );
+        }
+        return;
+    }
+    let now = crate::clock::now_us();
+    for v in items {
+        let repo = v["repo"].as_str().unwrap_or("?");
+        let when = v["verified"].as_str().unwrap_or("?");
+        let age_us = v["verified"]
+            .as_str()
+            .and_then(|t| crate::clock::parse_timestamp_us(t).ok())
+            .map_or(u64::MAX, |t| now.saturating_sub(t));
+        if v["ok"].as_bool() != Some(true) {
+            add(
+                "backup verify",
+                Level::Fail,
+                format!(
+                    "{repo}: failed at {when}: {}",
+                    v["first_failure"].as_str().unwrap_or("?")
+                ),
+            );
+        } else if age_us > VERIFY_WARN_AGE_US {
+            add(
+                "backup verify",
+                Level::Warn,
+                format!("{repo}: last verified at {when}, more than 8 days ago"),
+            );
+        } else {
+            add(
+                "backup verify",
+                Level::Pass,
+                format!(
+                    "{repo}: {} backup(s) verified{} at {when}",
+                    v["backups"],
+                    if v["deep"].as_bool() == Some(true) {
+                        " deeply"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
 }
 
 fn clock(add: &mut impl FnMut(&'static str, Level, String), date: Option<String>) {
