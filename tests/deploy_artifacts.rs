@@ -68,3 +68,192 @@ fn dashboards_and_alerts_name_only_exported_metrics() {
     }
     assert!(checked >= 20, "{checked}");
 }
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every `llmcm ...` command line in `text` parses with the real command-line parser (a renamed
+/// flag or subcommand fails here). `$VAR`/`${VAR}` are replaced by a placeholder first.
+pub fn assert_commands_parse(origin: &str, commands: &[String]) {
+    use clap::Parser;
+    for line in commands {
+        let mut words =
+            shlex::split(line).unwrap_or_else(|| panic!("{origin}: unbalanced quotes in {line:?}"));
+        for w in &mut words {
+            if w.contains('$') {
+                *w = "x".into();
+            }
+        }
+        if let Err(e) = llmcm::cli::Cli::try_parse_from(&words) {
+            if !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) {
+                panic!("{origin}: `{line}` is not a valid llmcm command: {e}");
+            }
+        }
+    }
+}
+
+/// `llmcm ...` command lines in a text: from the word `llmcm` to the end of the line, `&&`, `|`
+/// or `;`, without a leading path.
+fn commands_in(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches(['-', ' ', '>']).trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("llmcm ") {
+            let before = &rest[..at];
+            let at_word = before.is_empty() || before.ends_with(['/', ' ', '=', '"', '(']);
+            let tail = &rest[at..];
+            let end = ["&&", "|", ";", "\"", ")"]
+                .iter()
+                .filter_map(|sep| tail.find(sep))
+                .min()
+                .unwrap_or(tail.len());
+            if at_word && !before.ends_with("llmcm-") {
+                out.push(tail[..end].trim().to_owned());
+            }
+            rest = &tail[end.max(6)..];
+        }
+    }
+    out
+}
+
+/// The container entrypoint, run for real: with no arguments it execs `llmcm serve` (so the
+/// spawned process *is* the server, receives SIGTERM itself and exits 0); an unwritable data
+/// directory exits 78 with a clear message; other commands run as given.
+#[test]
+fn container_entrypoint_execs_the_server_and_runs_commands() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("llmcm.toml");
+    std::fs::write(&config, "").unwrap();
+    let entrypoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/container/entrypoint.sh");
+    let run = |args: &[&str], data: &Path| {
+        let mut c = Command::new("sh");
+        c.arg(&entrypoint)
+            .args(args)
+            .env("LLMCM_BIN", env!("CARGO_BIN_EXE_llmcm"))
+            .env("LLMCM_DATA_DIR", data)
+            .env("LLMCM_LISTEN", "127.0.0.1:0")
+            .env("LLMCM_CONFIG", &config)
+            .env("LLMCM_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn");
+        c
+    };
+    let data = tmp.path().join("data");
+    let mut child = run(&[], &data).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
+    assert_eq!(comm.trim(), "llmcm", "the entrypoint execs the server");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM: drained, exit 0"
+    );
+
+    // A command other than serve runs as given (here: check the data directory just written).
+    let verified = run(&["verify", "--data-dir", data.to_str().unwrap()], &data)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+
+    // A data directory that cannot be created or written: exit 78 (EX_CONFIG), one clear line.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let refused = run(&["serve"], &file.join("data")).output().unwrap();
+    assert_eq!(refused.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("is not writable"), "{stderr}");
+}
+
+/// The Kubernetes manifests and systemd units agree with the code and with each other: the
+/// ConfigMap's llmcm.toml is a valid config; every `llmcm` command they run parses; the
+/// termination grace period (Kubernetes) equals TimeoutStopSec (systemd) and leaves room for the
+/// configured drain; probes use the health endpoints.
+#[test]
+fn manifests_and_units_agree_with_the_code() {
+    let config_map = read("deploy/kubernetes/config.yaml");
+    let toml: String = config_map
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("llmcm.toml: |"))
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l.trim())))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("llmcm.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let env = |name: &str| (name == "LLMCM_LISTEN").then(|| "0.0.0.0:7070".to_owned());
+    let config = llmcm::config::Config::load_with_env(Some(&path), env)
+        .unwrap_or_else(|e| panic!("deploy/kubernetes/config.yaml llmcm.toml: {e}\n{toml}"));
+    config.validate().unwrap();
+    let drain = llmcm::config::parse_duration(&config.http.shutdown_drain).unwrap();
+
+    let statefulset = read("deploy/kubernetes/statefulset.yaml");
+    let grace: u64 = statefulset
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+        .expect("a grace period")
+        .trim()
+        .parse()
+        .unwrap();
+    let unit = read("deploy/systemd/llmcm.service");
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .expect("TimeoutStopSec")
+        .parse()
+        .unwrap();
+    assert_eq!(grace, stop, "Kubernetes and systemd stop bounds differ");
+    assert!(
+        grace >= drain.as_secs() + 10,
+        "grace {grace}s leaves no room after the {drain:?} drain"
+    );
+    for path in ["path: /health/live", "path: /health/ready"] {
+        assert!(
+            statefulset.contains(path),
+            "statefulset.yaml lacks a probe on {path}"
+        );
+    }
+
+    let mut commands = Vec::new();
+    for f in [
+        "deploy/kubernetes/backup-cronjobs.yaml",
+        "deploy/kubernetes/statefulset.yaml",
+        "deploy/systemd/llmcm.service",
+        "deploy/systemd/llmcm-backup@.service",
+    ] {
+        let text = read(f);
+        // Units: only what they execute (not Description= and comments).
+        let text: String = if f.ends_with(".service") {
+            text.lines()
+                .filter(|l| l.starts_with("Exec"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        } else {
+            text
+        };
+        let found = commands_in(&text);
+        commands.extend(found.iter().map(|c| c.replace("%i", "full")));
+    }
+    assert!(commands.len() >= 6, "{commands:?}");
+    assert_commands_parse("deploy/", &commands);
+}

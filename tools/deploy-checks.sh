@@ -1,9 +1,31 @@
 #!/usr/bin/env bash
 # Checks the deployment artefacts with their real tools: the systemd units and timers with
 # `systemd-analyze verify` (ExecStart must name an existing executable, so the units are checked
-# in a scratch copy pointing at the binary given as $1). Usage: tools/deploy-checks.sh BIN
+# in a scratch copy pointing at the binary given as $1); the container file with hadolint, its
+# entrypoint with shellcheck, and its build context (the paths it copies form a workspace that
+# `cargo tree --locked` resolves); the Kubernetes manifests with `kubernetes-validate --strict`.
+# tests/deploy_artifacts.rs runs the entrypoint for real and cross-checks the manifests with the
+# code (config parses, commands exist, grace period covers the drain).
+# Usage: tools/deploy-checks.sh BIN
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$PWD"
+
+echo "hadolint deploy/container/Containerfile"
+hadolint deploy/container/Containerfile
+echo "shellcheck deploy/container/entrypoint.sh"
+shellcheck -s sh deploy/container/entrypoint.sh
+echo "container build context: cargo tree --locked on the paths the build stage copies"
+context="$(mktemp -d)"
+awk '/^FROM/ { stage++ } stage == 1 && /^COPY / && !/--from/ { for (i = 2; i < NF; i++) print $i }' \
+  deploy/container/Containerfile | while read -r path; do cp -r "$path" "$context/"; done
+(cd "$context" && cargo tree --locked --offline -p llmcm --depth 0 -q > /dev/null)
+rm -rf "$context"
+echo "kubernetes-validate --strict deploy/kubernetes"
+for f in deploy/kubernetes/*.yaml; do
+  kubernetes-validate --strict --quiet "$f"
+done
+
 bin="$(realpath "${1:?usage: tools/deploy-checks.sh path/to/llmcm}")"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -26,3 +48,5 @@ if [ -n "$out" ]; then
   exit 1
 fi
 echo "systemd units: ok"
+cd "$root"
+echo "deployment artefacts: ok"

@@ -24,7 +24,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub log_level: Option<String>,
     /// Log lines as text or JSON (one object per line).
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "LLMCM_LOG_FORMAT"
+    )]
     pub log_format: logging::LogFormat,
     #[command(flatten)]
     pub connection: client::Connection,
