@@ -86,13 +86,13 @@ pub fn assert_commands_parse(origin: &str, commands: &[String]) {
                 *w = "x".into();
             }
         }
-        if let Err(e) = llmcm::cli::Cli::try_parse_from(&words) {
-            if !matches!(
+        if let Err(e) = llmcm::cli::Cli::try_parse_from(&words)
+            && !matches!(
                 e.kind(),
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) {
-                panic!("{origin}: `{line}` is not a valid llmcm command: {e}");
-            }
+            )
+        {
+            panic!("{origin}: `{line}` is not a valid llmcm command: {e}");
         }
     }
 }
