@@ -4,7 +4,11 @@
 //! JSON with a panel per query. (`promtool test rules` and `systemd-analyze verify` run in CI:
 //! tools/api-checks.sh, tools/deploy-checks.sh.)
 
+mod cli_lines;
+
 use std::collections::BTreeSet;
+
+use cli_lines::{assert_commands_parse, commands_in};
 use std::path::Path;
 
 fn names_in(text: &str) -> BTreeSet<String> {
@@ -72,57 +76,6 @@ fn dashboards_and_alerts_name_only_exported_metrics() {
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
         .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// Every `llmcm ...` command line in `text` parses with the real command-line parser (a renamed
-/// flag or subcommand fails here). `$VAR`/`${VAR}` are replaced by a placeholder first.
-pub fn assert_commands_parse(origin: &str, commands: &[String]) {
-    use clap::Parser;
-    for line in commands {
-        let mut words =
-            shlex::split(line).unwrap_or_else(|| panic!("{origin}: unbalanced quotes in {line:?}"));
-        for w in &mut words {
-            if w.contains('$') {
-                *w = "x".into();
-            }
-        }
-        if let Err(e) = llmcm::cli::Cli::try_parse_from(&words)
-            && !matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            )
-        {
-            panic!("{origin}: `{line}` is not a valid llmcm command: {e}");
-        }
-    }
-}
-
-/// `llmcm ...` command lines in a text: from the word `llmcm` to the end of the line, `&&`, `|`
-/// or `;`, without a leading path.
-fn commands_in(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_start_matches(['-', ' ', '>']).trim();
-        if line.starts_with('#') {
-            continue;
-        }
-        let mut rest = line;
-        while let Some(at) = rest.find("llmcm ") {
-            let before = &rest[..at];
-            let at_word = before.is_empty() || before.ends_with(['/', ' ', '=', '"', '(']);
-            let tail = &rest[at..];
-            let end = ["&&", "|", ";", "\"", ")"]
-                .iter()
-                .filter_map(|sep| tail.find(sep))
-                .min()
-                .unwrap_or(tail.len());
-            if at_word && !before.ends_with("llmcm-") {
-                out.push(tail[..end].trim().to_owned());
-            }
-            rest = &tail[end.max(6)..];
-        }
-    }
-    out
 }
 
 /// The container entrypoint, run for real: with no arguments it execs `llmcm serve` (so the
@@ -256,4 +209,49 @@ fn manifests_and_units_agree_with_the_code() {
     }
     assert!(commands.len() >= 6, "{commands:?}");
     assert_commands_parse("deploy/", &commands);
+}
+
+/// docs/operations/monitoring.md documents every metric the server describes and every alert in
+/// the rules file (and names no metric the code does not record).
+#[test]
+fn monitoring_guide_covers_every_metric_and_alert() {
+    let guide = read("docs/operations/monitoring.md");
+    let metrics = read("src/api/metrics.rs");
+    let described: BTreeSet<String> = metrics
+        .split("describe_")
+        .skip(1)
+        .filter_map(|chunk| {
+            let start = chunk.find('"')? + 1;
+            let end = start + chunk[start..].find('"')?;
+            Some(chunk[start..end].to_owned())
+        })
+        .filter(|n| n.starts_with("llmcm_"))
+        .collect();
+    assert!(described.len() >= 25, "{described:?}");
+    for name in &described {
+        assert!(
+            guide.contains(&format!("`{name}`")),
+            "monitoring.md does not document {name}"
+        );
+    }
+    let mut src = String::new();
+    source_text(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut src);
+    for name in names_in(&guide) {
+        assert!(
+            src.contains(&format!("\"{name}\"")),
+            "monitoring.md names {name}, which the code never records"
+        );
+    }
+    let rules = read("deploy/prometheus/llmcm-rules.yml");
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 13);
+    for alert in alerts {
+        assert!(
+            guide.contains(&format!("| {alert} |")),
+            "monitoring.md's alert table lacks {alert}"
+        );
+    }
 }
