@@ -187,6 +187,22 @@ fn manifests_and_units_agree_with_the_code() {
         );
     }
 
+    // The server writes directory repositories itself (`backup create`, archiving): whatever
+    // repository path the backup unit uses must be writable under the server's sandbox too.
+    let backup_unit = read("deploy/systemd/llmcm-backup@.service");
+    for path in backup_unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+    {
+        assert!(
+            unit.lines().any(|l| l.starts_with("ReadWritePaths=")
+                && l.trim_start_matches("ReadWritePaths=")
+                    .trim_start_matches('-')
+                    == path),
+            "llmcm.service cannot write {path}, which the backup unit uses as the repository"
+        );
+    }
+
     let mut commands = Vec::new();
     for f in [
         "deploy/kubernetes/backup-cronjobs.yaml",
