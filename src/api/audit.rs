@@ -606,6 +606,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "head_revision": log.head().revision,
             "segments": log.segments_summary().count,
             "disk_free_bytes": super::metrics::disk_free_bytes(&state.config().data_dir),
+            "fsync_recent": log.recent_fsync().map(|f| serde_json::json!({
+                "count": f.count,
+                "mean_ms": f.mean_us / 1e3,
+                "max_ms": f.max_us as f64 / 1e3,
+            })),
         },
         "watchers": state.watchers().load(std::sync::atomic::Ordering::SeqCst),
         "snapshots": {

@@ -287,6 +287,7 @@ impl Log {
         self.stats
             .fsync_us
             .fetch_add(written.fsync_us, Ordering::Relaxed);
+        self.stats.recent_fsyncs.lock().push(written.fsync_us);
         if let Some(observer) = self.observer.get() {
             let durable: Vec<DurableCommit<'_>> = batch
                 .iter()

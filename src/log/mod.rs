@@ -193,6 +193,45 @@ pub(crate) struct StatCounters {
     pub bytes_written: AtomicU64,
     pub fsync_us: AtomicU64,
     pub segments_sealed: AtomicU64,
+    /// The latest batch fsyncs, for "recent" latency (health, doctor).
+    pub recent_fsyncs: parking_lot::Mutex<RecentFsyncs>,
+}
+
+/// Fsyncs kept for the recent-latency figure.
+pub const RECENT_FSYNCS: usize = 256;
+
+/// A ring of the latest `RECENT_FSYNCS` batch fsync durations.
+#[derive(Debug)]
+pub(crate) struct RecentFsyncs {
+    us: [u32; RECENT_FSYNCS],
+    next: usize,
+    len: usize,
+}
+
+impl Default for RecentFsyncs {
+    fn default() -> Self {
+        RecentFsyncs {
+            us: [0; RECENT_FSYNCS],
+            next: 0,
+            len: 0,
+        }
+    }
+}
+
+impl RecentFsyncs {
+    pub fn push(&mut self, us: u64) {
+        self.us[self.next] = us.min(u32::MAX as u64) as u32;
+        self.next = (self.next + 1) % RECENT_FSYNCS;
+        self.len = (self.len + 1).min(RECENT_FSYNCS);
+    }
+}
+
+/// Latency of the latest batch fsyncs (at most `RECENT_FSYNCS`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecentFsync {
+    pub count: usize,
+    pub mean_us: f64,
+    pub max_us: u64,
 }
 
 /// Present while the operator's read-only switch is on; holds the reason.
@@ -305,6 +344,20 @@ impl Log {
             fsync_us: get(&self.stats.fsync_us),
             segments_sealed: get(&self.stats.segments_sealed),
         }
+    }
+
+    /// Latency of the latest batch fsyncs; `None` before the first.
+    pub fn recent_fsync(&self) -> Option<RecentFsync> {
+        let ring = self.stats.recent_fsyncs.lock();
+        let values = &ring.us[..ring.len];
+        if values.is_empty() {
+            return None;
+        }
+        Some(RecentFsync {
+            count: values.len(),
+            mean_us: values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64,
+            max_us: values.iter().copied().max().unwrap_or(0) as u64,
+        })
     }
 
     /// Why the log refuses writes, if it does: a failed write or sync (latched), or the
