@@ -134,6 +134,10 @@ pub struct StorageConfig {
     pub segment_bytes_max: u64,
     /// A segment holding commits rolls once it is this old. Default: `1h`. Bounds: `1s` to `30d`.
     pub segment_age_max: String,
+    /// The background scrub re-reads every sealed segment (record checksums, seal) once per
+    /// this period, paced by `snapshot.io_bytes_per_sec`; damage is reported, never repaired.
+    /// Default: `1d`. `0s`: never. Bounds: `0s` to `30d`.
+    pub scrub_every: String,
     /// Largest value of one put. Default and maximum: 1 MiB. Minimum: 1 byte.
     pub value_bytes_max: usize,
     /// Most ops in one change commit. Default and maximum: 1000. Minimum: 1.
@@ -239,6 +243,7 @@ impl Default for StorageConfig {
         StorageConfig {
             segment_bytes_max: log.segment_bytes_max,
             segment_age_max: "1h".into(),
+            scrub_every: "1d".into(),
             value_bytes_max: log.value_bytes_max,
             commit_ops_max: log.commit_ops_max,
             commit_bytes_max: log.commit_bytes_max,
@@ -285,6 +290,7 @@ const ENV_FIELDS: &[(&str, &str)] = &[
     ("", "insecure_no_auth"),
     ("storage", "segment_bytes_max"),
     ("storage", "segment_age_max"),
+    ("storage", "scrub_every"),
     ("storage", "value_bytes_max"),
     ("storage", "commit_ops_max"),
     ("storage", "commit_bytes_max"),
@@ -375,6 +381,12 @@ impl Config {
             "storage.segment_age_max",
             &s.segment_age_max,
             Duration::from_secs(1),
+            Duration::from_secs(30 * 86400),
+        )?;
+        check_duration(
+            "storage.scrub_every",
+            &s.scrub_every,
+            Duration::ZERO,
             Duration::from_secs(30 * 86400),
         )?;
         check_range(
@@ -583,6 +595,7 @@ impl Config {
             retain_us: self.retention_us(),
             compaction_every_us: micros(&self.retention.every),
             io_bytes_per_sec: self.snapshot.io_bytes_per_sec,
+            scrub_every_us: micros(&self.storage.scrub_every),
         }
     }
 

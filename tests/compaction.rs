@@ -497,6 +497,7 @@ fn scheduled_snapshots_and_retention_run_by_themselves() {
         retain_us: Some(3_600_000_000),
         compaction_every_us: 1,
         io_bytes_per_sec: 0,
+        scrub_every_us: 0,
     };
     let store = Store::open_full(tmp.path(), config(), maintenance, clock.clone()).unwrap();
     write_random(&store, &clock, &mut Rng(17), 250);

@@ -483,6 +483,7 @@ pub async fn status(
     let segments = log.segments_summary();
     let stats = log.stats();
     let read_only = log.read_only_reason();
+    let scrub = state.store().scrub_status();
     ok(&serde_json::json!({
         "history_id": hex(&log.history_id()),
         "head": {
@@ -506,6 +507,12 @@ pub async fn status(
         "last_backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
         "verifications": super::admin::verifications_view(&state),
+        "scrub": {
+            "last_pass": (scrub.last_pass_us > 0).then(|| format_timestamp_us(scrub.last_pass_us)),
+            "passes": scrub.passes,
+            "running": scrub.running,
+            "damage": scrub.damage,
+        },
         "backup_safe_revision": state.store().backup_safe_revision(),
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),
@@ -558,6 +565,10 @@ pub async fn health(State(state): State<AppState>) -> Response {
         StatusCode::OK
     };
     let mut warnings = Vec::new();
+    let scrub = state.store().scrub_status();
+    for damage in &scrub.damage {
+        warnings.push(format!("scrub: {damage}"));
+    }
     if !state.config().backup.repositories.is_empty() {
         let warn_age_us = crate::config::parse_duration(&state.config().backup.warn_age)
             .map_or(u64::MAX, |d| d.as_micros() as u64);
@@ -600,6 +611,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
         "verifications": super::admin::verifications_view(&state),
+        "scrub": {
+            "last_pass": (scrub.last_pass_us > 0).then(|| format_timestamp_us(scrub.last_pass_us)),
+            "passes": scrub.passes,
+            "running": scrub.running,
+            "damage": scrub.damage,
+        },
         "storage": {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,

@@ -137,6 +137,15 @@ fn describe() {
         "1 if each repository's latest `backup verify` found no problem, 0 if it failed."
     );
     describe_gauge!(
+        "llmcm_scrub_damaged_segments",
+        "Sealed segments in which the background scrub found damage (0: none found)."
+    );
+    describe_gauge!(
+        "llmcm_scrub_last_pass_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "When the background scrub last finished a pass over every sealed segment (absent before the first)."
+    );
+    describe_gauge!(
         "llmcm_ready",
         "1 while /health/ready answers 200 (writable, not shutting down), else 0."
     );
@@ -270,6 +279,11 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     }
     if let Some(safe) = store.backup_safe_revision() {
         gauge!("llmcm_backup_safe_revision").set(safe as f64);
+    }
+    let scrub = store.scrub_status();
+    gauge!("llmcm_scrub_damaged_segments").set(scrub.damage.len() as f64);
+    if scrub.last_pass_us > 0 {
+        gauge!("llmcm_scrub_last_pass_timestamp_seconds").set(scrub.last_pass_us as f64 / 1e6);
     }
     let maintenance = store.maintenance_stats();
     counter!("llmcm_snapshot_failures_total").absolute(maintenance.snapshot_failures);

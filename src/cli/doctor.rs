@@ -133,8 +133,10 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
                 .map(|w| {
                     w.iter()
                         .filter_map(|x| x.as_str().map(str::to_owned))
-                        // A failed verify is the "backup verify" check's failure below.
-                        .filter(|w| !w.starts_with("the last verify of"))
+                        // A failed verify and scrub damage are checks of their own below.
+                        .filter(|w| {
+                            !w.starts_with("the last verify of") && !w.starts_with("scrub: ")
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -152,6 +154,7 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
             } else {
                 add("backups and archiving", Level::Warn, warnings.join("; "));
             }
+            scrub(&mut add, &h["scrub"]);
             verifications(&mut add, &h, backups);
             fsync(&mut add, &h["storage"]["fsync_recent"]);
         }
@@ -220,6 +223,29 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
         Err(e) => add("status", Level::Fail, e),
     }
     report(conn, checks)
+}
+
+/// The background scrub of sealed segments: damage fails.
+fn scrub(add: &mut impl FnMut(&'static str, Level, String), scrub: &Value) {
+    let damage: Vec<&str> = scrub["damage"]
+        .as_array()
+        .map(|d| d.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !damage.is_empty() {
+        add("log scrub", Level::Fail, damage.join("; "));
+    } else if let Some(last) = scrub["last_pass"].as_str() {
+        add(
+            "log scrub",
+            Level::Pass,
+            format!("every sealed segment checked, last pass finished {last}"),
+        );
+    } else {
+        add(
+            "log scrub",
+            Level::Pass,
+            "no damage found; no full pass yet (the first starts 10 minutes after start)".into(),
+        );
+    }
 }
 
 /// The latest batch fsyncs (the server keeps the last 256): their mean decides.

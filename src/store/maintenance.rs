@@ -53,9 +53,17 @@ pub struct MaintenanceConfig {
     pub retain_us: Option<u64>,
     /// How often automatic compaction runs.
     pub compaction_every_us: u64,
-    /// Image writing (snapshots, base images) is paced to this rate. 0: unpaced.
+    /// Image writing (snapshots, base images) and the scrub are paced to this rate. 0: unpaced.
     pub io_bytes_per_sec: u64,
+    /// The background scrub re-reads every sealed segment (record CRCs, seal) once per this
+    /// period; the first pass starts `SCRUB_FIRST_DELAY_US` (or this, if shorter) after open.
+    /// 0: never.
+    pub scrub_every_us: u64,
 }
+
+/// The first scrub pass waits this long after open (so a start is not followed by a full read of
+/// the log at once).
+pub const SCRUB_FIRST_DELAY_US: u64 = 600 * 1_000_000;
 
 impl MaintenanceConfig {
     /// Nothing automatic: snapshots and compactions only when asked for (the library's default
@@ -65,6 +73,7 @@ impl MaintenanceConfig {
             snapshot_every_commits: 0,
             snapshot_every_us: 0,
             retain_us: None,
+            scrub_every_us: 0,
             ..MaintenanceConfig::default()
         }
     }
@@ -79,6 +88,7 @@ impl Default for MaintenanceConfig {
             retain_us: None,
             compaction_every_us: 3600 * 1_000_000,
             io_bytes_per_sec: 256 << 20,
+            scrub_every_us: 86_400 * 1_000_000,
         }
     }
 }
@@ -126,6 +136,32 @@ pub struct CompactionOutcome {
     pub commit_revision: u64,
 }
 
+/// The background scrub's progress and findings.
+#[derive(Debug, Default)]
+struct Scrub {
+    opened_us: u64,
+    /// The running pass: when it started and the next segment to check. `None`: between passes.
+    pass: Option<(u64, u64)>,
+    /// When the last full pass finished (0: none yet).
+    last_pass_us: u64,
+    passes: u64,
+    /// Damage found, by segment sequence number (removed when the segment checks good again or
+    /// is dropped by compaction).
+    damage: std::collections::BTreeMap<u64, String>,
+}
+
+/// What the scrub has found (status, health, metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubStatus {
+    /// When the last full pass over the sealed segments finished (0: none yet).
+    pub last_pass_us: u64,
+    pub passes: u64,
+    /// Whether a pass is running now.
+    pub running: bool,
+    /// One line per damaged segment: file, offset, revision and what is wrong.
+    pub damage: Vec<String>,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     snapshots: AtomicU64,
@@ -161,6 +197,7 @@ pub(crate) struct Maintenance {
     /// With backup repositories configured: the newest revision safe in one of them (0 if
     /// none yet). Compaction never passes it. `None`: no repositories, no limit.
     backup_safe: Mutex<Option<u64>>,
+    scrub: Mutex<Scrub>,
 }
 
 impl Maintenance {
@@ -224,6 +261,10 @@ impl Maintenance {
             counters: Counters::default(),
             cancelled: Default::default(),
             backup_safe: Mutex::new(None),
+            scrub: Mutex::new(Scrub {
+                opened_us: crate::clock::now_us(),
+                ..Scrub::default()
+            }),
         })
     }
 
@@ -338,6 +379,106 @@ impl Maintenance {
                     Err(error) => tracing::warn!(%error, "scheduled compaction failed"),
                 }
             }
+        }
+        self.scrub_step(&config);
+    }
+
+    /// One step of the background scrub: starts a pass when one is due, else checks the next
+    /// sealed segment of the running pass (one segment per step, paced by `io_bytes_per_sec`).
+    /// A damaged segment is logged once and reported until it checks good or is compacted away;
+    /// nothing is changed on disk.
+    pub fn scrub_step(&self, config: &MaintenanceConfig) {
+        if config.scrub_every_us == 0 {
+            return;
+        }
+        let now = crate::clock::now_us();
+        let next_seq = {
+            let mut scrub = self.scrub.lock();
+            match scrub.pass {
+                Some((_, next)) => next,
+                None => {
+                    let due_from = if scrub.last_pass_us == 0 {
+                        scrub.opened_us + SCRUB_FIRST_DELAY_US.min(config.scrub_every_us)
+                    } else {
+                        scrub.last_pass_us + config.scrub_every_us
+                    };
+                    if now < due_from {
+                        return;
+                    }
+                    scrub.pass = Some((now, 0));
+                    0
+                }
+            }
+        };
+        let segments = self.log.segments();
+        let Some(segment) = segments.iter().find(|s| s.sealed && s.seq >= next_seq) else {
+            // The pass is over: forget damage in segments that no longer exist.
+            let mut scrub = self.scrub.lock();
+            scrub.pass = None;
+            scrub.last_pass_us = now;
+            scrub.passes += 1;
+            scrub
+                .damage
+                .retain(|seq, _| segments.iter().any(|s| s.seq == *seq));
+            tracing::debug!(passes = scrub.passes, "scrub pass done");
+            return;
+        };
+        let rel = format!(
+            "{}/{}",
+            storage_format::segment::SEGMENT_DIR,
+            storage_format::segment::segment_file_name(segment.seq)
+        );
+        let finding = match self.fs.read(&segment.path) {
+            // Dropped by a compaction since the list was taken: nothing to check.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(format!("{rel}: cannot be read: {e}")),
+            Ok(bytes) => {
+                let problem = match storage_format::scan::scan_segment(
+                    &bytes,
+                    storage_format::scan::TailPolicy::Strict,
+                    &mut |_, _| {},
+                ) {
+                    Ok(o) if matches!(o.end, storage_format::scan::ScanEnd::Sealed(_)) => None,
+                    Ok(_) => Some(format!("{rel}: a sealed segment without a valid seal")),
+                    Err(e) => Some(format!(
+                        "{rel}: corruption at offset {} (revision {}): {}",
+                        e.offset, e.revision, e.kind
+                    )),
+                };
+                if config.io_bytes_per_sec > 0 {
+                    let pace = Duration::from_secs_f64(
+                        bytes.len() as f64 / config.io_bytes_per_sec as f64,
+                    );
+                    std::thread::sleep(pace.min(Duration::from_secs(1)));
+                }
+                problem
+            }
+        };
+        let mut scrub = self.scrub.lock();
+        match finding {
+            Some(message) => {
+                if scrub.damage.get(&segment.seq) != Some(&message) {
+                    tracing::error!(%message, "scrub found damage in a sealed segment; see `llmcm verify` and docs/operations");
+                }
+                scrub.damage.insert(segment.seq, message);
+            }
+            None => {
+                scrub.damage.remove(&segment.seq);
+            }
+        }
+        if let Some((_, next)) = scrub.pass.as_mut() {
+            *next = segment.seq + 1;
+        }
+    }
+
+    /// What the background scrub has found.
+    pub fn scrub_status(&self) -> ScrubStatus {
+        let scrub = self.scrub.lock();
+        ScrubStatus {
+            last_pass_us: scrub.last_pass_us,
+            passes: scrub.passes,
+            running: scrub.pass.is_some(),
+            damage: scrub.damage.values().cloned().collect(),
         }
     }
 

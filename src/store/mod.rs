@@ -24,7 +24,8 @@ use storage_format::{Hash, KeyError, validate_key};
 use thiserror::Error;
 
 pub use maintenance::{
-    CompactionOutcome, MaintenanceConfig, MaintenanceError, MaintenanceStats, SnapshotInfo,
+    CompactionOutcome, MaintenanceConfig, MaintenanceError, MaintenanceStats, ScrubStatus,
+    SnapshotInfo,
 };
 pub use reads::{
     ChainVerification, Change, ChangeKind, CommitFilter, CommitRecord, CommitsPage, Diff,
@@ -280,6 +281,11 @@ impl Store {
 
     pub fn last_compaction(&self) -> Option<CompactionOutcome> {
         self.maintenance.last_compaction()
+    }
+
+    /// What the background scrub of sealed segments has found.
+    pub fn scrub_status(&self) -> ScrubStatus {
+        self.maintenance.scrub_status()
     }
 
     pub fn maintenance_stats(&self) -> MaintenanceStats {
