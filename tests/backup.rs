@@ -378,3 +378,110 @@ fn incremental_and_differential_need_a_full_of_the_same_history() {
         .unwrap();
     let _: PathBuf = tmp.path().to_path_buf();
 }
+
+/// Prune also drops archived segments no kept backup can use (those ending at or before the
+/// oldest kept backup's last revision, record first), keeps the rest, and every point from the
+/// kept full to the newest archived segment still restores; a segment left without its record
+/// below them goes too.
+#[test]
+fn prune_drops_archived_segments_no_kept_backup_needs() {
+    let s3 = start_s3();
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    for (n, repo) in repos(tmp.path(), &s3, "archive-prune")
+        .into_iter()
+        .enumerate()
+    {
+        let store = open(&tmp.path().join(format!("store-{n}")));
+        let history = llmcm::storage_format::hex(&store.log().history_id());
+        let mut seed = 11 + n as u64;
+        let mut known = BTreeMap::new();
+        let ship = |store: &Arc<Store>, known: &mut BTreeMap<_, _>| {
+            store.log().roll().unwrap();
+            rt.block_on(backup::archive::ship_new(store, &repo, known))
+                .unwrap();
+        };
+        write(&store, &mut seed, 150);
+        ship(&store, &mut known);
+        let full1 = rt
+            .block_on(backup::create(&store, &repo, BackupKind::Full))
+            .unwrap()
+            .manifest;
+        write(&store, &mut seed, 150);
+        ship(&store, &mut known);
+        let full2 = rt
+            .block_on(backup::create(&store, &repo, BackupKind::Full))
+            .unwrap()
+            .manifest;
+        write(&store, &mut seed, 150);
+        ship(&store, &mut known);
+        let archived_before = rt
+            .block_on(backup::archive::archived(&repo, &history))
+            .unwrap();
+        assert!(archived_before.len() >= 3);
+        // An orphan below everything: a segment object without its record.
+        let (first_seq, first) = archived_before.iter().next().unwrap();
+        let first_object = backup::archive::object(&history, &first.name);
+        rt.block_on(repo.delete(&backup::archive::record_object(&first_object)))
+            .unwrap();
+
+        let dry = rt
+            .block_on(backup::prune(&repo, Keep::Full(1), true))
+            .unwrap();
+        assert_eq!(dry.deleted, vec![full1.id.clone()]);
+        let pruned = rt
+            .block_on(backup::prune(&repo, Keep::Full(1), false))
+            .unwrap();
+        assert_eq!(pruned.archive_deleted, dry.archive_deleted);
+        let after = rt
+            .block_on(backup::archive::archived(&repo, &history))
+            .unwrap();
+        assert!(!pruned.archive_deleted.is_empty());
+        for r in archived_before.values().filter(|r| r.seq != *first_seq) {
+            let gone = pruned
+                .archive_deleted
+                .contains(&backup::archive::object(&history, &r.name));
+            assert_eq!(gone, r.last_revision <= full2.last_revision, "{}", r.name);
+            assert_eq!(after.contains_key(&r.seq), !gone);
+        }
+        // The orphaned first segment (its record was deleted above) is gone too.
+        let objects = rt
+            .block_on(repo.list(&format!("archive/{history}/log")))
+            .unwrap();
+        assert!(!objects.contains(&first_object), "{objects:?}");
+        // Every point from the kept full to the archive's end restores and equals the store.
+        let head = store.log().head().revision;
+        for (i, point) in [full2.last_revision, (full2.last_revision + head) / 2, head]
+            .into_iter()
+            .enumerate()
+        {
+            let target = tmp.path().join(format!("archive-restored-{n}-{i}"));
+            rt.block_on(backup::restore(
+                &repo,
+                None,
+                RestorePoint::Revision(point),
+                None,
+                0,
+                &target,
+                &mut |_| {},
+            ))
+            .unwrap();
+            let restored = Store::open(&target, LogConfig::default()).unwrap();
+            assert_eq!(
+                listing(&restored, Point::Latest),
+                listing(&store, Point::Revision(point)),
+                "{} at {point}",
+                repo.url
+            );
+        }
+        let findings = rt
+            .block_on(backup::verify(
+                &repo,
+                None,
+                false,
+                &tmp.path().join("scratch"),
+            ))
+            .unwrap();
+        assert!(findings.iter().all(|f| f.ok), "{findings:?}");
+    }
+}

@@ -54,6 +54,11 @@ pub fn object(history: &str, name: &str) -> String {
     format!("{ARCHIVE_DIR}/{history}/{name}")
 }
 
+/// The record object of an archived segment object.
+pub fn record_object(object: &str) -> String {
+    format!("{object}{RECORD_SUFFIX}")
+}
+
 /// The complete archived segments of `history`, by sequence number.
 pub async fn archived(
     repo: &Repo,

@@ -835,6 +835,8 @@ pub struct Pruned {
     pub deleted: Vec<String>,
     pub incomplete_deleted: Vec<String>,
     pub kept: Vec<String>,
+    /// Archived segments (object names) no kept backup can use any more.
+    pub archive_deleted: Vec<String>,
 }
 
 /// How prune chooses what to keep.
@@ -908,7 +910,48 @@ async fn prune_locked(repo: &Repo, keep: Keep, dry_run: bool) -> Result<Pruned, 
         .filter(|m| !kept.contains(&m.id))
         .map(|m| m.id.clone())
         .collect();
+    // The archive: a restore extends a backup with the archived segments after its last
+    // revision, so per history, segments ending at or before the oldest kept backup's last
+    // revision extend no kept backup (and alone restore nothing). Histories without a kept
+    // backup keep their archive.
+    let mut floors: BTreeMap<&str, u64> = BTreeMap::new();
+    for m in manifests.iter().filter(|m| kept.contains(&m.id)) {
+        let floor = floors.entry(m.history_id.as_str()).or_insert(u64::MAX);
+        *floor = (*floor).min(m.last_revision);
+    }
+    let mut archive_deleted = Vec::new();
+    let mut orphans = Vec::new();
+    for (history, floor) in &floors {
+        let records = archive::archived(repo, history).await?;
+        let mut below = 0;
+        for r in records.values().filter(|r| r.last_revision <= *floor) {
+            archive_deleted.push(archive::object(history, &r.name));
+            below = below.max(r.seq);
+        }
+        // Segments without a record (an interrupted upload or prune) below what goes.
+        for name in repo
+            .list(&format!("{}/{history}/log", archive::ARCHIVE_DIR))
+            .await?
+        {
+            let file = name.rsplit('/').next().unwrap_or("");
+            if let Some(seq) = storage_format::segment::parse_segment_file_name(file)
+                && seq <= below
+                && !records.contains_key(&seq)
+            {
+                orphans.push(name);
+            }
+        }
+    }
     if !dry_run {
+        // Record first: a segment without its record is incomplete and never used.
+        for object in &archive_deleted {
+            repo.delete(&archive::record_object(object)).await?;
+            crate::fault::crash_point("prune:after-archive-record");
+            repo.delete(object).await?;
+        }
+        for object in &orphans {
+            repo.delete(object).await?;
+        }
         for id in deleted.iter().chain(incomplete.iter()) {
             let manifest = format!("{BACKUPS_DIR}/{id}/{MANIFEST_NAME}");
             repo.delete(&manifest).await?;
@@ -926,6 +969,7 @@ async fn prune_locked(repo: &Repo, keep: Keep, dry_run: bool) -> Result<Pruned, 
             .filter(|m| kept.contains(&m.id))
             .map(|m| m.id.clone())
             .collect(),
+        archive_deleted,
     })
 }
 

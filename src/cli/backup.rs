@@ -334,7 +334,8 @@ async fn offline(
             let pruned = pruned?;
             if json {
                 let doc = json!({"dry_run": dry_run, "deleted": pruned.deleted,
-                    "incomplete_deleted": pruned.incomplete_deleted, "kept": pruned.kept});
+                    "incomplete_deleted": pruned.incomplete_deleted, "kept": pruned.kept,
+                    "archive_deleted": pruned.archive_deleted});
                 println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
             } else {
                 let verb = if dry_run { "would delete" } else { "deleted" };
@@ -343,6 +344,14 @@ async fn offline(
                 }
                 for id in &pruned.incomplete_deleted {
                     println!("{verb} {id} (incomplete)");
+                }
+                if !pruned.archive_deleted.is_empty() {
+                    println!(
+                        "{verb} {} archived segment(s): {} .. {}",
+                        pruned.archive_deleted.len(),
+                        pruned.archive_deleted[0],
+                        pruned.archive_deleted[pruned.archive_deleted.len() - 1]
+                    );
                 }
                 println!("kept {} backup(s)", pruned.kept.len());
             }
