@@ -103,7 +103,7 @@ pub async fn ship_new(
             storage_format::segment::segment_file_name(s.seq)
         );
         let path = s.path.clone();
-        let content = match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
+        let content = match tokio::task::spawn_blocking(move || super::map_file(&path)).await {
             Ok(Ok(c)) => c,
             // Dropped by a compaction meanwhile: nothing to ship.
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -116,11 +116,9 @@ pub async fn ship_new(
             Err(e) => return Err(BackupError::Store(e.to_string())),
         };
         let sha256 = sha256_hex(&content);
-        let content = bytes::Bytes::from(content);
         let segment_object = object(&history, &name);
         repo.put_bytes(&segment_object, content.clone()).await?;
-        let back = repo.get(&segment_object).await?;
-        if back.as_slice() != &content[..] {
+        if !repo.holds(&segment_object, &content).await? {
             return Err(BackupError::Damaged {
                 backup: ARCHIVE_HOLDER.into(),
                 file: name,

@@ -159,6 +159,22 @@ impl Manifest {
 pub struct Created {
     pub manifest: Manifest,
     pub files_uploaded: usize,
+    /// Where the time went, phase by phase (seconds), for benchmarks and debug logs.
+    pub phases: Vec<(&'static str, f64)>,
+}
+
+/// A sealed, immutable file of the store (segment or image) as shared bytes, mapped rather than
+/// read: no copy in memory, and the mapping stays valid if a compaction unlinks the file.
+pub(crate) fn map_file(path: &Path) -> std::io::Result<bytes::Bytes> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    // SAFETY: only sealed segments and images are mapped here, and those are never truncated or
+    // rewritten (FORMAT.md, "Assumptions about the disk").
+    Ok(bytes::Bytes::from_owner(unsafe {
+        memmap2::Mmap::map(&file)?
+    }))
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -231,10 +247,17 @@ pub async fn create(
 ) -> Result<Created, BackupError> {
     let started = Instant::now();
     let lock = repo.lock(&format!("backup ({})", kind.name())).await?;
+    let locked = started.elapsed().as_secs_f64();
     let result = create_locked(store, repo, kind, started).await;
+    let before_release = Instant::now();
     let released = lock.release().await;
-    let created = result?;
+    let mut created = result?;
     released?;
+    created.phases.insert(0, ("lock", locked));
+    created
+        .phases
+        .push(("release", before_release.elapsed().as_secs_f64()));
+    tracing::debug!(phases = ?created.phases, id = %created.manifest.id, "backup done");
     Ok(created)
 }
 
@@ -245,11 +268,19 @@ async fn create_locked(
     started: Instant,
 ) -> Result<Created, BackupError> {
     let s = store.clone();
+    let mut phases = Vec::new();
+    let mut phase = Instant::now();
+    let mut mark = |name: &'static str| {
+        phases.push((name, phase.elapsed().as_secs_f64()));
+        phase = Instant::now();
+    };
     // Roll, then read what is sealed, on a blocking thread (it syncs files).
     let plan = tokio::task::spawn_blocking(move || plan_files(&s))
         .await
         .map_err(|e| BackupError::Store(e.to_string()))??;
+    mark("roll and plan");
     let (manifests, _) = catalog(repo).await?;
+    mark("catalog");
     let history = hex(&store.log().history_id());
     let same_history: Vec<&Manifest> = manifests
         .iter()
@@ -331,6 +362,7 @@ async fn create_locked(
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
+    mark("upload and read back");
     let bytes = uploaded.iter().map(|f| f.size).sum::<u64>();
     files.extend(uploaded);
     files.sort_by_key(|f| (f.kind as u8, f.first_revision));
@@ -361,18 +393,23 @@ async fn create_locked(
     crate::fault::crash_point("backup:before-manifest");
     // Every uploaded file's name durable before the manifest that lists them, then the manifest's.
     repo.sync_dirs(&manifest.dir()).await?;
+    mark("sync names");
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     repo.put(&format!("{}/{MANIFEST_NAME}", manifest.dir()), body)
         .await?;
     repo.sync_dirs(&manifest.dir()).await?;
+    mark("manifest");
     Ok(Created {
         files_uploaded: upload.len(),
         manifest,
+        phases,
     })
 }
 
-/// Uploads one file of backup `id`: read and hash it (on a blocking thread), put it, read it back
-/// and compare it byte for byte with what was hashed. Returns its manifest entry.
+/// Uploads one file of backup `id`: map and hash it (on a blocking thread), put it, read it back
+/// and compare it byte for byte with what was hashed. Returns its manifest entry. The file is
+/// mapped, not read into memory: only sealed, immutable files are backed up (a compaction may
+/// unlink one meanwhile; the mapping stays valid).
 async fn upload_one(
     repo: &Repo,
     path: &Path,
@@ -380,15 +417,10 @@ async fn upload_one(
     id: &str,
 ) -> Result<FileEntry, BackupError> {
     let read_path = path.to_path_buf();
-    let (content, sha256) = tokio::task::spawn_blocking(move || {
-        std::fs::read(&read_path).map(|c| {
-            let sha = sha256_hex(&c);
-            (c, sha)
-        })
-    })
-    .await
-    .map_err(|e| BackupError::Store(e.to_string()))?
-    .map_err(|e| BackupError::Store(format!("read {}: {e}", path.display())))?;
+    let content = tokio::task::spawn_blocking(move || map_file(&read_path))
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?
+        .map_err(|e| BackupError::Store(format!("read {}: {e}", path.display())))?;
     if content.len() as u64 != entry.size {
         return Err(BackupError::Store(format!(
             "{} changed size while being backed up",
@@ -396,15 +428,20 @@ async fn upload_one(
         )));
     }
     let mut entry = entry.clone();
-    entry.sha256 = sha256;
     entry.backup = id.to_owned();
     let object = format!("{BACKUPS_DIR}/{id}/{}", entry.name);
-    let content = bytes::Bytes::from(content);
-    repo.put_bytes(&object, content.clone()).await?;
+    // Hash while the upload writes (both only read the mapping); the read-back below proves
+    // the object holds exactly these bytes, so the hash describes it.
+    let hashed = content.clone();
+    let hashing = tokio::task::spawn_blocking(move || sha256_hex(&hashed));
+    let put = repo.put_bytes(&object, content.clone()).await;
+    entry.sha256 = hashing
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?;
+    put?;
     crate::fault::crash_point("backup:after-upload");
     // Confirm: the object reads back as exactly the bytes that were hashed.
-    let back = repo.get(&object).await?;
-    if back.as_slice() != &content[..] {
+    if !repo.holds(&object, &content).await? {
         return Err(BackupError::Damaged {
             backup: id.to_owned(),
             file: entry.name.clone(),
@@ -426,7 +463,8 @@ struct Plan {
 
 fn plan_files(store: &Store) -> Result<Plan, BackupError> {
     let log = store.log();
-    log.roll().map_err(|e| BackupError::Store(e.to_string()))?;
+    log.roll_deferring_checkpoint()
+        .map_err(|e| BackupError::Store(e.to_string()))?;
     let dir = log.dir().to_path_buf();
     let manifest = log.manifest();
     let horizon = log.horizon();

@@ -204,6 +204,46 @@ impl Repo {
         Ok(bytes.to_vec())
     }
 
+    /// Whether object `name` holds exactly `expected` (the read-back check of an upload). A
+    /// directory repository's file is mapped and compared in place; S3 downloads it.
+    pub async fn holds(&self, name: &str, expected: &bytes::Bytes) -> Result<bool, BackupError> {
+        let Some(root) = self.local.clone() else {
+            let result = self
+                .store
+                .get(&self.path(name))
+                .await
+                .map_err(|e| self.error("download", name, e))?;
+            let back = result
+                .bytes()
+                .await
+                .map_err(|e| self.error("download", name, e))?;
+            return Ok(back == *expected);
+        };
+        let path = root.join(name);
+        let expected = expected.clone();
+        let same = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let file = std::fs::File::open(&path)?;
+            if file.metadata()?.len() != expected.len() as u64 {
+                return Ok(false);
+            }
+            if expected.is_empty() {
+                return Ok(true);
+            }
+            // SAFETY: the file was just written under the repository lock and nothing
+            // truncates it while the map lives (dropped at the end of this closure).
+            let map = unsafe { memmap2::Mmap::map(&file)? };
+            Ok(map[..] == expected[..])
+        })
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?
+        .map_err(|e| BackupError::Repo {
+            op: "read back",
+            object: format!("{}/{name}", self.url.trim_end_matches('/')),
+            reason: e.to_string(),
+        })?;
+        Ok(same)
+    }
+
     pub async fn delete(&self, name: &str) -> Result<(), BackupError> {
         match self.store.delete(&self.path(name)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -943,7 +943,14 @@ impl LogObserver for Index {
         self.indexed.send_replace(through);
     }
 
-    fn on_sealed(&self, sealed: &SegmentMeta) {
+    fn on_sealed(&self, sealed: &SegmentMeta, checkpoint: bool) {
+        // Deferred: the sealed segment's entries stay in the in-memory tail, and the next
+        // checkpoint (at the next roll, when they and everything after are sealed) covers them.
+        // Entries in the files must point into sealed segments only, so a checkpoint never runs
+        // between rolls.
+        if !checkpoint {
+            return;
+        }
         if let Err(error) = self.checkpoint() {
             tracing::warn!(%error, segment = sealed.seq, "index checkpoint failed; entries stay in memory");
         }

@@ -278,7 +278,7 @@ impl Log {
             && (writer.len + incoming > self.config.segment_bytes_max || self.age_due(&writer))
         {
             let sealed = writer.roll(self.clock.now_us())?;
-            self.publish_roll(sealed, &writer);
+            self.publish_roll(sealed, &writer, true);
         }
         let written = writer.write_batch(batch)?;
         // Facade calls: no-ops unless the server installed a recorder.

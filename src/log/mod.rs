@@ -161,8 +161,9 @@ pub struct DurableCommit<'a> {
 pub trait LogObserver: Send + Sync {
     /// A batch is durable; called before any reader can see it, by the group-commit leader.
     fn on_durable(&self, commits: &[DurableCommit<'_>]);
-    /// A segment was sealed and its successor created.
-    fn on_sealed(&self, sealed: &SegmentMeta);
+    /// A segment was sealed and its successor created. `checkpoint` false: the roll is on a
+    /// latency-sensitive path (a backup's roll); derived state may be saved at the next roll.
+    fn on_sealed(&self, sealed: &SegmentMeta, checkpoint: bool);
 }
 
 /// Counters since open, for metrics and benchmarks.
@@ -378,12 +379,24 @@ impl Log {
     /// Seals the active segment now if it holds commits (before a backup or compaction). Returns
     /// whether it rolled.
     pub fn roll(&self) -> Result<bool, LogError> {
+        self.roll_with(true)
+    }
+
+    /// `roll`, telling the observer not to checkpoint now (its entries for the sealed segment
+    /// stay in memory until the next roll's checkpoint). For backups: sealing is all they need,
+    /// and the index checkpoint (O(keys) bytes and several fsyncs) would dominate a small
+    /// incremental backup while holding up writers.
+    pub fn roll_deferring_checkpoint(&self) -> Result<bool, LogError> {
+        self.roll_with(false)
+    }
+
+    fn roll_with(&self, checkpoint: bool) -> Result<bool, LogError> {
         let mut writer = self.writer.lock();
         if writer.commit_count == 0 {
             return Ok(false);
         }
         let sealed = writer.roll(self.clock.now_us())?;
-        self.publish_roll(sealed, &writer);
+        self.publish_roll(sealed, &writer, checkpoint);
         Ok(true)
     }
 
@@ -395,7 +408,7 @@ impl Log {
             return Ok(false);
         }
         let sealed = writer.roll(self.clock.now_us())?;
-        self.publish_roll(sealed, &writer);
+        self.publish_roll(sealed, &writer, true);
         Ok(true)
     }
 
@@ -408,7 +421,7 @@ impl Log {
                 >= self.config.segment_age_max_us
     }
 
-    fn publish_roll(&self, sealed: SegmentMeta, writer: &ActiveSegment) {
+    fn publish_roll(&self, sealed: SegmentMeta, writer: &ActiveSegment, checkpoint: bool) {
         self.stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
         let mut segments = self.segments.write();
         let last = segments.last_mut().expect("the active segment is listed");
@@ -419,7 +432,7 @@ impl Log {
         drop(segments);
         tracing::info!(segment = %last_path_name(&sealed.path), "segment sealed");
         if let Some(observer) = self.observer.get() {
-            observer.on_sealed(&sealed);
+            observer.on_sealed(&sealed, checkpoint);
         }
     }
 

@@ -32,6 +32,15 @@ struct Args {
     commits: u64,
 }
 
+/// "name 12.3 ms, ..." for a backup's phases.
+fn phases(phases: &[(&str, f64)]) -> String {
+    phases
+        .iter()
+        .map(|(name, secs)| format!("{name} {:.1} ms", secs * 1e3))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn main() {
     let args = Args::parse();
     let _ = std::fs::remove_dir_all(&args.dir);
@@ -98,6 +107,7 @@ fn main() {
             created.manifest.bytes,
             bytes as f64 / secs / 1e6
         );
+        println!("full backup phases: {}", phases(&created.phases));
         if round == 0 {
             std::fs::remove_dir_all(&repo_dir).unwrap();
         }
@@ -133,6 +143,7 @@ fn main() {
         .unwrap();
     sync();
     let incr_secs = t.elapsed().as_secs_f64();
+    println!("incremental phases: {}", phases(&incr.phases));
     let full_mean = full_secs.iter().sum::<f64>() / full_secs.len() as f64;
     println!(
         "incremental after {more} more commits (1%): {} files uploaded, {} bytes, {incr_secs:.3} s = {:.1}% of the full backup's {full_mean:.2} s (target <= 3%)",
