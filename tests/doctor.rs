@@ -63,10 +63,17 @@ fn doctor_passes_a_healthy_server_and_fails_a_read_only_one() {
         "fsync latency",
         "hash chain (recent tail)",
         "clock",
-        "config",
     ] {
         assert_eq!(status_of(&doc, name), "pass", "{name}: {doc}");
     }
+    // Config sanity: this scratch server has no tokens and no repository — both named.
+    assert_eq!(status_of(&doc, "config"), "warn", "{doc}");
+    let config = doc.to_string();
+    assert!(config.contains("auth is off (no tokens)"), "{config}");
+    assert!(
+        config.contains("no backup repository is configured"),
+        "{config}"
+    );
     // The readable table ends with the overall verdict.
     let text = String::from_utf8(doctor(&s.base, false).stdout).unwrap();
     assert!(

@@ -514,9 +514,31 @@ pub async fn status(
             "damage": scrub.damage,
         },
         "backup_safe_revision": state.store().backup_safe_revision(),
+        "config": config_view(&state),
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// The settings an operator (and `llmcm doctor`) checks for sanity, as in effect now (tokens,
+/// repositories and maintenance settings follow SIGHUP reloads).
+fn config_view(state: &AppState) -> serde_json::Value {
+    let maintenance = state.store().maintenance_config();
+    let secs = |us: u64| us / 1_000_000;
+    let config = state.config();
+    serde_json::json!({
+        "listen": config.listen,
+        "tokens": state.auth().token_count(),
+        "repositories": state.repositories().iter().map(|r| serde_json::json!({
+            "name": r.name,
+            "archive": r.archive,
+        })).collect::<Vec<_>>(),
+        "segment_age_max": config.storage.segment_age_max,
+        "retention_seconds": maintenance.retain_us.map(secs),
+        "snapshot_every_commits": maintenance.snapshot_every_commits,
+        "snapshot_every_seconds": secs(maintenance.snapshot_every_us),
+        "scrub_every_seconds": secs(maintenance.scrub_every_us),
+    })
 }
 
 /// Liveness: the process answers.

@@ -100,6 +100,11 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
+    /// How many tokens are configured.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
     /// The principal of a request's `Authorization` header value.
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, ApiError> {
         if !self.enabled() {

@@ -187,7 +187,11 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
                 Ok((200, v, _)) if v["ok"] == json!(true) => add(
                     "hash chain (recent tail)",
                     Level::Pass,
-                    format!("revisions {from}..={head} recomputed"),
+                    if head < from {
+                        "no commits yet".to_owned()
+                    } else {
+                        format!("revisions {from}..={head} recomputed")
+                    },
                 ),
                 Ok((200, v, _)) => add(
                     "hash chain (recent tail)",
@@ -201,16 +205,7 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
                 ),
                 Err(e) => add("hash chain (recent tail)", Level::Fail, e),
             }
-            add(
-                "config",
-                Level::Pass,
-                format!(
-                    "history {}, {} segment(s), version {}",
-                    s["history_id"].as_str().unwrap_or("?"),
-                    s["segments"]["count"],
-                    s["version"].as_str().unwrap_or("?")
-                ),
-            );
+            config(&mut add, &s);
         }
         Ok((status, v, _)) => add(
             "status",
@@ -223,6 +218,74 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
         Err(e) => add("status", Level::Fail, e),
     }
     report(conn, checks)
+}
+
+/// Config sanity: settings that leave the store unprotected warn; the rest is summarized.
+fn config(add: &mut impl FnMut(&'static str, Level, String), s: &Value) {
+    let c = &s["config"];
+    let mut risks = Vec::new();
+    if c["tokens"].as_u64() == Some(0) {
+        risks.push("auth is off (no tokens): every caller is an admin".to_owned());
+    }
+    let repositories = c["repositories"].as_array().cloned().unwrap_or_default();
+    if repositories.is_empty() {
+        risks.push("no backup repository is configured: nothing is backed up".to_owned());
+    }
+    if c["scrub_every_seconds"].as_u64() == Some(0) {
+        risks.push("the background scrub is off (storage.scrub_every = 0s)".to_owned());
+    }
+    if c["snapshot_every_commits"].as_u64() == Some(0)
+        && c["snapshot_every_seconds"].as_u64() == Some(0)
+    {
+        risks.push("scheduled snapshots are off".to_owned());
+    }
+    let archive = repositories
+        .iter()
+        .any(|r| r["archive"].as_bool() == Some(true));
+    let summary = format!(
+        "history {}, version {}, {} token(s), repositories: {}; RPO: {}",
+        s["history_id"].as_str().unwrap_or("?"),
+        s["version"].as_str().unwrap_or("?"),
+        c["tokens"],
+        if repositories.is_empty() {
+            "none".to_owned()
+        } else {
+            repositories
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}{}",
+                        r["name"].as_str().unwrap_or("?"),
+                        if r["archive"].as_bool() == Some(true) {
+                            " (archive)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        if archive {
+            format!(
+                "the roll age ({})",
+                c["segment_age_max"].as_str().unwrap_or("?")
+            )
+        } else if repositories.is_empty() {
+            "unbounded (no backups)".to_owned()
+        } else {
+            "the backup schedule (archiving off)".to_owned()
+        }
+    );
+    if risks.is_empty() {
+        add("config", Level::Pass, summary);
+    } else {
+        add(
+            "config",
+            Level::Warn,
+            format!("{}; {summary}", risks.join("; ")),
+        );
+    }
 }
 
 /// The background scrub of sealed segments: damage fails.
