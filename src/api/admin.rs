@@ -196,10 +196,18 @@ pub async fn backup(
     // A task of its own: if the request times out, the backup still finishes (or fails) and
     // releases the repository lock, instead of being dropped half-way.
     let store = state.store().clone();
-    let created = tokio::spawn(async move { crate::backup::create(&store, &repo, kind).await })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(backup_error)?;
+    let tracked = std::sync::Arc::new(crate::backup::Progress::default());
+    let running = state.clone();
+    let repo_name = body.repo.clone();
+    let created = tokio::spawn(async move {
+        running.set_backup_running(Some((repo_name, kind.name(), tracked.clone())));
+        let created = crate::backup::create_tracked(&store, &repo, kind, &tracked).await;
+        running.set_backup_running(None);
+        created
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(backup_error)?;
     tracing::info!(actor = %principal.name, repo = %body.repo, id = %created.manifest.id, "backup taken");
     state.record_backup(&body.repo, &created.manifest);
     ok(&backup_view(&created.manifest, created.files_uploaded))

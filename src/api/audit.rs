@@ -515,6 +515,12 @@ pub async fn status(
         },
         "backup_safe_revision": state.store().backup_safe_revision(),
         "config": config_view(&state),
+        "backup_running": state.backup_running().map(|(repo, kind, p)| serde_json::json!({
+            "repo": repo,
+            "kind": kind,
+            "bytes_total": p.bytes_total.load(std::sync::atomic::Ordering::Relaxed),
+            "bytes_done": p.bytes_done.load(std::sync::atomic::Ordering::Relaxed),
+        })),
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),
     }))

@@ -66,6 +66,8 @@ struct Shared {
     last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
     /// Continuous archiving, per repository name.
     archives: RwLock<std::collections::BTreeMap<String, ArchiveStatus>>,
+    /// The backup running now, if any: repository, kind and its progress.
+    backup_running: RwLock<Option<(String, &'static str, Arc<crate::backup::Progress>)>>,
     /// The latest `backup verify` result of each repository (re-read every `backup.poll`).
     verifications: RwLock<std::collections::BTreeMap<String, crate::backup::VerifyRecord>>,
     watchers: Arc<AtomicUsize>,
@@ -106,6 +108,7 @@ impl AppState {
                 last_backups: Default::default(),
                 archives: Default::default(),
                 verifications: Default::default(),
+                backup_running: Default::default(),
                 watchers: Arc::new(AtomicUsize::new(0)),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
@@ -167,6 +170,18 @@ impl AppState {
 
     pub fn archive_status(&self) -> std::collections::BTreeMap<String, ArchiveStatus> {
         self.inner.archives.read().clone()
+    }
+
+    /// Records the backup running now (`None` when it ends).
+    pub fn set_backup_running(
+        &self,
+        running: Option<(String, &'static str, Arc<crate::backup::Progress>)>,
+    ) {
+        *self.inner.backup_running.write() = running;
+    }
+
+    pub fn backup_running(&self) -> Option<(String, &'static str, Arc<crate::backup::Progress>)> {
+        self.inner.backup_running.read().clone()
     }
 
     pub fn set_verification(&self, repo: &str, record: crate::backup::VerifyRecord) {

@@ -245,10 +245,28 @@ pub async fn create(
     repo: &Repo,
     kind: BackupKind,
 ) -> Result<Created, BackupError> {
+    create_tracked(store, repo, kind, &Progress::default()).await
+}
+
+/// How far a running backup is: bytes to upload (known once the files are planned) and
+/// uploaded so far (per file, after its read-back).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes_total: std::sync::atomic::AtomicU64,
+    pub bytes_done: std::sync::atomic::AtomicU64,
+}
+
+/// `create`, reporting progress into `progress`.
+pub async fn create_tracked(
+    store: &std::sync::Arc<Store>,
+    repo: &Repo,
+    kind: BackupKind,
+    progress: &Progress,
+) -> Result<Created, BackupError> {
     let started = Instant::now();
     let lock = repo.lock(&format!("backup ({})", kind.name())).await?;
     let locked = started.elapsed().as_secs_f64();
-    let result = create_locked(store, repo, kind, started).await;
+    let result = create_locked(store, repo, kind, started, progress).await;
     let before_release = Instant::now();
     let released = lock.release().await;
     let mut created = result?;
@@ -266,6 +284,7 @@ async fn create_locked(
     repo: &Repo,
     kind: BackupKind,
     started: Instant,
+    progress: &Progress,
 ) -> Result<Created, BackupError> {
     let s = store.clone();
     let mut phases = Vec::new();
@@ -348,12 +367,22 @@ async fn create_locked(
         }
     }
     // Two files at a time: hashing and I/O of one overlap those of the other.
+    progress.bytes_total.store(
+        upload.iter().map(|(_, e)| e.size).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let uploads: Vec<_> = upload
         .iter()
         .cloned()
         .map(|(path, entry)| {
             let (repo, id) = (repo.clone(), id.clone());
-            async move { upload_one(&repo, &path, &entry, &id).await }
+            async move {
+                let uploaded = upload_one(&repo, &path, &entry, &id).await?;
+                progress
+                    .bytes_done
+                    .fetch_add(uploaded.size, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, BackupError>(uploaded)
+            }
         })
         .collect();
     let uploaded: Vec<FileEntry> = futures_util::stream::iter(uploads)

@@ -68,7 +68,19 @@ pub enum Command {
 pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
     if let Command::Create { repo, kind } = &command {
         let body = json!({"repo": repo, "kind": kind});
-        let ticker = super::progress::Ticker::start(&format!("{kind} backup into {repo}"));
+        // The server reports the running backup's bytes in its status; the bar polls it.
+        let status_conn = conn.clone();
+        let ticker = super::progress::Ticker::with_progress(
+            &format!("{kind} backup into {repo}"),
+            move || {
+                let status = super::client::get_json(&status_conn, "/v1/admin/status").ok()?;
+                let running = &status["backup_running"];
+                Some((
+                    running["bytes_done"].as_u64()?,
+                    running["bytes_total"].as_u64()?,
+                ))
+            },
+        );
         let answer = super::client::post_json(conn, "/v1/admin/backup", &body);
         drop(ticker);
         return Ok(match answer {
