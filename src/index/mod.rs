@@ -765,6 +765,9 @@ impl Index {
     /// history — unless it has to rebuild.
     pub fn open(data_dir: &Path, log: &Log, base: Option<Arc<Image>>) -> Result<Index, IndexError> {
         let dir = data_dir.join(storage_format::index::INDEX_DIR);
+        // No index directory at all: a new or restored store, or one whose index an operator
+        // removed on purpose. Building it is expected, not a warning.
+        let fresh = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(|source| IndexError::Io {
             path: dir.clone(),
             source,
@@ -781,7 +784,9 @@ impl Index {
         let state = match loaded {
             Ok(state) => state,
             Err(reason) => {
-                if head > 0 {
+                if head > 0 && fresh {
+                    tracing::info!(dir = %dir.display(), "building the index from the log (no index directory yet)");
+                } else if head > 0 {
                     tracing::warn!(%reason, dir = %dir.display(), "rebuilding the index from the log");
                 }
                 files::remove_all(&dir)?;
