@@ -228,3 +228,67 @@ fn snapshot_compact_and_restore_through_the_server() {
     assert_eq!(commits["items"][0]["kind"], "restore");
     assert_eq!(commits["items"][0]["revision"], 122);
 }
+
+/// Continuous archiving follows SIGHUP: switched on in the config and reloaded, segments are
+/// shipped without a restart; the repository removed and reloaded, the loop stops and `/health`
+/// no longer lists it.
+#[test]
+fn archiving_starts_and_stops_on_sighup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let with = |archive: bool| {
+        format!(
+            "{CONFIG}\n[[backup.repositories]]\nname = \"main\"\nurl = \"{}\"\narchive = {archive}\n",
+            repo.display()
+        )
+    };
+    let s = Server::start(&tmp.path().join("data"), &with(false), &[]);
+    let put = |i: u32| {
+        let r = client()
+            .put(s.url(&format!("/v1/kv/app/k{}", i % 10)))
+            .body(format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(2000)))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    let archives = || -> Value {
+        let h: Value = client()
+            .get(s.url("/health"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        h["archives"].clone()
+    };
+    for i in 0..80 {
+        put(i);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(archives(), json!([]), "archiving is off");
+    assert!(!repo.join("archive").exists());
+
+    std::fs::write(s.config_path(), with(true)).unwrap();
+    s.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = archives();
+        if a[0]["archived_revision"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never archived: {a}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(repo.join("archive").exists());
+
+    std::fs::write(s.config_path(), CONFIG).unwrap();
+    s.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while archives() != json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "archiving did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    s.stop();
+}

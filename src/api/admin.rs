@@ -358,6 +358,18 @@ pub(super) fn last_backups_view(state: &AppState) -> Value {
 /// Continuous archiving into repository `r`: every second, ship the segments sealed since the
 /// last pass, record progress (and errors) for health and metrics, and let compaction pass what
 /// is archived. Ends when the server shuts down.
+/// Starts a continuous-archiving loop for every configured repository with `archive = true`
+/// that has none yet (at start, and after each SIGHUP; a loop ends by itself once its repository
+/// is removed, changes URL or stops archiving).
+pub fn start_archiving(state: &AppState) {
+    for r in state.repositories().into_iter().filter(|r| r.archive) {
+        if state.claim_archiving(&r.name) {
+            tracing::info!(repo = %r.name, "continuous archiving started");
+            tokio::spawn(archive_loop(state.clone(), r));
+        }
+    }
+}
+
 pub async fn archive_loop(state: AppState, r: crate::config::RepositoryConfig) {
     use crate::api::ArchiveStatus;
     let store = state.store().clone();
@@ -369,6 +381,19 @@ pub async fn archive_loop(state: AppState, r: crate::config::RepositoryConfig) {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let configured = state.repository(&r.name);
+        if configured
+            .as_ref()
+            .is_none_or(|c| !c.archive || c.url != r.url)
+        {
+            tracing::info!(repo = %r.name, "continuous archiving stopped (configuration changed)");
+            state.release_archiving(&r.name);
+            if configured.is_some_and(|c| c.archive) {
+                // Same name, new URL: a fresh loop for the new repository.
+                start_archiving(&state);
+            }
+            return;
         }
         let pass = async {
             let repo = crate::backup::Repo::open(&r.url)?;

@@ -597,9 +597,10 @@ pub async fn health(State(state): State<AppState>) -> Response {
     for damage in &scrub.damage {
         warnings.push(format!("scrub: {damage}"));
     }
-    if !state.config().backup.repositories.is_empty() {
-        let warn_age_us = crate::config::parse_duration(&state.config().backup.warn_age)
-            .map_or(u64::MAX, |d| d.as_micros() as u64);
+    if !state.repositories().is_empty() {
+        let warn_age = state.backup_warn_age();
+        let warn_age_us =
+            crate::config::parse_duration(&warn_age).map_or(u64::MAX, |d| d.as_micros() as u64);
         let newest = state.last_backups().values().map(|b| b.created_us).max();
         let now = crate::clock::now_us();
         match newest {
@@ -607,7 +608,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             Some(t) if now.saturating_sub(t) > warn_age_us => warnings.push(format!(
                 "the newest backup is from {}, older than backup.warn_age ({})",
                 format_timestamp_us(t),
-                state.config().backup.warn_age
+                warn_age
             )),
             Some(_) => {}
         }

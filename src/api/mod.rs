@@ -61,11 +61,16 @@ struct Shared {
     auth: RwLock<Arc<Auth>>,
     /// Backup repositories by name (replaced on SIGHUP).
     repositories: RwLock<Vec<crate::config::RepositoryConfig>>,
+    /// `backup.warn_age` (replaced on SIGHUP).
+    backup_warn_age: RwLock<String>,
     /// The newest successful backup of each kind this server knows of (its own, and those found
     /// in the repositories at start): for status, health and metrics.
     last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
     /// Continuous archiving, per repository name.
     archives: RwLock<std::collections::BTreeMap<String, ArchiveStatus>>,
+    /// Repositories whose continuous-archiving loop runs (started and stopped as the
+    /// configuration says, also on SIGHUP).
+    archiving: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     /// The backup running now, if any: repository, kind and its progress.
     backup_running: RwLock<Option<(String, &'static str, Arc<crate::backup::Progress>)>>,
     /// The latest `backup verify` result of each repository (re-read every `backup.poll`).
@@ -99,16 +104,19 @@ impl AppState {
     pub fn new(store: Arc<Store>, config: Config) -> AppState {
         let auth = Arc::new(Auth::new(&config.auth));
         let repositories = RwLock::new(config.backup.repositories.clone());
+        let backup_warn_age = RwLock::new(config.backup.warn_age.clone());
         AppState {
             inner: Arc::new(Shared {
                 store,
                 config,
                 auth: RwLock::new(auth),
                 repositories,
+                backup_warn_age,
                 last_backups: Default::default(),
                 archives: Default::default(),
                 verifications: Default::default(),
                 backup_running: Default::default(),
+                archiving: Default::default(),
                 watchers: Arc::new(AtomicUsize::new(0)),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
@@ -127,10 +135,11 @@ impl AppState {
         self.inner.auth.read().clone()
     }
 
-    /// Swaps in the tokens of `config` (SIGHUP).
+    /// Swaps in the tokens, repositories and backup warning age of `config` (SIGHUP).
     pub fn replace_auth(&self, config: &Config) {
         *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));
         *self.inner.repositories.write() = config.backup.repositories.clone();
+        *self.inner.backup_warn_age.write() = config.backup.warn_age.clone();
     }
 
     /// Records a successful backup (if newer than the one known for its kind) and moves the
@@ -172,6 +181,17 @@ impl AppState {
         self.inner.archives.read().clone()
     }
 
+    /// Marks repository `name` as archived by a running loop; false if one already runs.
+    pub fn claim_archiving(&self, name: &str) -> bool {
+        self.inner.archiving.lock().insert(name.to_owned())
+    }
+
+    /// A loop for repository `name` ended: forget it and its status.
+    pub fn release_archiving(&self, name: &str) {
+        self.inner.archiving.lock().remove(name);
+        self.inner.archives.write().remove(name);
+    }
+
     /// Records the backup running now (`None` when it ends).
     pub fn set_backup_running(
         &self,
@@ -194,6 +214,11 @@ impl AppState {
     /// The latest `backup verify` result per repository name.
     pub fn verifications(&self) -> std::collections::BTreeMap<String, crate::backup::VerifyRecord> {
         self.inner.verifications.read().clone()
+    }
+
+    /// `backup.warn_age` as of the last SIGHUP.
+    pub fn backup_warn_age(&self) -> String {
+        self.inner.backup_warn_age.read().clone()
     }
 
     /// The configured repositories (as of the last SIGHUP).

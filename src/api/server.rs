@@ -150,15 +150,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         tokio::spawn(super::admin::scan_repositories(state.clone()));
     }
     tokio::spawn(super::admin::verify_poll_loop(state.clone()));
-    for r in state
-        .config()
-        .backup
-        .repositories
-        .iter()
-        .filter(|r| r.archive)
-    {
-        tokio::spawn(super::admin::archive_loop(state.clone(), r.clone()));
-    }
+    super::admin::start_archiving(&state);
     let app = router(state.clone(), limits.clone());
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(ServeError::Serve)?;
     let mut stop_serving = stop_rx.clone();
@@ -226,17 +218,22 @@ async fn reload_on_sighup(state: AppState, limits: Arc<Limits>, options: ServeOp
             Ordering::SeqCst,
         );
         let tokens = config.auth.tokens.len();
+        // storage.scrub_every is a maintenance setting, applied below.
+        let mut storage = state.config().storage.clone();
+        storage.scrub_every = config.storage.scrub_every.clone();
         let changed_needing_restart = state.config().data_dir != config.data_dir
             || state.config().listen != config.listen
-            || state.config().storage != config.storage
+            || storage != config.storage
+            || state.config().backup.poll != config.backup.poll
             || state.config().http.concurrent_requests_max != config.http.concurrent_requests_max;
         state.replace_auth(&config);
+        super::admin::start_archiving(&state);
         state
             .store()
             .set_maintenance_config(config.maintenance_config());
         if changed_needing_restart {
             tracing::warn!(
-                "SIGHUP: data_dir, listen, storage and concurrent_requests_max changes take effect at the next restart"
+                "SIGHUP: data_dir, listen, storage (but scrub_every), backup.poll and concurrent_requests_max changes take effect at the next restart"
             );
         }
         tracing::info!(tokens, log_level = %config.log_level, "SIGHUP: configuration reloaded");
