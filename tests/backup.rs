@@ -508,7 +508,20 @@ fn deferred_checkpoint_at_backup_rolls_keeps_reads_right() {
             rt.block_on(backup::create(&store, &repo, kind)).unwrap();
             write(&store, &mut seed, 5);
         }
+        // At most one roll defers: the second backup in a row (no natural roll in between)
+        // checkpoints, and a natural roll pays any debt.
+        assert!(store.index_checkpoint_owed_since_us().is_some());
+        let checkpointed = store.index_checkpointed_through();
+        rt.block_on(backup::create(&store, &repo, BackupKind::Incremental))
+            .unwrap();
+        assert!(store.index_checkpoint_owed_since_us().is_none());
+        assert!(store.index_checkpointed_through() > checkpointed);
+        write(&store, &mut seed, 5);
+        rt.block_on(backup::create(&store, &repo, BackupKind::Incremental))
+            .unwrap();
+        assert!(store.index_checkpoint_owed_since_us().is_some());
         write(&store, &mut seed, 200); // natural rolls, with checkpoints
+        assert!(store.index_checkpoint_owed_since_us().is_none());
         let head = store.log().head().revision;
         for point in (1..=head).step_by(7) {
             snapshots.push((point, listing(&store, Point::Revision(point))));
@@ -534,4 +547,17 @@ fn deferred_checkpoint_at_backup_rolls_keeps_reads_right() {
             "rebuilt at {point}"
         );
     }
+    // A debt at close, with nothing written since the backup: close pays it (the active segment
+    // is empty, so the checkpoint is written directly), and the reopened store reads the same.
+    write(&rebuilt, &mut seed, 10);
+    rt.block_on(backup::create(&rebuilt, &repo, BackupKind::Incremental))
+        .unwrap();
+    assert!(rebuilt.index_checkpoint_owed_since_us().is_some());
+    let head = rebuilt.log().head().revision;
+    let want = listing(&rebuilt, Point::Latest);
+    rebuilt.close().unwrap();
+    assert_eq!(rebuilt.index_checkpointed_through(), head);
+    drop(rebuilt);
+    let reopened = open(&dir);
+    assert_eq!(listing(&reopened, Point::Latest), want);
 }

@@ -311,6 +311,13 @@ pub(super) fn prepare(history_id: &HistoryId, state: &State) -> Result<Prepared,
     })
 }
 
+impl Prepared {
+    /// The last revision the prepared checkpoint covers.
+    pub(super) fn through_revision(&self) -> u64 {
+        self.cp.through_revision
+    }
+}
+
 /// Appends the prepared bytes to the files, syncs them, then writes the CHECKPOINT (temporary
 /// file, sync, rename, directory sync). Touches no in-memory state.
 pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<(), IndexError> {

@@ -751,6 +751,13 @@ pub struct Index {
     base: RwLock<Option<Arc<Image>>>,
     /// Held while a checkpoint is written.
     checkpointing: parking_lot::Mutex<()>,
+    /// When a roll deferred its checkpoint (Unix µs; 0: none owed). At most one roll defers:
+    /// the next roll checkpoints whatever it was asked, and the store's housekeeping pays a debt
+    /// older than `CHECKPOINT_DEBT_MAX_US` itself, so the in-memory tail and the work of an open
+    /// after a crash stay bounded.
+    checkpoint_owed_since_us: std::sync::atomic::AtomicU64,
+    /// `through_revision` of the last checkpoint written (for tests and status).
+    checkpointed_through: std::sync::atomic::AtomicU64,
     /// Rebuilds since open.
     rebuilds: std::sync::atomic::AtomicU64,
     /// The newest revision readers can see, for watchers (tokio's watch channel never blocks the
@@ -804,6 +811,8 @@ impl Index {
             segments: SegmentMaps::new(data_dir),
             base: RwLock::new(base),
             checkpointing: parking_lot::Mutex::new(()),
+            checkpoint_owed_since_us: Default::default(),
+            checkpointed_through: Default::default(),
             rebuilds: Default::default(),
             indexed: tokio::sync::watch::Sender::new(head),
         };
@@ -856,8 +865,42 @@ impl Index {
         let _one_at_a_time = self.checkpointing.lock();
         let prepared = files::prepare(&self.history_id, &self.state.read())?;
         files::write(&self.dir, &self.history_id, &prepared)?;
+        let through = prepared.through_revision();
         let mut state = self.state.write();
-        files::install(&self.dir, &self.history_id, &mut state, prepared)
+        files::install(&self.dir, &self.history_id, &mut state, prepared)?;
+        drop(state);
+        self.checkpoint_owed_since_us
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        self.checkpointed_through
+            .store(through, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Since when a checkpoint is owed by a roll that deferred it (Unix µs), if one is.
+    pub fn checkpoint_owed_since_us(&self) -> Option<u64> {
+        match self
+            .checkpoint_owed_since_us
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// A deferred checkpoint could not be written: try again in a while rather than at once.
+    pub fn postpone_checkpoint_debt(&self) {
+        if self.checkpoint_owed_since_us().is_some() {
+            self.checkpoint_owed_since_us.store(
+                crate::clock::now_us().max(1),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// `through_revision` of the last checkpoint this process wrote (0: none yet).
+    pub fn checkpointed_through(&self) -> u64 {
+        self.checkpointed_through
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Drops everything and indexes the whole log again, holding the lock throughout.
@@ -950,10 +993,22 @@ impl LogObserver for Index {
 
     fn on_sealed(&self, sealed: &SegmentMeta, checkpoint: bool) {
         // Deferred: the sealed segment's entries stay in the in-memory tail, and the next
-        // checkpoint (at the next roll, when they and everything after are sealed) covers them.
-        // Entries in the files must point into sealed segments only, so a checkpoint never runs
-        // between rolls.
-        if !checkpoint {
+        // checkpoint covers them — at the next roll (when they and everything after are sealed),
+        // or by the store's housekeeping while the active segment holds no commit. Entries in
+        // the files must point into sealed segments only, so a checkpoint never runs while the
+        // active segment holds indexed commits.
+        if !checkpoint
+            && self
+                .checkpoint_owed_since_us
+                .compare_exchange(
+                    0,
+                    crate::clock::now_us().max(1),
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                )
+                .is_ok()
+        {
+            // The first deferral: owed from now. A second one in a row checkpoints below.
             return;
         }
         if let Err(error) = self.checkpoint() {

@@ -390,6 +390,13 @@ impl Log {
         self.roll_with(false)
     }
 
+    /// Runs `f` while the active segment holds no commit, holding the writer lock so none
+    /// arrives meanwhile; returns `None` (without running `f`) if it holds some.
+    pub fn while_active_empty<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let writer = self.writer.lock();
+        (writer.commit_count == 0).then(f)
+    }
+
     fn roll_with(&self, checkpoint: bool) -> Result<bool, LogError> {
         let mut writer = self.writer.lock();
         if writer.commit_count == 0 {

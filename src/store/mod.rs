@@ -114,6 +114,10 @@ pub enum StoreError {
 /// How often the housekeeping thread checks whether the active segment is due to roll by age.
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// An index checkpoint a backup's roll deferred is paid by the housekeeping thread once it is
+/// this old (if no roll paid it first).
+const CHECKPOINT_DEBT_MAX_US: u64 = 300 * 1_000_000;
+
 /// A store: one data directory, its log and its indexes.
 pub struct Store {
     log: Arc<Log>,
@@ -132,8 +136,31 @@ struct Housekeeping {
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Writes an index checkpoint a backup's roll deferred, once the debt is old: with the active
+/// segment empty, directly (under the writer lock, so no commit lands meanwhile); else by rolling.
+fn pay_checkpoint_debt(log: &Log, index: &Index) {
+    let Some(since) = index.checkpoint_owed_since_us() else {
+        return;
+    };
+    if crate::clock::now_us().saturating_sub(since) < CHECKPOINT_DEBT_MAX_US {
+        return;
+    }
+    let paid = match log.while_active_empty(|| index.checkpoint()) {
+        Some(result) => result.map_err(|e| e.to_string()),
+        None => log.roll().map(|_| ()).map_err(|e| e.to_string()),
+    };
+    if let Err(error) = paid {
+        index.postpone_checkpoint_debt();
+        tracing::warn!(%error, "deferred index checkpoint failed; entries stay in memory, retrying later");
+    }
+}
+
 impl Housekeeping {
-    fn start(log: Arc<Log>, maintenance: Arc<maintenance::Maintenance>) -> Housekeeping {
+    fn start(
+        log: Arc<Log>,
+        index: Arc<Index>,
+        maintenance: Arc<maintenance::Maintenance>,
+    ) -> Housekeeping {
         let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
         let signal = stop.clone();
         let thread = std::thread::Builder::new()
@@ -157,6 +184,7 @@ impl Housekeeping {
                         warned = true;
                         tracing::warn!(%error, "rolling the active segment by age failed");
                     }
+                    pay_checkpoint_debt(&log, &index);
                     maintenance.tick();
                 }
             })
@@ -232,7 +260,7 @@ impl Store {
             head = log.head().revision,
             "store opened"
         );
-        let housekeeping = Housekeeping::start(log.clone(), maintenance.clone());
+        let housekeeping = Housekeeping::start(log.clone(), index.clone(), maintenance.clone());
         Ok(Store {
             log,
             index,
@@ -283,6 +311,16 @@ impl Store {
         self.maintenance.last_compaction()
     }
 
+    /// Since when an index checkpoint deferred by a backup's roll is owed (Unix µs), if one is.
+    pub fn index_checkpoint_owed_since_us(&self) -> Option<u64> {
+        self.index.checkpoint_owed_since_us()
+    }
+
+    /// `through_revision` of the last index checkpoint this process wrote (0: none yet).
+    pub fn index_checkpointed_through(&self) -> u64 {
+        self.index.checkpointed_through()
+    }
+
     /// What the background scrub of sealed segments has found.
     pub fn scrub_status(&self) -> ScrubStatus {
         self.maintenance.scrub_status()
@@ -323,6 +361,12 @@ impl Store {
         self.housekeeping.stop();
         if self.log.read_only_reason().is_none() {
             self.log.roll()?;
+            // A checkpoint a backup's roll deferred, with nothing written since: pay it now.
+            if self.index.checkpoint_owed_since_us().is_some()
+                && let Some(Err(error)) = self.log.while_active_empty(|| self.index.checkpoint())
+            {
+                tracing::warn!(%error, "index checkpoint at close failed; the next open re-indexes");
+            }
         }
         self.log.close()
     }
