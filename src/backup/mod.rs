@@ -181,18 +181,34 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// Checks an object's bytes against the size and SHA-256 its manifest (or archive record) gives.
-fn check_content(bytes: &[u8], size: u64, sha256: &str) -> Result<(), String> {
-    if bytes.len() as u64 != size {
-        return Err(format!(
-            "is {} bytes, the manifest says {size}",
-            bytes.len()
-        ));
+/// An object of `got_size` bytes hashing to `got_sha256` against its manifest entry.
+fn content_matches(got_size: u64, got_sha256: &str, size: u64, sha256: &str) -> Result<(), String> {
+    if got_size != size {
+        return Err(format!("is {got_size} bytes, the manifest says {size}"));
     }
-    if sha256_hex(bytes) != sha256 {
+    if got_sha256 != sha256 {
         return Err("SHA-256 does not match the manifest".into());
     }
     Ok(())
+}
+
+/// Streams `object` from `repo`, hashing it, and checks it against `size` and `sha256`; each
+/// chunk also goes to `sink` (e.g. a file being staged).
+async fn check_object(
+    repo: &Repo,
+    object: &str,
+    size: u64,
+    sha256: &str,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Result<(), String>, BackupError> {
+    let mut hasher = Sha256::new();
+    let got = repo
+        .stream(object, |chunk| {
+            hasher.update(chunk);
+            sink(chunk)
+        })
+        .await?;
+    Ok(content_matches(got, &hex(&hasher.finalize()), size, sha256))
 }
 
 /// Every complete backup in the repository, ordered by sequence, and the ids of incomplete ones
@@ -392,6 +408,19 @@ async fn create_locked(
         .into_iter()
         .collect::<Result<_, _>>()?;
     mark("upload and read back");
+    // Every uploaded file durable before the manifest that lists it: all at once, so the
+    // device flushes them together (as `cp` followed by one `sync` does).
+    let syncs: Vec<_> = uploaded
+        .iter()
+        .map(|f| {
+            let object = format!("{BACKUPS_DIR}/{id}/{}", f.name);
+            async move { repo.sync(&object).await }
+        })
+        .collect();
+    for synced in futures_util::future::join_all(syncs).await {
+        synced?;
+    }
+    mark("sync files");
     let bytes = uploaded.iter().map(|f| f.size).sum::<u64>();
     files.extend(uploaded);
     files.sort_by_key(|f| (f.kind as u8, f.first_revision));
@@ -463,7 +492,8 @@ async fn upload_one(
     // the object holds exactly these bytes, so the hash describes it.
     let hashed = content.clone();
     let hashing = tokio::task::spawn_blocking(move || sha256_hex(&hashed));
-    let put = repo.put_bytes(&object, content.clone()).await;
+    // Not synced here: all of the backup's files are synced together before its manifest.
+    let put = repo.put_file(&object, path, content.clone()).await;
     entry.sha256 = hashing
         .await
         .map_err(|e| BackupError::Store(e.to_string()))?;
@@ -765,9 +795,10 @@ pub async fn verify(
             let key = (f.backup.clone(), f.name.clone());
             if !checked.contains_key(&key) {
                 let object = format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name);
-                let outcome = match repo.get(&object).await {
+                let outcome = match check_object(repo, &object, f.size, &f.sha256, |_| Ok(())).await
+                {
                     Err(e) => Err(format!("cannot be read: {e}")),
-                    Ok(bytes) => check_content(&bytes, f.size, &f.sha256),
+                    Ok(checked) => checked,
                 };
                 checked.insert(key.clone(), outcome);
             }
@@ -868,9 +899,10 @@ pub async fn verify(
             let mut next: Option<u64> = None;
             for r in records.values() {
                 let object = archive::object(&history, &r.name);
-                let problem = match repo.get(&object).await {
+                let problem = match check_object(repo, &object, r.size, &r.sha256, |_| Ok(())).await
+                {
                     Err(e) => Some(format!("cannot be read: {e}")),
-                    Ok(b) => check_content(&b, r.size, &r.sha256).err(),
+                    Ok(checked) => checked.err(),
                 };
                 let gap = next.is_some_and(|n| n != r.first_revision);
                 next = Some(r.last_revision + 1);
@@ -1183,12 +1215,18 @@ async fn stage(
         } else {
             format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name)
         };
-        let bytes = repo.get(&object).await?;
-        check_content(&bytes, f.size, &f.sha256).map_err(|reason| BackupError::Damaged {
+        // Streamed into the staged file while hashed: memory stays at one chunk.
+        let mut file = std::fs::File::create(dir.join(&f.name)).map_err(io)?;
+        check_object(repo, &object, f.size, &f.sha256, |chunk| {
+            std::io::Write::write_all(&mut file, chunk)
+        })
+        .await?
+        .map_err(|reason| BackupError::Damaged {
             backup: f.backup.clone(),
             file: f.name.clone(),
             reason,
         })?;
+        drop(file);
         if f.kind == FileKind::Segment {
             let seq = f
                 .name
@@ -1197,7 +1235,6 @@ async fn stage(
                 .and_then(storage_format::segment::parse_segment_file_name);
             first_seq = first_seq.or(seq);
         }
-        std::fs::write(dir.join(&f.name), bytes).map_err(io)?;
     }
     let history = storage_format::parse_hex::<16>(&m.history_id)
         .ok_or_else(|| BackupError::Invalid(format!("bad history id {}", m.history_id)))?;

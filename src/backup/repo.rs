@@ -109,11 +109,59 @@ impl Repo {
 
     /// `put` of shared bytes (no copy).
     pub async fn put_bytes(&self, name: &str, bytes: bytes::Bytes) -> Result<(), BackupError> {
+        self.put_unsynced(name, bytes).await?;
+        self.sync(name).await
+    }
+
+    /// Uploads the file at `source` as `name`, unsynced (see `put_unsynced`). A directory
+    /// repository copies it in the kernel (`std::fs::copy`: copy_file_range, as `cp` does) to a
+    /// temporary name and renames it into place; S3 PUTs `content` (the same file, mapped).
+    pub async fn put_file(
+        &self,
+        name: &str,
+        source: &std::path::Path,
+        content: bytes::Bytes,
+    ) -> Result<(), BackupError> {
+        let Some(root) = self.local.clone() else {
+            return self.put_unsynced(name, content).await;
+        };
+        let (source, target) = (source.to_path_buf(), root.join(name));
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let parent = target.parent().expect("objects live in a directory");
+            std::fs::create_dir_all(parent)?;
+            let temp = parent.join(format!(
+                ".{}.{}.tmp",
+                target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("object"),
+                random_hex::<4>()
+            ));
+            let copied =
+                std::fs::copy(&source, &temp).and_then(|_| std::fs::rename(&temp, &target));
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            copied
+        })
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?;
+        result.map_err(|e| BackupError::Repo {
+            op: "upload",
+            object: format!("{}/{name}", self.url.trim_end_matches('/')),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `put_bytes` without the fsync of a directory repository's file: the caller makes it
+    /// durable with `sync` before anything relies on it (a backup syncs all its files, in
+    /// parallel, before writing the manifest that lists them).
+    pub async fn put_unsynced(&self, name: &str, bytes: bytes::Bytes) -> Result<(), BackupError> {
         self.store
             .put(&self.path(name), PutPayload::from(bytes))
             .await
             .map_err(|e| self.error("upload", name, e))?;
-        self.sync(name).await
+        Ok(())
     }
 
     /// Makes an object's content durable in a directory repository (fsync of the file; its name
@@ -204,20 +252,51 @@ impl Repo {
         Ok(bytes.to_vec())
     }
 
+    /// Streams object `name` through `sink` chunk by chunk (memory stays at one chunk); returns
+    /// its size. A download failure is a repository error; a sink failure a store error.
+    pub async fn stream(
+        &self,
+        name: &str,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, BackupError> {
+        use futures_util::StreamExt;
+        let result = self
+            .store
+            .get(&self.path(name))
+            .await
+            .map_err(|e| self.error("download", name, e))?;
+        let mut stream = result.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error("download", name, e))?;
+            sink(&chunk).map_err(|e| BackupError::Store(format!("writing {name}: {e}")))?;
+            size += chunk.len() as u64;
+        }
+        Ok(size)
+    }
+
     /// Whether object `name` holds exactly `expected` (the read-back check of an upload). A
     /// directory repository's file is mapped and compared in place; S3 downloads it.
     pub async fn holds(&self, name: &str, expected: &bytes::Bytes) -> Result<bool, BackupError> {
         let Some(root) = self.local.clone() else {
+            // Streamed and compared chunk by chunk: memory stays at one chunk whatever the size.
+            use futures_util::StreamExt;
             let result = self
                 .store
                 .get(&self.path(name))
                 .await
                 .map_err(|e| self.error("download", name, e))?;
-            let back = result
-                .bytes()
-                .await
-                .map_err(|e| self.error("download", name, e))?;
-            return Ok(back == *expected);
+            let mut stream = result.into_stream();
+            let mut at = 0usize;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.error("download", name, e))?;
+                let end = at + chunk.len();
+                if end > expected.len() || expected[at..end] != chunk[..] {
+                    return Ok(false);
+                }
+                at = end;
+            }
+            return Ok(at == expected.len());
         };
         let path = root.join(name);
         let expected = expected.clone();
