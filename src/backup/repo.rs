@@ -129,8 +129,10 @@ impl Repo {
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let parent = target.parent().expect("objects live in a directory");
             std::fs::create_dir_all(parent)?;
+            // Not a dot-file: a crash mid-copy leaves it listed, so prune removes it with the
+            // incomplete backup it belongs to.
             let temp = parent.join(format!(
-                ".{}.{}.tmp",
+                "{}.{}.tmp",
                 target
                     .file_name()
                     .and_then(|n| n.to_str())
