@@ -125,15 +125,7 @@ fn doctor_and_metrics_report_the_last_backup_verify() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_llmcm"))
-            .args(args)
-            .env("LLMCM_SERVER", &s.base)
-            .env_remove("LLMCM_TOKEN")
-            .output()
-            .unwrap()
-    };
-    let out = cli(&["backup", "create", "--repo", "main", "--kind", "full"]);
+    let out = s.llmcm(&["backup", "create", "--repo", "main", "--kind", "full"]);
     assert!(out.status.success(), "{out:?}");
     // Backups but no verify yet: a warning.
     assert_eq!(
@@ -142,21 +134,11 @@ fn doctor_and_metrics_report_the_last_backup_verify() {
     );
 
     let repo_arg = repo.to_str().unwrap();
-    let out = cli(&["backup", "verify", "--repo", repo_arg]);
+    let out = s.llmcm(&["backup", "verify", "--repo", repo_arg]);
     assert!(out.status.success(), "{out:?}");
-    let metric = |name: &str| -> Option<f64> {
-        let text = client()
-            .get(s.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-    };
     let wait_for = |want: f64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while metric("llmcm_backup_verify_last_success{repo=\"main\"}") != Some(want) {
+        while s.metric("llmcm_backup_verify_last_success{repo=\"main\"}") != Some(want) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "metric never became {want}"
@@ -165,7 +147,11 @@ fn doctor_and_metrics_report_the_last_backup_verify() {
         }
     };
     wait_for(1.0);
-    assert!(metric("llmcm_backup_verify_last_timestamp_seconds{repo=\"main\"}").unwrap() > 1.7e9);
+    assert!(
+        s.metric("llmcm_backup_verify_last_timestamp_seconds{repo=\"main\"}")
+            .unwrap()
+            > 1.7e9
+    );
     assert_eq!(
         status_of(&checks(&doctor(&s.base, true)), "backup verify"),
         "pass"
@@ -179,15 +165,10 @@ fn doctor_and_metrics_report_the_last_backup_verify() {
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[100] ^= 0x40;
     std::fs::write(&victim, bytes).unwrap();
-    let out = cli(&["backup", "verify", "--repo", repo_arg]);
+    let out = s.llmcm(&["backup", "verify", "--repo", repo_arg]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     wait_for(0.0);
-    let health: Value = client()
-        .get(s.url("/health"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health = s.health();
     let warnings = health["warnings"].to_string();
     assert!(
         warnings.contains("the last verify of repository main"),

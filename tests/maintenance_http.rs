@@ -13,15 +13,6 @@ use server::{Server, client};
 
 const CONFIG: &str = "[storage]\nsegment_bytes_max = 65536\n";
 
-fn llmcm(s: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llmcm"))
-        .args(args)
-        .env("LLMCM_SERVER", &s.base)
-        .env_remove("LLMCM_TOKEN")
-        .output()
-        .unwrap()
-}
-
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -76,7 +67,7 @@ fn snapshot_compact_and_restore_through_the_server() {
     }
 
     // Snapshot on demand, through the CLI; status and metrics show it.
-    let out = stdout(&llmcm(&s, &["snapshot"]));
+    let out = stdout(&s.llmcm(&["snapshot"]));
     assert!(out.starts_with("snapshot at revision 120"), "{out}");
     let (_, status) = get(&s, "/v1/admin/status");
     // (The server's schedule may have taken one earlier: its first check takes one when none
@@ -108,10 +99,10 @@ fn snapshot_compact_and_restore_through_the_server() {
     assert_eq!(code, 400);
 
     // Keep a day: nothing is that old.
-    let out = stdout(&llmcm(&s, &["compact", "--retain", "1d"]));
+    let out = stdout(&s.llmcm(&["compact", "--retain", "1d"]));
     assert!(out.starts_with("nothing compacted"), "{out}");
 
-    let out = stdout(&llmcm(&s, &["--json", "compact", "--retain", "0s"]));
+    let out = stdout(&s.llmcm(&["--json", "compact", "--retain", "0s"]));
     let c: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(c["compacted"], true);
     let h = c["horizon"]["revision"].as_u64().unwrap();
@@ -162,7 +153,7 @@ fn snapshot_compact_and_restore_through_the_server() {
         .unwrap();
     assert!(metrics.contains(&format!("llmcm_compaction_horizon_revision {h}")));
     assert!(metrics.contains("llmcm_compactions_total 1"));
-    let out = stdout(&llmcm(&s, &["status"]));
+    let out = stdout(&s.llmcm(&["status"]));
     assert!(out.contains(&format!("revision {h} at")), "{out}");
 
     // Restore from the live server's directory (read only), at the horizon, partial.

@@ -6,20 +6,10 @@
 
 mod server;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use server::{Server, client};
-
-fn health(s: &Server) -> Value {
-    client()
-        .get(s.url("/health"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -27,17 +17,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn metric(s: &Server, name: &str) -> Option<f64> {
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]
@@ -63,11 +42,11 @@ fn scrub_reports_damage_in_a_sealed_segment_and_clears_when_good() {
     sealed.pop(); // the active segment
     assert!(sealed.len() >= 2, "{sealed:?}");
     wait_until("a clean scrub pass", || {
-        health(&s)["scrub"]["passes"].as_u64() >= Some(1)
+        s.health()["scrub"]["passes"].as_u64() >= Some(1)
     });
-    assert_eq!(metric(&s, "llmcm_scrub_damaged_segments"), Some(0.0));
-    assert!(metric(&s, "llmcm_scrub_last_pass_timestamp_seconds").unwrap() > 1.7e9);
-    assert_eq!(health(&s)["status"], "ok");
+    assert_eq!(s.metric("llmcm_scrub_damaged_segments"), Some(0.0));
+    assert!(s.metric("llmcm_scrub_last_pass_timestamp_seconds").unwrap() > 1.7e9);
+    assert_eq!(s.health()["status"], "ok");
 
     // One damaged byte inside a record of the first sealed segment.
     let victim = &sealed[0];
@@ -86,20 +65,16 @@ fn scrub_reports_damage_in_a_sealed_segment_and_clears_when_good() {
     poke(bad[300]);
     let name = victim.file_name().unwrap().to_str().unwrap().to_owned();
     wait_until("the damage to be reported", || {
-        metric(&s, "llmcm_scrub_damaged_segments") == Some(1.0)
+        s.metric("llmcm_scrub_damaged_segments") == Some(1.0)
     });
-    let h = health(&s);
+    let h = s.health();
     let warnings = h["warnings"].to_string();
     assert!(
         warnings.contains(&format!("scrub: log/{name}: corruption at offset")),
         "{h}"
     );
     assert_eq!(h["status"], "warn");
-    let doctor = Command::new(env!("CARGO_BIN_EXE_llmcm"))
-        .args(["--json", "doctor"])
-        .env("LLMCM_SERVER", &s.base)
-        .output()
-        .unwrap();
+    let doctor = s.llmcm(&["--json", "doctor"]);
     assert_eq!(doctor.status.code(), Some(1));
     let doc: Value = serde_json::from_slice(&doctor.stdout).unwrap();
     let check = doc["checks"]
@@ -117,8 +92,8 @@ fn scrub_reports_damage_in_a_sealed_segment_and_clears_when_good() {
 
     poke(good[300]);
     wait_until("the report to clear", || {
-        metric(&s, "llmcm_scrub_damaged_segments") == Some(0.0)
+        s.metric("llmcm_scrub_damaged_segments") == Some(0.0)
     });
-    assert_eq!(health(&s)["status"], "ok");
+    assert_eq!(s.health()["status"], "ok");
     s.stop();
 }

@@ -315,6 +315,16 @@ pub async fn verify_poll_loop(state: AppState) {
     }
 }
 
+/// The background scrub: last full pass, passes, whether one runs, damage found.
+pub(super) fn scrub_view(scrub: &crate::store::ScrubStatus) -> Value {
+    json!({
+        "last_pass": (scrub.last_pass_us > 0).then(|| format_timestamp_us(scrub.last_pass_us)),
+        "passes": scrub.passes,
+        "running": scrub.running,
+        "damage": scrub.damage,
+    })
+}
+
 /// The latest `backup verify` result per repository.
 pub(super) fn verifications_view(state: &AppState) -> Value {
     let items: Vec<Value> = state

@@ -507,12 +507,7 @@ pub async fn status(
         "last_backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
         "verifications": super::admin::verifications_view(&state),
-        "scrub": {
-            "last_pass": (scrub.last_pass_us > 0).then(|| format_timestamp_us(scrub.last_pass_us)),
-            "passes": scrub.passes,
-            "running": scrub.running,
-            "damage": scrub.damage,
-        },
+        "scrub": super::admin::scrub_view(&scrub),
         "backup_safe_revision": state.store().backup_safe_revision(),
         "config": config_view(&state),
         "backup_running": state.backup_running().map(|(repo, kind, p)| serde_json::json!({
@@ -640,12 +635,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
         "verifications": super::admin::verifications_view(&state),
-        "scrub": {
-            "last_pass": (scrub.last_pass_us > 0).then(|| format_timestamp_us(scrub.last_pass_us)),
-            "passes": scrub.passes,
-            "running": scrub.running,
-            "damage": scrub.damage,
-        },
+        "scrub": super::admin::scrub_view(&scrub),
         "storage": {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,

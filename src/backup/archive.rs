@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use storage_format::hex;
 
-use super::{BackupError, FileEntry, FileKind, Repo, sha256_hex};
+use super::{BackupError, FileEntry, FileKind, Repo};
 use crate::store::Store;
 
 /// Where archived segments live in a repository.
@@ -115,9 +115,9 @@ pub async fn ship_new(
             }
             Err(e) => return Err(BackupError::Store(e.to_string())),
         };
-        let sha256 = sha256_hex(&content);
         let segment_object = object(&history, &name);
-        repo.put_bytes(&segment_object, content.clone()).await?;
+        let sha256 = super::put_hashed(repo, &s.path, &segment_object, &content).await?;
+        repo.sync(&segment_object).await?;
         if !repo.holds(&segment_object, &content).await? {
             return Err(BackupError::Damaged {
                 backup: ARCHIVE_HOLDER.into(),

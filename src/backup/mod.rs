@@ -488,16 +488,8 @@ async fn upload_one(
     let mut entry = entry.clone();
     entry.backup = id.to_owned();
     let object = format!("{BACKUPS_DIR}/{id}/{}", entry.name);
-    // Hash while the upload writes (both only read the mapping); the read-back below proves
-    // the object holds exactly these bytes, so the hash describes it.
-    let hashed = content.clone();
-    let hashing = tokio::task::spawn_blocking(move || sha256_hex(&hashed));
     // Not synced here: all of the backup's files are synced together before its manifest.
-    let put = repo.put_file(&object, path, content.clone()).await;
-    entry.sha256 = hashing
-        .await
-        .map_err(|e| BackupError::Store(e.to_string()))?;
-    put?;
+    entry.sha256 = put_hashed(repo, path, &object, &content).await?;
     crate::fault::crash_point("backup:after-upload");
     // Confirm: the object reads back as exactly the bytes that were hashed.
     if !repo.holds(&object, &content).await? {
@@ -508,6 +500,25 @@ async fn upload_one(
         });
     }
     Ok(entry)
+}
+
+/// Uploads the file at `path` (mapped as `content`) as `object`, unsynced, hashing the mapping
+/// while the upload writes; returns its SHA-256. The caller reads the object back
+/// (`Repo::holds`): that proves it holds exactly these bytes, so the hash describes it.
+pub(crate) async fn put_hashed(
+    repo: &Repo,
+    path: &Path,
+    object: &str,
+    content: &bytes::Bytes,
+) -> Result<String, BackupError> {
+    let hashed = content.clone();
+    let hashing = tokio::task::spawn_blocking(move || sha256_hex(&hashed));
+    let put = repo.put_file(object, path, content.clone()).await;
+    let sha256 = hashing
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?;
+    put?;
+    Ok(sha256)
 }
 
 /// The files of the store a backup may ship, after rolling the active segment.
@@ -691,15 +702,9 @@ impl VerifyRecord {
 
     /// The latest record in `repo`; `None` when it was never verified.
     pub async fn load(repo: &Repo) -> Result<Option<VerifyRecord>, BackupError> {
-        if !repo
-            .list("verify")
-            .await?
-            .iter()
-            .any(|n| n == VERIFY_RECORD)
-        {
+        let Some(bytes) = repo.get_if_exists(VERIFY_RECORD).await? else {
             return Ok(None);
-        }
-        let bytes = repo.get(VERIFY_RECORD).await?;
+        };
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| BackupError::Invalid(format!("{VERIFY_RECORD} in {}: {e}", repo.url)))

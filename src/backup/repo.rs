@@ -104,12 +104,7 @@ impl Repo {
     }
 
     pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), BackupError> {
-        self.put_bytes(name, bytes::Bytes::from(bytes)).await
-    }
-
-    /// `put` of shared bytes (no copy).
-    pub async fn put_bytes(&self, name: &str, bytes: bytes::Bytes) -> Result<(), BackupError> {
-        self.put_unsynced(name, bytes).await?;
+        self.put_unsynced(name, bytes::Bytes::from(bytes)).await?;
         self.sync(name).await
     }
 
@@ -155,7 +150,7 @@ impl Repo {
         })
     }
 
-    /// `put_bytes` without the fsync of a directory repository's file: the caller makes it
+    /// `put` of shared bytes (no copy) without the fsync of a directory repository's file: the caller makes it
     /// durable with `sync` before anything relies on it (a backup syncs all its files, in
     /// parallel, before writing the manifest that lists them).
     pub async fn put_unsynced(&self, name: &str, bytes: bytes::Bytes) -> Result<(), BackupError> {
@@ -242,16 +237,23 @@ impl Repo {
     }
 
     pub async fn get(&self, name: &str) -> Result<Vec<u8>, BackupError> {
-        let result = self
-            .store
-            .get(&self.path(name))
+        self.download(name)
             .await
-            .map_err(|e| self.error("download", name, e))?;
-        let bytes = result
-            .bytes()
-            .await
-            .map_err(|e| self.error("download", name, e))?;
-        Ok(bytes.to_vec())
+            .map_err(|e| self.error("download", name, e))
+    }
+
+    /// `get`, with `None` for an object that does not exist (one request, no listing).
+    pub async fn get_if_exists(&self, name: &str) -> Result<Option<Vec<u8>>, BackupError> {
+        match self.download(name).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("download", name, e)),
+        }
+    }
+
+    async fn download(&self, name: &str) -> Result<Vec<u8>, object_store::Error> {
+        let result = self.store.get(&self.path(name)).await?;
+        Ok(result.bytes().await?.to_vec())
     }
 
     /// Streams object `name` through `sink` chunk by chunk (memory stays at one chunk); returns
@@ -282,23 +284,15 @@ impl Repo {
     pub async fn holds(&self, name: &str, expected: &bytes::Bytes) -> Result<bool, BackupError> {
         let Some(root) = self.local.clone() else {
             // Streamed and compared chunk by chunk: memory stays at one chunk whatever the size.
-            use futures_util::StreamExt;
-            let result = self
-                .store
-                .get(&self.path(name))
-                .await
-                .map_err(|e| self.error("download", name, e))?;
-            let mut stream = result.into_stream();
-            let mut at = 0usize;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.error("download", name, e))?;
+            let (mut at, mut same) = (0usize, true);
+            self.stream(name, |chunk| {
                 let end = at + chunk.len();
-                if end > expected.len() || expected[at..end] != chunk[..] {
-                    return Ok(false);
-                }
+                same = same && end <= expected.len() && expected[at..end] == *chunk;
                 at = end;
-            }
-            return Ok(at == expected.len());
+                Ok(())
+            })
+            .await?;
+            return Ok(same && at == expected.len());
         };
         let path = root.join(name);
         let expected = expected.clone();

@@ -131,6 +131,38 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Runs the `llmcm` command line against this server (no token).
+    pub fn llmcm(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_llmcm"))
+            .args(args)
+            .env("LLMCM_SERVER", &self.base)
+            .env_remove("LLMCM_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> serde_json::Value {
+        client()
+            .get(self.url("/health"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// The value of the sample `name` (with its labels, e.g. `x{repo="main"}`) in `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = client()
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate().expect("server was running")
