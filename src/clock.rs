@@ -82,21 +82,36 @@ pub fn format_timestamp_us(us: u64) -> String {
 
 /// `format_timestamp_us` into `out`, without allocating.
 pub fn write_timestamp_us(out: &mut impl std::fmt::Write, us: u64) -> std::fmt::Result {
+    match timestamp_bytes(us) {
+        Some(bytes) => out.write_str(std::str::from_utf8(&bytes).expect("ASCII digits")),
+        None => write!(out, "@{us}us"),
+    }
+}
+
+/// The 27 bytes of `format_timestamp_us`, digit by digit (no formatter); `None` past year 9999.
+fn timestamp_bytes(us: u64) -> Option<[u8; 27]> {
     let seconds = us / 1_000_000;
     let micros = us % 1_000_000;
-    let days = seconds / 86_400;
-    let of_day = seconds % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = civil_from_days(seconds / 86_400);
     if year > 9999 {
-        return write!(out, "@{us}us");
+        return None;
     }
-    write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    let of_day = seconds % 86_400;
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut digits = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    digits(0, 4, year);
+    digits(5, 2, month);
+    digits(8, 2, day);
+    digits(11, 2, of_day / 3600);
+    digits(14, 2, of_day / 60 % 60);
+    digits(17, 2, of_day % 60);
+    digits(20, 6, micros);
+    Some(out)
 }
 
 /// (year, month, day) of the `days`-th day after 1970-01-01, proleptic Gregorian (the

@@ -1,9 +1,13 @@
-//! Crash points for tests: `LLMCM_CRASH_AT=<name>` makes the process abort (no unwinding, no
+//! Crash points for tests, and a pause after each fsync for benchmarks.
+//!
+//! Crash points: `LLMCM_CRASH_AT=<name>` makes the process abort (no unwinding, no
 //! destructors, nothing flushed — as abrupt as `kill -9`) when it reaches the step of that name.
 //! The crash tests in `tests/` use it to stop a server between the steps of snapshot writing and
 //! compaction. Unset (always, outside tests), a crash point costs one cached comparison.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The environment variable naming the crash point.
 pub const CRASH_AT_ENV: &str = "LLMCM_CRASH_AT";
@@ -16,4 +20,33 @@ pub fn crash_point(name: &str) {
         eprintln!("crash point {name} reached: aborting");
         std::process::abort();
     }
+}
+
+/// The environment variable adding a pause after every group-commit fsync, in microseconds: the
+/// HTTP benchmark uses it (or `set_sync_pad`) to emulate this machine's slow disk phase (~4 ms per
+/// fsync) on demand.
+pub const SYNC_PAD_ENV: &str = "LLMCM_SYNC_PAD_US";
+
+/// Microseconds of pause after each fsync; `u64::MAX` until first read from the environment.
+static SYNC_PAD_US: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sleeps the configured pause, if any (never outside benchmarks and tests); without one, one
+/// atomic load and a comparison.
+pub fn sync_pad() {
+    let mut pad = SYNC_PAD_US.load(Ordering::Relaxed);
+    if pad == u64::MAX {
+        pad = std::env::var(SYNC_PAD_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let _ = SYNC_PAD_US.compare_exchange(u64::MAX, pad, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    if pad > 0 {
+        std::thread::sleep(Duration::from_micros(pad));
+    }
+}
+
+/// Sets the pause after each fsync for this process (benchmarks).
+pub fn set_sync_pad(pad: Duration) {
+    SYNC_PAD_US.store(pad.as_micros() as u64, Ordering::Relaxed);
 }

@@ -243,7 +243,7 @@ impl FromRequestParts<AppState> for Principal {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        state.auth().authenticate(header)
+        state.authenticate(header)
     }
 }
 

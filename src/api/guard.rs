@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use super::error::ApiError;
-use super::metrics::{intern, record_request};
+use super::metrics::{method_label, record_request, route_label};
 
 /// The bounds, shared by every route; the timeout changes on SIGHUP.
 pub struct Limits {
@@ -74,17 +74,18 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let route = intern(
+        let route = route_label(
             request
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or("unmatched", |p| p.as_str()),
         );
-        let method = intern(request.method().as_str());
+        let method = method_label(request.method());
         let limits = self.limits.clone();
-        // The service that was polled ready serves this call; a fresh clone stays for the next.
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        // The inner service is axum's route, whose future does nothing until polled: calling
+        // it here (the service that was polled ready) needs no clone of it, and the handler
+        // still runs only once the permit is held.
+        let answer = self.inner.call(request);
         Box::pin(async move {
             let started = Instant::now();
             let response = match limits.permits.acquire().await {
@@ -96,10 +97,9 @@ where
                 .into_response(),
                 Ok(_permit) => {
                     let timeout = Duration::from_millis(limits.timeout_ms.load(Ordering::Relaxed));
-                    let answer =
-                        AssertUnwindSafe(tokio::time::timeout(timeout, inner.call(request)))
-                            .catch_unwind()
-                            .await;
+                    let answer = AssertUnwindSafe(tokio::time::timeout(timeout, answer))
+                        .catch_unwind()
+                        .await;
                     match answer {
                         Ok(Ok(Ok(response))) => response,
                         Ok(Ok(Err(never))) => match never {},
@@ -115,7 +115,7 @@ where
                     }
                 }
             };
-            record_request(route, method, &response, started);
+            record_request(route, method, response.status(), started);
             Ok(response)
         })
     }

@@ -71,7 +71,6 @@ impl From<crate::log::CommitInfo> for WriteView {
 /// The answer to `GET /v1/kv/{key}`, written straight into one buffer: the same bytes as
 /// serializing `KeyVersionView`, without building it (this is the hottest answer).
 pub fn key_version_response(v: &KeyVersion) -> Result<Response, ApiError> {
-    use std::fmt::Write as _;
     let value = raw(v.value.as_bytes())?.get();
     let mut out = String::with_capacity(value.len() + v.key.len() + 160);
     out.push_str("{\"key\":");
@@ -89,11 +88,14 @@ pub fn key_version_response(v: &KeyVersion) -> Result<Response, ApiError> {
     }
     out.push_str(",\"value\":");
     out.push_str(value);
-    let _ = write!(
-        out,
-        ",\"revision\":{},\"create_revision\":{},\"version\":{},\"timestamp\":\"",
-        v.revision, v.create_revision, v.version
-    );
+    let mut number = itoa::Buffer::new();
+    out.push_str(",\"revision\":");
+    out.push_str(number.format(v.revision));
+    out.push_str(",\"create_revision\":");
+    out.push_str(number.format(v.create_revision));
+    out.push_str(",\"version\":");
+    out.push_str(number.format(v.version));
+    out.push_str(",\"timestamp\":\"");
     let _ = crate::clock::write_timestamp_us(&mut out, v.timestamp_us);
     out.push_str("\"}");
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())

@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::{Action, Principal};
 use super::error::ApiError;
 use super::json::{KeyVersionView, WriteView, key_version_response, ok};
-use super::params::{self, blocking};
+use super::params;
 use crate::store::{Condition, Point, WriteRequest};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -160,8 +160,7 @@ async fn commit_one(
         must_exist: if must_exist { vec![key] } else { Vec::new() },
         ops: vec![op],
     };
-    let store = state.store().clone();
-    let info = blocking(move || Ok(store.write(request)?)).await?;
+    let info = state.store().write_async(request).await?;
     ok(&WriteView::from(info))
 }
 

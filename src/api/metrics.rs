@@ -174,18 +174,88 @@ fn describe() {
 }
 
 /// Counts and times one answered request by its route template (never the raw path: keys would
-/// make unbounded label sets).
+/// make unbounded label sets). The metric handles of each (route, method, status) are kept per
+/// thread, so recording touches no shared lock, registry or label allocation (`route` and
+/// `method` are interned: equal labels are the same pointer).
 pub fn record_request(
     route: &'static str,
     method: &'static str,
-    response: &Response,
+    status: axum::http::StatusCode,
     started: Instant,
 ) {
-    let status = intern(response.status().as_str());
-    counter!("llmcm_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
-    histogram!("llmcm_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    if HANDLE.get().is_none() {
+        // No recorder (a router built without `serve`): nothing records; cache nothing.
+        return;
+    }
+    let key = (
+        route.as_ptr() as usize,
+        method.as_ptr() as usize,
+        status.as_u16(),
+    );
+    REQUEST_HANDLES.with_borrow_mut(|handles| {
+        if handles.len() >= REQUEST_HANDLES_MAX {
+            handles.clear();
+        }
+        let (count, latency) = handles.entry(key).or_insert_with(|| {
+            let status = intern(status.as_str());
+            (
+                counter!("llmcm_http_requests_total", "route" => route, "method" => method, "status" => status),
+                histogram!("llmcm_http_request_duration_seconds", "route" => route, "method" => method),
+            )
+        });
+        count.increment(1);
+        latency.record(seconds);
+    });
+}
+
+thread_local! {
+    /// Request metric handles by (route, method, status), per thread.
+    static REQUEST_HANDLES: std::cell::RefCell<RequestHandles> = Default::default();
+    /// Route templates by the address of the router's string, per thread (checked by content).
+    static ROUTE_LABELS: std::cell::RefCell<std::collections::HashMap<usize, &'static str>> =
+        Default::default();
+}
+
+/// A request's count and latency handles by (route, method, status) address and code.
+type RequestHandles =
+    std::collections::HashMap<(usize, usize, u16), (metrics::Counter, metrics::Histogram)>;
+
+/// Entries of each per-thread cache, at most (then it starts over).
+const REQUEST_HANDLES_MAX: usize = 1024;
+
+/// `route` (a matched route template) interned, through a per-thread cache keyed by the
+/// template's address (the router keeps one string per route), so the common case takes no lock.
+pub fn route_label(route: &str) -> &'static str {
+    let address = route.as_ptr() as usize;
+    ROUTE_LABELS.with_borrow_mut(|labels| {
+        if let Some(label) = labels.get(&address)
+            && *label == route
+        {
+            return *label;
+        }
+        if labels.len() >= REQUEST_HANDLES_MAX {
+            labels.clear();
+        }
+        let label = intern(route);
+        labels.insert(address, label);
+        label
+    })
+}
+
+/// A request method as an interned label (the standard ones without a lookup).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => intern(method.as_str()),
+    }
 }
 
 /// Label values as `&'static str`, so recording a request allocates nothing. The values come

@@ -135,6 +135,12 @@ impl AppState {
         self.inner.auth.read().clone()
     }
 
+    /// The caller named by an `Authorization` header (under the read lock: every request does
+    /// this, and cloning the shared `Arc` would be two more contended atomic operations).
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, ApiError> {
+        self.inner.auth.read().authenticate(header)
+    }
+
     /// Swaps in the tokens, repositories and backup warning age of `config` (SIGHUP).
     pub fn replace_auth(&self, config: &Config) {
         *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));

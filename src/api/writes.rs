@@ -117,8 +117,7 @@ pub async fn txn(
         conditions,
         must_exist: Vec::new(),
     };
-    let store = state.store().clone();
-    let info = blocking(move || Ok(store.write(request)?)).await?;
+    let info = state.store().write_async(request).await?;
     ok(&WriteView::from(info))
 }
 

@@ -2,14 +2,32 @@
 //!
 //! Each appender assigns its revision, timestamp and chain hash under the queue lock (one critical
 //! section, so all three follow the queue order) and adds its encoded commit to the pending batch.
-//! The first appender that finds no leader at work becomes the leader: it takes the whole pending
-//! batch, writes and syncs it without holding the queue lock (so others keep queueing behind it),
-//! publishes the new durable head, and wakes everyone. An appender returns once the head reaches
-//! its revision, or with an error if its batch, or any batch before it, failed.
+//! An appender that finds no leader at work becomes the leader (in the same critical section, so a
+//! queued commit always has a leader): it takes the whole pending batch, writes and syncs it
+//! without holding the queue lock (so others keep queueing behind it), publishes the new durable
+//! head, wakes that batch's appenders, and goes on with the next batch until none is pending. An
+//! appender returns once the head reaches its revision, or with an error if its batch, or any batch
+//! before it, failed.
+//!
+//! Appenders wait on their own batch's signal, so a batch wakes only its own appenders. Threads
+//! (`append`) wait on a condition variable and, when they must lead, lead in place; tasks
+//! (`append_checked_async`, the server's writes) await a notification without holding a thread,
+//! and a leader they need is started on the runtime's blocking pool — so under load one pool
+//! thread writes batch after batch and no request holds a thread while its batch syncs.
+//!
+//! When fsyncs are slow (a mean of at least `GATHER_FSYNC_US_MIN`), the leader first waits a
+//! little before taking a batch — at most a quarter of the mean fsync, and at most
+//! `GATHER_WAIT_US_MAX` — for the appenders the previous batch just released to queue again.
+//! Without it, 2N concurrent writers settle into two alternating batches of N, each waiting a
+//! whole fsync for the other; with it they share one fsync. A lone writer (or fast fsyncs) never
+//! waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use parking_lot::Condvar;
 
 use storage_format::commit::{Commit, CommitKind, Op, encode_commit_payload};
 use storage_format::{Hash, RECORD_PAYLOAD_BYTES_MAX};
@@ -19,6 +37,11 @@ use super::{CommitInfo, CommitRequest, DurableCommit, Head, Log, LogError, Rejec
 
 use crate::fs::write_file_atomic;
 
+/// Leaders gather batches only when the mean fsync takes at least this long.
+const GATHER_FSYNC_US_MIN: u64 = 1_000;
+/// The longest a leader waits for appenders to gather.
+const GATHER_WAIT_US_MAX: u64 = 1_000;
+
 /// State behind the queue lock.
 pub(crate) struct Queue {
     pub next_revision: u64,
@@ -26,6 +49,14 @@ pub(crate) struct Queue {
     pub last_hash: Hash,
     pub pending: Vec<PendingCommit>,
     pub leader_active: bool,
+    /// A new leader is waiting for more appenders before taking the batch.
+    pub gathering: bool,
+    /// What the appenders of `pending` wait on: woken when their batch is durable or failed.
+    pub pending_signal: Arc<BatchSignal>,
+    /// Writers seen at once lately: the last batch plus those queued when it became durable.
+    pub writers_estimate: usize,
+    /// Moving mean of batch fsync latency, in microseconds.
+    pub fsync_ewma_us: u64,
     /// Every revision from this one on failed (the log is latched read-only).
     pub failed_from: Option<(u64, String)>,
     pub closed: bool,
@@ -35,6 +66,30 @@ pub(crate) struct Queue {
     pub unseen: UnseenWrites,
     /// Set by the operator's read-only switch (with its reason): change commits are refused.
     pub operator_read_only: Option<String>,
+}
+
+/// What the appenders of one batch wait on: threads on the condition variable (with the queue
+/// lock), tasks on the notification.
+#[derive(Default)]
+pub struct BatchSignal {
+    condvar: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl BatchSignal {
+    /// Wakes every appender of the batch (called with the queue lock held).
+    fn wake_all(&self) {
+        self.condvar.notify_all();
+        self.notify.notify_waiters();
+    }
+}
+
+/// A queued commit: its revision, timestamp and hash, its batch's signal, and whether its
+/// appender must lead.
+struct Queued {
+    info: CommitInfo,
+    signal: Arc<BatchSignal>,
+    lead: bool,
 }
 
 /// The newest queued write of a key that readers cannot see yet.
@@ -187,10 +242,71 @@ impl Log {
     /// Queues a validated commit if `precondition` passes, and waits until it is durable.
     fn append_with<E>(
         &self,
-        mut commit: Commit,
+        commit: Commit,
         precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
         on_queued: impl FnOnce(&mut Queue),
     ) -> Result<Result<CommitInfo, E>, LogError> {
+        let queued = match self.enqueue(commit, precondition, on_queued)? {
+            Ok(queued) => queued,
+            Err(failed) => return Ok(Err(failed)),
+        };
+        let mut queue = self.queue.lock();
+        if queued.lead {
+            self.lead(&mut queue);
+        }
+        loop {
+            if let Some(outcome) = self.outcome(&queue, &queued) {
+                return outcome.map(Ok);
+            }
+            queued.signal.condvar.wait(&mut queue);
+        }
+    }
+
+    /// `append_checked` for async callers: the commit is queued at once and the caller awaits
+    /// its batch's durability without holding a thread. If no leader is at work, one is started
+    /// on the runtime's blocking pool; it writes batches until none is pending.
+    pub async fn append_checked_async<E>(
+        log: &Arc<Log>,
+        request: CommitRequest,
+        ops_max: usize,
+        precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
+    ) -> Result<Result<CommitInfo, E>, LogError> {
+        let commit = log.validated(request, ops_max)?;
+        let queued = match log.enqueue(commit, precondition, |_| {})? {
+            Ok(queued) => queued,
+            Err(failed) => return Ok(Err(failed)),
+        };
+        if queued.lead {
+            let leader = log.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut queue = leader.queue.lock();
+                leader.lead(&mut queue);
+            });
+        }
+        loop {
+            let notified = queued.signal.notify.notified();
+            tokio::pin!(notified);
+            {
+                let queue = log.queue.lock();
+                if let Some(outcome) = log.outcome(&queue, &queued) {
+                    return outcome.map(Ok);
+                }
+                // Registered before the lock is released: the leader wakes its batch under it.
+                notified.as_mut().enable();
+            }
+            notified.await;
+        }
+    }
+
+    /// Assigns revision, timestamp and hash to a validated commit if `precondition` passes, and
+    /// queues it. If no leader is at work the caller becomes it (`lead` in the answer), so every
+    /// queued commit always has a leader that will write it.
+    fn enqueue<E>(
+        &self,
+        mut commit: Commit,
+        precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
+        on_queued: impl FnOnce(&mut Queue),
+    ) -> Result<Result<Queued, E>, LogError> {
         let mut queue = self.queue.lock();
         if queue.closed {
             return Err(LogError::Closed);
@@ -233,42 +349,97 @@ impl Log {
             payload,
             commit,
         });
-        loop {
-            if self.head.read().revision >= revision {
-                return Ok(Ok(CommitInfo {
-                    revision,
-                    timestamp_us,
-                    hash,
-                }));
-            }
-            if let Some((from, reason)) = &queue.failed_from
-                && *from <= revision
-            {
-                return Err(LogError::ReadOnly {
-                    reason: reason.clone(),
-                });
-            }
-            if queue.leader_active {
-                self.queue_changed.wait(&mut queue);
-                continue;
-            }
-            queue.leader_active = true;
-            let batch = std::mem::take(&mut queue.pending);
-            assert!(!batch.is_empty(), "our own commit is pending");
-            let result = parking_lot::MutexGuard::unlocked(&mut queue, || self.write_batch(&batch));
-            queue.leader_active = false;
-            if let Err(error) = result {
-                let first = batch[0].revision;
-                if queue.failed_from.is_none() {
-                    queue.failed_from = Some((first, error.to_string()));
-                }
-            }
-            self.queue_changed.notify_all();
+        if queue.gathering && queue.pending.len() >= queue.writers_estimate {
+            self.batch_grew.notify_one();
+        }
+        let lead = !queue.leader_active;
+        queue.leader_active = true;
+        Ok(Ok(Queued {
+            info: CommitInfo {
+                revision,
+                timestamp_us,
+                hash,
+            },
+            signal: queue.pending_signal.clone(),
+            lead,
+        }))
+    }
+
+    /// Whether a queued commit is durable (its info) or failed (the error); `None` while neither.
+    fn outcome(&self, queue: &Queue, queued: &Queued) -> Option<Result<CommitInfo, LogError>> {
+        let revision = queued.info.revision;
+        if self.head.read().revision >= revision {
+            return Some(Ok(queued.info));
+        }
+        match &queue.failed_from {
+            Some((from, reason)) if *from <= revision => Some(Err(LogError::ReadOnly {
+                reason: reason.clone(),
+            })),
+            _ => None,
         }
     }
 
-    /// The leader's work: roll if due, write and sync, publish.
-    fn write_batch(&self, batch: &[PendingCommit]) -> Result<(), LogError> {
+    /// The leader's loop (`leader_active` is set): writes batch after batch until nothing is
+    /// pending or a batch fails, waking each batch's appenders as it becomes durable.
+    fn lead(&self, queue: &mut parking_lot::MutexGuard<'_, Queue>) {
+        debug_assert!(queue.leader_active);
+        while !queue.pending.is_empty() && queue.failed_from.is_none() {
+            self.gather(queue);
+            let batch = std::mem::take(&mut queue.pending);
+            let batch_signal = std::mem::take(&mut queue.pending_signal);
+            let result = parking_lot::MutexGuard::unlocked(queue, || self.write_batch(&batch));
+            match result {
+                Ok(fsync_us) => {
+                    // The moving mean weighs the newest fsync 1/8.
+                    queue.fsync_ewma_us = if queue.fsync_ewma_us == 0 {
+                        fsync_us
+                    } else {
+                        (7 * queue.fsync_ewma_us + fsync_us) / 8
+                    };
+                    queue.writers_estimate = batch.len() + queue.pending.len();
+                }
+                Err(error) => {
+                    let first = batch[0].revision;
+                    if queue.failed_from.is_none() {
+                        queue.failed_from = Some((first, error.to_string()));
+                    }
+                    // Every queued appender fails too.
+                    queue.pending_signal.wake_all();
+                }
+            }
+            batch_signal.wake_all();
+            self.queue_changed.notify_all();
+        }
+        queue.leader_active = false;
+        self.queue_changed.notify_all();
+    }
+
+    /// The leader's short wait for the writers the last batch released (see the module
+    /// comment): returns once as many appenders are queued as wrote at once lately, or after the
+    /// wait bound; at once if fsyncs are fast or the writers are few.
+    fn gather(&self, queue: &mut parking_lot::MutexGuard<'_, Queue>) {
+        if queue.fsync_ewma_us < GATHER_FSYNC_US_MIN
+            || queue.writers_estimate <= 1
+            || queue.pending.len() >= queue.writers_estimate
+            || queue.closed
+        {
+            return;
+        }
+        let wait =
+            std::time::Duration::from_micros((queue.fsync_ewma_us / 4).min(GATHER_WAIT_US_MAX));
+        let deadline = std::time::Instant::now() + wait;
+        queue.gathering = true;
+        while queue.pending.len() < queue.writers_estimate {
+            if self.batch_grew.wait_until(queue, deadline).timed_out() {
+                break;
+            }
+        }
+        queue.gathering = false;
+    }
+
+    /// The leader's work: roll if due, write and sync, publish. Returns the fsync's duration in
+    /// microseconds.
+    fn write_batch(&self, batch: &[PendingCommit]) -> Result<u64, LogError> {
         let mut writer = self.writer.lock();
         let incoming: u64 = batch
             .iter()
@@ -320,7 +491,7 @@ impl Log {
             timestamp_us: last.timestamp_us,
             hash: last.hash,
         };
-        Ok(())
+        Ok(written.fsync_us)
     }
 
     /// The timestamp of the next commit: now, but strictly after the previous commit and after

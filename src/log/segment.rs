@@ -233,6 +233,7 @@ impl ActiveSegment {
             };
             return Err(self.latch(error));
         }
+        crate::fault::sync_pad();
         self.data_crc.update(&buf);
         self.len += buf.len() as u64;
         let last = batch.last().expect("non-empty");

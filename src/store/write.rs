@@ -99,33 +99,11 @@ impl Store {
             let commit =
                 CommitRequest::change(&request.actor, &request.reason, request.ops.clone());
             let ops_max = self.log.config().commit_ops_max;
-            let checked = self.log.append_checked(commit, ops_max, |unseen| {
-                let mut conflicts = Vec::new();
-                for condition in &request.conditions {
-                    let actual = self.live_revision(unseen, &condition.key)?;
-                    if actual != condition.revision {
-                        conflicts.push(Conflict {
-                            key: condition.key.clone(),
-                            expected: condition.revision,
-                            actual,
-                        });
-                    }
-                }
-                if !conflicts.is_empty() {
-                    return Err(Failed::Conflicts(conflicts));
-                }
-                for key in &request.must_exist {
-                    if self.live_revision(unseen, key)? == 0 {
-                        return Err(Failed::NotFound(key.clone()));
-                    }
-                }
-                for (key, seen) in &schema_seen {
-                    if self.live_revision(unseen, key)? != *seen {
-                        return Err(Failed::Stale);
-                    }
-                }
-                Ok(())
-            })?;
+            let checked = self.log.append_checked(
+                commit,
+                ops_max,
+                self.write_preconditions(&request, &schema_seen),
+            )?;
             match checked {
                 Ok(info) => return Ok(info),
                 Err(Failed::Stale) => continue,
@@ -133,6 +111,67 @@ impl Store {
             }
         }
         Err(WriteError::Contended)
+    }
+
+    /// `write` for async callers (the server): the same checks and commit, but waiting for the
+    /// commit's batch to be durable holds no thread (`Log::append_checked_async`). The checks
+    /// before queueing are CPU work on the caller's thread.
+    pub async fn write_async(&self, request: WriteRequest) -> Result<CommitInfo, WriteError> {
+        for _ in 0..WRITE_ATTEMPTS_MAX {
+            let schema_seen = self.check_schemas(&request.ops)?;
+            let commit =
+                CommitRequest::change(&request.actor, &request.reason, request.ops.clone());
+            let ops_max = self.log.config().commit_ops_max;
+            let checked = crate::log::Log::append_checked_async(
+                &self.log,
+                commit,
+                ops_max,
+                self.write_preconditions(&request, &schema_seen),
+            )
+            .await?;
+            match checked {
+                Ok(info) => return Ok(info),
+                Err(Failed::Stale) => continue,
+                Err(failed) => return Err(failed.into_error()),
+            }
+        }
+        Err(WriteError::Contended)
+    }
+
+    /// The checks of `request` run in the log's critical section: its conditions, its
+    /// must-exist keys, and the schema keys its validation saw.
+    fn write_preconditions<'a>(
+        &'a self,
+        request: &'a WriteRequest,
+        schema_seen: &'a [(String, u64)],
+    ) -> impl FnOnce(&UnseenWrites) -> Result<(), Failed> + 'a {
+        move |unseen| {
+            let mut conflicts = Vec::new();
+            for condition in &request.conditions {
+                let actual = self.live_revision(unseen, &condition.key)?;
+                if actual != condition.revision {
+                    conflicts.push(Conflict {
+                        key: condition.key.clone(),
+                        expected: condition.revision,
+                        actual,
+                    });
+                }
+            }
+            if !conflicts.is_empty() {
+                return Err(Failed::Conflicts(conflicts));
+            }
+            for key in &request.must_exist {
+                if self.live_revision(unseen, key)? == 0 {
+                    return Err(Failed::NotFound(key.clone()));
+                }
+            }
+            for (key, seen) in schema_seen {
+                if self.live_revision(unseen, key)? != *seen {
+                    return Err(Failed::Stale);
+                }
+            }
+            Ok(())
+        }
     }
 
     /// Makes `prefix`'s state equal its state at `point`, in one new commit; nothing when they

@@ -38,6 +38,10 @@ struct Args {
     /// Alternation rounds.
     #[arg(long, default_value_t = 2)]
     rounds: u64,
+    /// Also measure durable PUT with this many milliseconds of pause after every fsync (emulates
+    /// this disk's slow phase, ~4 ms per fsync, when it does not occur by itself); 0: skip.
+    #[arg(long, default_value_t = 0.0)]
+    slow_sync_pad_ms: f64,
 }
 
 fn value(n: u64) -> String {
@@ -259,23 +263,36 @@ fn main() {
             "  llmcm GET ?at=random past time   {a:>9.0} req/s  p50 {a50:>8}  p99 {a99:>8}  = {:.0}% of bare",
             100.0 * a / b
         );
-        let (sum0, count0) = (
-            metric(&base, "llmcm_group_commit_batch_commits_sum"),
-            metric(&base, "llmcm_group_commit_batch_commits_count"),
-        );
-        let fsync0 = metric(&base, "llmcm_fsync_seconds_sum");
-        let (p, p50, p99) = wrk(&base, &put, args.connections, args.seconds, &args.dir);
-        let (sum1, count1) = (
-            metric(&base, "llmcm_group_commit_batch_commits_sum"),
-            metric(&base, "llmcm_group_commit_batch_commits_count"),
-        );
-        let batch = (sum1 - sum0) / (count1 - count0).max(1.0);
-        let fsync_ms = 1000.0 * (metric(&base, "llmcm_fsync_seconds_sum") - fsync0)
-            / (count1 - count0).max(1.0);
-        println!(
-            "  llmcm durable PUT, {} conns      {p:>9.0} req/s  p50 {p50:>8}  p99 {p99:>8}  mean batch {batch:.1} commits/fsync, mean fsync {fsync_ms:.2} ms",
-            args.connections
-        );
+        // Durable PUT at `connections`, with the mean group-commit batch and fsync of the run.
+        let put_run = |label: &str| {
+            let (sum0, count0) = (
+                metric(&base, "llmcm_group_commit_batch_commits_sum"),
+                metric(&base, "llmcm_group_commit_batch_commits_count"),
+            );
+            let fsync0 = metric(&base, "llmcm_fsync_seconds_sum");
+            let (p, p50, p99) = wrk(&base, &put, args.connections, args.seconds, &args.dir);
+            let (sum1, count1) = (
+                metric(&base, "llmcm_group_commit_batch_commits_sum"),
+                metric(&base, "llmcm_group_commit_batch_commits_count"),
+            );
+            let batch = (sum1 - sum0) / (count1 - count0).max(1.0);
+            let fsync_ms = 1000.0 * (metric(&base, "llmcm_fsync_seconds_sum") - fsync0)
+                / (count1 - count0).max(1.0);
+            println!(
+                "  llmcm durable PUT, {} conns{label} {p:>9.0} req/s  p50 {p50:>8}  p99 {p99:>8}  mean batch {batch:.1} commits/fsync, mean fsync {fsync_ms:.2} ms",
+                args.connections
+            );
+        };
+        put_run("     ");
+        if args.slow_sync_pad_ms > 0.0 {
+            // The slow disk phase, emulated: every group-commit fsync is followed by a pause.
+            llmcm::fault::set_sync_pad(Duration::from_secs_f64(args.slow_sync_pad_ms / 1000.0));
+            put_run(&format!(
+                ", emulated slow disk (each fsync + {} ms)",
+                args.slow_sync_pad_ms
+            ));
+            llmcm::fault::set_sync_pad(Duration::ZERO);
+        }
         let (p1, p150, p199) = wrk(&base, &put, 1, args.seconds, &args.dir);
         println!(
             "  llmcm durable PUT, 1 conn        {p1:>9.0} req/s  p50 {p150:>8}  p99 {p199:>8}"
