@@ -97,9 +97,22 @@ where
                 .into_response(),
                 Ok(_permit) => {
                     let timeout = Duration::from_millis(limits.timeout_ms.load(Ordering::Relaxed));
-                    let answer = AssertUnwindSafe(tokio::time::timeout(timeout, answer))
-                        .catch_unwind()
-                        .await;
+                    // Most answers are ready at the first poll (reads of the store): the timer is
+                    // armed only for an answer that has to wait.
+                    let mut answer = std::pin::pin!(answer);
+                    let first =
+                        AssertUnwindSafe(futures_util::future::poll_immediate(answer.as_mut()))
+                            .catch_unwind()
+                            .await;
+                    let answer = match first {
+                        Ok(Some(ready)) => Ok(Ok(ready)),
+                        Ok(None) => {
+                            AssertUnwindSafe(tokio::time::timeout(timeout, answer))
+                                .catch_unwind()
+                                .await
+                        }
+                        Err(panic) => Err(panic),
+                    };
                     match answer {
                         Ok(Ok(Ok(response))) => response,
                         Ok(Ok(Err(never))) => match never {},

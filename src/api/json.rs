@@ -68,23 +68,29 @@ impl From<crate::log::CommitInfo> for WriteView {
     }
 }
 
-/// The answer to `GET /v1/kv/{key}`, written straight into one buffer: the same bytes as
-/// serializing `KeyVersionView`, without building it (this is the hottest answer).
-pub fn key_version_response(v: &KeyVersion) -> Result<Response, ApiError> {
-    let value = raw(v.value.as_bytes())?.get();
-    let mut out = String::with_capacity(value.len() + v.key.len() + 160);
+/// `200` with a JSON body already written.
+pub fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The answer to `GET /v1/kv/{key}` for `key`, written straight into one buffer (inside
+/// `Store::get_with`): the same bytes as serializing `KeyVersionView`, without building it (this
+/// is the hottest answer).
+pub fn key_version_body(key: &str, v: crate::store::VersionRef<'_>) -> Result<String, ApiError> {
+    let value = raw(v.value)?.get();
+    let mut out = String::with_capacity(value.len() + key.len() + 160);
     out.push_str("{\"key\":");
     // The key grammar (`[A-Za-z0-9._-]` segments) needs no JSON escaping; anything else goes
     // through serde's escaping.
-    if v.key
+    if key
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
     {
         out.push('"');
-        out.push_str(&v.key);
+        out.push_str(key);
         out.push('"');
     } else {
-        out.push_str(&serde_json::to_string(&*v.key).map_err(ApiError::internal)?);
+        out.push_str(&serde_json::to_string(key).map_err(ApiError::internal)?);
     }
     out.push_str(",\"value\":");
     out.push_str(value);
@@ -98,7 +104,7 @@ pub fn key_version_response(v: &KeyVersion) -> Result<Response, ApiError> {
     out.push_str(",\"timestamp\":\"");
     let _ = crate::clock::write_timestamp_us(&mut out, v.timestamp_us);
     out.push_str("\"}");
-    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -119,7 +125,14 @@ mod tests {
             timestamp_us: 1_795_000_000_123_456,
         };
         let serde = serde_json::to_vec(&KeyVersionView::new(&v).unwrap()).unwrap();
-        let response = key_version_response(&v).unwrap();
+        let version = crate::store::VersionRef {
+            value: v.value.as_bytes(),
+            revision: v.revision,
+            create_revision: v.create_revision,
+            version: v.version,
+            timestamp_us: v.timestamp_us,
+        };
+        let response = json_response(key_version_body(&v.key, version).unwrap());
         let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
             response.into_body(),
             1 << 20,

@@ -10,7 +10,7 @@ use storage_format::commit::Op;
 use super::AppState;
 use super::auth::{Action, Principal};
 use super::error::ApiError;
-use super::json::{KeyVersionView, WriteView, key_version_response, ok};
+use super::json::{KeyVersionView, WriteView, json_response, key_version_body, ok};
 use super::params;
 use crate::store::{Condition, Point, WriteRequest};
 
@@ -71,8 +71,11 @@ pub async fn get_key(
     let q = params::query(query)?;
     principal.require_key(Action::Read, &key)?;
     let point = params::point(q.revision, q.at.as_deref())?;
-    match state.store().get(&key, point)? {
-        Some(version) => key_version_response(&version),
+    match state
+        .store()
+        .get_with(&key, point, |version| key_version_body(&key, version))?
+    {
+        Some(body) => Ok(json_response(body?)),
         None => Err(ApiError::not_found(format!(
             "key {key:?} has no live version at that point"
         ))),

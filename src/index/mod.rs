@@ -556,14 +556,26 @@ impl State {
                 map
             }
         };
-        let (offset, len) = (entry.value_offset as usize, entry.value_len() as usize);
-        if offset + len > map.len() {
-            return Err(IndexError::Inconsistent(format!(
-                "value at {offset}+{len} is past the end of segment {}",
-                entry.segment_seq
-            )));
-        }
+        let (offset, len) = value_range(entry, map.len())?;
         Ok(ValueBytes::Mapped { map, offset, len })
+    }
+
+    /// `value`, lent to `f` instead of returned: a mapped value is read under the mappings'
+    /// lock, so no reference count is touched (the hottest read, `GET` of one key, uses it).
+    pub(crate) fn with_value<R>(
+        &self,
+        index: u64,
+        entry: &VersionEntry,
+        segments: &SegmentMaps,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, IndexError> {
+        if entry.revision <= self.horizon.revision || index >= self.versions.count {
+            return Ok(f(self.value(index, entry, segments)?.as_bytes()));
+        }
+        segments.with_map(entry.segment_seq as u64, |map| {
+            let (offset, len) = value_range(entry, map.len())?;
+            Ok(f(&map[offset..offset + len]))
+        })
     }
 
     fn intern(&mut self, key: &str) -> u32 {
@@ -700,6 +712,18 @@ fn step(key_id: u32, index: u64, entry: &VersionEntry, bound: Bound) -> Result<S
     }))
 }
 
+/// Where `entry`'s value lies in its segment's mapping of `map_len` bytes.
+fn value_range(entry: &VersionEntry, map_len: usize) -> Result<(usize, usize), IndexError> {
+    let (offset, len) = (entry.value_offset as usize, entry.value_len() as usize);
+    if offset + len > map_len {
+        return Err(IndexError::Inconsistent(format!(
+            "value at {offset}+{len} is past the end of segment {}",
+            entry.segment_seq
+        )));
+    }
+    Ok((offset, len))
+}
+
 /// Lazily created read-only mappings of sealed segments.
 pub struct SegmentMaps {
     log_dir: PathBuf,
@@ -713,6 +737,18 @@ impl SegmentMaps {
             log_dir: data_dir.join(SEGMENT_DIR),
             maps: RwLock::new(Vec::new()),
         }
+    }
+
+    /// `f` on the mapping of sealed segment `seq`, under the mappings' read lock when it exists.
+    pub fn with_map<R>(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&Mmap) -> Result<R, IndexError>,
+    ) -> Result<R, IndexError> {
+        if let Some(Some(map)) = self.maps.read().get(seq as usize) {
+            return f(map);
+        }
+        f(&*self.map(seq)?)
     }
 
     /// The mapping of sealed segment `seq`. Only sealed segments are ever mapped: they are synced

@@ -29,7 +29,7 @@ pub use maintenance::{
 };
 pub use reads::{
     ChainVerification, Change, ChangeKind, CommitFilter, CommitRecord, CommitsPage, Diff,
-    HistoryItem, HistoryPage, KeyVersion, ListPage,
+    HistoryItem, HistoryPage, KeyVersion, ListPage, VersionRef,
 };
 pub use write::{
     Condition, Conflict, ROLLBACK_OPS_MAX, RollbackOutcome, WRITE_ATTEMPTS_MAX, WriteError,

@@ -29,6 +29,16 @@ pub struct KeyVersion {
     pub timestamp_us: u64,
 }
 
+/// A key version lent by `Store::get_with` (the key is the caller's).
+#[derive(Debug, Clone, Copy)]
+pub struct VersionRef<'a> {
+    pub value: &'a [u8],
+    pub revision: u64,
+    pub create_revision: u64,
+    pub version: u64,
+    pub timestamp_us: u64,
+}
+
 /// A page of live keys under a prefix.
 #[derive(Debug, Clone)]
 pub struct ListPage {
@@ -193,6 +203,42 @@ impl Store {
                     // The key from the caller's string: cloning the stored `Arc` would touch
                     // (and likely miss on) its reference count.
                     Ok(Some(KeyVersion::new(Arc::from(key), value, &entry)))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// `get`, with the version lent to `f` rather than returned: no copy of the key, and the
+    /// value read in place (under the index's read lock, so `f` must be short). The server's
+    /// `GET` of one key writes its answer this way.
+    pub fn get_with<R>(
+        &self,
+        key: &str,
+        point: Point,
+        f: impl FnOnce(VersionRef<'_>) -> R,
+    ) -> Result<Option<R>, ReadError> {
+        let f = std::cell::Cell::new(Some(f));
+        self.with_index(|state, maps| {
+            let bound = self.resolve_bound(state, point)?;
+            let found = state.lookup_key(key, bound)?;
+            if found.is_none() {
+                check_key(key)?;
+            }
+            match found {
+                Some((_, Some((index, entry)))) if !entry.is_delete() => {
+                    let f = f
+                        .take()
+                        .expect("called once: a retry happens only before `f`");
+                    Ok(Some(state.with_value(index, &entry, maps, |value| {
+                        f(VersionRef {
+                            value,
+                            revision: entry.revision,
+                            create_revision: entry.create_revision,
+                            version: entry.version as u64,
+                            timestamp_us: entry.timestamp_us,
+                        })
+                    })?))
                 }
                 _ => Ok(None),
             }
