@@ -71,6 +71,9 @@ fn open_entries(
     // mapping covers a prefix that is never truncated or rewritten while the store runs (the only
     // truncation is the one above, before mapping).
     let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    // Huge pages where the kernel can (pages read in after this mapping, e.g. after a restart,
+    // come in 2 MiB folios on ext4): fewer TLB misses on random reads. Advice only.
+    let _ = map.advise(memmap2::Advice::HugePage);
     check_index_header(&map, magic, history_id, entry_len as u32)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Mapped {
