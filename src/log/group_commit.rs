@@ -387,7 +387,21 @@ impl Log {
             self.gather(queue);
             let batch = std::mem::take(&mut queue.pending);
             let batch_signal = std::mem::take(&mut queue.pending_signal);
-            let result = parking_lot::MutexGuard::unlocked(queue, || self.write_batch(&batch));
+            // A panic while writing (a broken invariant) fails the batch and latches the log
+            // like an I/O error, so no appender waits forever for a leader that is gone.
+            let result = parking_lot::MutexGuard::unlocked(queue, || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write_batch(&batch)))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(LogError::ReadOnly {
+                            reason: format!("writing a batch panicked: {what}"),
+                        })
+                    })
+            });
             match result {
                 Ok(fsync_us) => {
                     // The moving mean weighs the newest fsync 1/8.
