@@ -106,17 +106,20 @@ fn doctor_passes_a_healthy_server_and_fails_a_read_only_one() {
 }
 
 /// The latest `backup verify` result travels through the repository to the server (every
-/// `backup.poll`): metrics, `/health` and `doctor` pass after a clean verify, and fail (naming the
-/// file) after one that found a corrupted repository file.
+/// `backup.poll`, which a SIGHUP changes at once): metrics, `/health` and `doctor` pass after a
+/// clean verify, and fail (naming the file) after one that found a corrupted repository file.
 #[test]
 fn doctor_and_metrics_report_the_last_backup_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
-    let config = format!(
-        "[backup]\npoll = \"1s\"\n[[backup.repositories]]\nname = \"main\"\nurl = \"{}\"\n",
-        repo.display()
-    );
-    let s = Server::start(&tmp.path().join("data"), &config, &[]);
+    let config = |poll: &str| {
+        format!(
+            "[backup]\npoll = \"{poll}\"\n[[backup.repositories]]\nname = \"main\"\nurl = \"{}\"\n",
+            repo.display()
+        )
+    };
+    // Polled hourly at first: the verify below is seen only once a SIGHUP shortens the poll.
+    let s = Server::start(&tmp.path().join("data"), &config("1h"), &[]);
     for i in 0..20 {
         let r = client()
             .put(s.url(&format!("/v1/kv/app/k{i}")))
@@ -136,6 +139,14 @@ fn doctor_and_metrics_report_the_last_backup_verify() {
     let repo_arg = repo.to_str().unwrap();
     let out = s.llmcm(&["backup", "verify", "--repo", repo_arg]);
     assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        s.metric("llmcm_backup_verify_last_success{repo=\"main\"}"),
+        None,
+        "not re-read before the next poll, an hour away"
+    );
+    std::fs::write(s.config_path(), config("1s")).unwrap();
+    s.signal("HUP");
     let wait_for = |want: f64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while s.metric("llmcm_backup_verify_last_success{repo=\"main\"}") != Some(want) {

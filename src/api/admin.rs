@@ -278,15 +278,16 @@ pub async fn scan_repositories(state: AppState) {
     }
 }
 
-/// Every `backup.poll` (and at once), re-reads each configured repository's latest `backup
-/// verify` result. A repository that cannot be read keeps its last known result (and is logged
-/// once per distinct error). Ends when the server shuts down.
+/// Every `backup.poll` (and at once, and after each SIGHUP, which may change the interval),
+/// re-reads each configured repository's latest `backup verify` result. A repository that cannot
+/// be read keeps its last known result (and is logged once per distinct error). Ends when the
+/// server shuts down.
 pub async fn verify_poll_loop(state: AppState) {
     let mut shutdown = state.shutdown_signal();
     let mut last_error: std::collections::BTreeMap<String, String> = Default::default();
-    let every = crate::config::parse_duration(&state.config().backup.poll)
-        .unwrap_or(std::time::Duration::from_secs(60));
     loop {
+        let every = crate::config::parse_duration(&state.backup_poll())
+            .unwrap_or(std::time::Duration::from_secs(60));
         for r in state.repositories() {
             let loaded = async {
                 let repo = crate::backup::Repo::open(&r.url)?;
@@ -310,6 +311,7 @@ pub async fn verify_poll_loop(state: AppState) {
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = state.reloaded() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }

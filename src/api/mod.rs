@@ -63,6 +63,10 @@ struct Shared {
     repositories: RwLock<Vec<crate::config::RepositoryConfig>>,
     /// `backup.warn_age` (replaced on SIGHUP).
     backup_warn_age: RwLock<String>,
+    /// `backup.poll` (replaced on SIGHUP).
+    backup_poll: RwLock<String>,
+    /// Notified after each SIGHUP reload (loops that sleep re-read their settings).
+    reloaded: tokio::sync::Notify,
     /// The newest successful backup of each kind this server knows of (its own, and those found
     /// in the repositories at start): for status, health and metrics.
     last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
@@ -105,6 +109,7 @@ impl AppState {
         let auth = Arc::new(Auth::new(&config.auth));
         let repositories = RwLock::new(config.backup.repositories.clone());
         let backup_warn_age = RwLock::new(config.backup.warn_age.clone());
+        let backup_poll = RwLock::new(config.backup.poll.clone());
         AppState {
             inner: Arc::new(Shared {
                 store,
@@ -112,6 +117,8 @@ impl AppState {
                 auth: RwLock::new(auth),
                 repositories,
                 backup_warn_age,
+                backup_poll,
+                reloaded: tokio::sync::Notify::new(),
                 last_backups: Default::default(),
                 archives: Default::default(),
                 verifications: Default::default(),
@@ -141,11 +148,24 @@ impl AppState {
         self.inner.auth.read().authenticate(header)
     }
 
-    /// Swaps in the tokens, repositories and backup warning age of `config` (SIGHUP).
+    /// Swaps in the tokens, repositories, backup warning age and poll interval of `config`
+    /// (SIGHUP), and wakes the loops that sleep on a setting.
     pub fn replace_auth(&self, config: &Config) {
         *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));
         *self.inner.repositories.write() = config.backup.repositories.clone();
         *self.inner.backup_warn_age.write() = config.backup.warn_age.clone();
+        *self.inner.backup_poll.write() = config.backup.poll.clone();
+        self.inner.reloaded.notify_waiters();
+    }
+
+    /// `backup.poll` as of the last SIGHUP.
+    pub fn backup_poll(&self) -> String {
+        self.inner.backup_poll.read().clone()
+    }
+
+    /// Completes at the next SIGHUP reload.
+    pub async fn reloaded(&self) {
+        self.inner.reloaded.notified().await
     }
 
     /// Records a successful backup (if newer than the one known for its kind) and moves the

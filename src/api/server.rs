@@ -224,7 +224,6 @@ async fn reload_on_sighup(state: AppState, limits: Arc<Limits>, options: ServeOp
         let changed_needing_restart = state.config().data_dir != config.data_dir
             || state.config().listen != config.listen
             || storage != config.storage
-            || state.config().backup.poll != config.backup.poll
             || state.config().http.concurrent_requests_max != config.http.concurrent_requests_max;
         state.replace_auth(&config);
         super::admin::start_archiving(&state);
@@ -233,7 +232,7 @@ async fn reload_on_sighup(state: AppState, limits: Arc<Limits>, options: ServeOp
             .set_maintenance_config(config.maintenance_config());
         if changed_needing_restart {
             tracing::warn!(
-                "SIGHUP: data_dir, listen, storage (but scrub_every), backup.poll and concurrent_requests_max changes take effect at the next restart"
+                "SIGHUP: data_dir, listen, storage (but scrub_every) and concurrent_requests_max changes take effect at the next restart"
             );
         }
         tracing::info!(tokens, log_level = %config.log_level, "SIGHUP: configuration reloaded");
