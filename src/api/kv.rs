@@ -163,7 +163,7 @@ async fn commit_one(
         must_exist: if must_exist { vec![key] } else { Vec::new() },
         ops: vec![op],
     };
-    let info = state.store().write_async(request).await?;
+    let info = super::writes::commit(&state, request).await?;
     ok(&WriteView::from(info))
 }
 

@@ -117,7 +117,7 @@ pub async fn txn(
         conditions,
         must_exist: Vec::new(),
     };
-    let info = state.store().write_async(request).await?;
+    let info = commit(&state, request).await?;
     ok(&WriteView::from(info))
 }
 
@@ -187,4 +187,30 @@ pub async fn rollback(
             timestamp: Some(format_timestamp_us(info.timestamp_us)),
         },
     })
+}
+
+/// Value bytes above which a write is checked on a blocking thread rather than on the request's
+/// task: JSON and schema checks cost time in proportion to the values, and a runtime worker
+/// must not be held for long.
+const ASYNC_WRITE_VALUE_BYTES_MAX: usize = 64 << 10;
+
+/// Commits `request`: small writes on the request's task, waiting for their batch without a
+/// thread (`Store::write_async`); large ones wholly on a blocking thread.
+pub(super) async fn commit(
+    state: &AppState,
+    request: WriteRequest,
+) -> Result<crate::log::CommitInfo, ApiError> {
+    let value_bytes: usize = request
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { value, .. } => value.len(),
+            Op::Delete { .. } => 0,
+        })
+        .sum();
+    if value_bytes <= ASYNC_WRITE_VALUE_BYTES_MAX {
+        return Ok(state.store().write_async(request).await?);
+    }
+    let store = state.store().clone();
+    blocking(move || Ok(store.write(request)?)).await
 }
