@@ -125,14 +125,7 @@ mod tests {
             timestamp_us: 1_795_000_000_123_456,
         };
         let serde = serde_json::to_vec(&KeyVersionView::new(&v).unwrap()).unwrap();
-        let version = crate::store::VersionRef {
-            value: v.value.as_bytes(),
-            revision: v.revision,
-            create_revision: v.create_revision,
-            version: v.version,
-            timestamp_us: v.timestamp_us,
-        };
-        let response = json_response(key_version_body(&v.key, version).unwrap());
+        let response = json_response(key_version_body(&v.key, v.as_ref()).unwrap());
         let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
             response.into_body(),
             1 << 20,

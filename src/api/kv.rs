@@ -71,16 +71,26 @@ pub async fn get_key(
     let q = params::query(query)?;
     principal.require_key(Action::Read, &key)?;
     let point = params::point(q.revision, q.at.as_deref())?;
-    match state
-        .store()
-        .get_with(&key, point, |version| key_version_body(&key, version))?
-    {
-        Some(body) => Ok(json_response(body?)),
-        None => Err(ApiError::not_found(format!(
-            "key {key:?} has no live version at that point"
-        ))),
+    let not_found =
+        || ApiError::not_found(format!("key {key:?} has no live version at that point"));
+    // Small values are answered in place, under the index's read lock; a large one is read
+    // again as an owned version and answered outside the lock (checking and copying it there
+    // would hold up the writers' index updates).
+    let in_place = state.store().get_with(&key, point, |version| {
+        (version.value.len() <= IN_PLACE_VALUE_BYTES_MAX).then(|| key_version_body(&key, version))
+    })?;
+    match in_place {
+        Some(Some(body)) => Ok(json_response(body?)),
+        Some(None) => {
+            let v = state.store().get(&key, point)?.ok_or_else(not_found)?;
+            Ok(json_response(key_version_body(&key, v.as_ref())?))
+        }
+        None => Err(not_found()),
     }
 }
+
+/// Values up to this size are answered under the index's read lock (`Store::get_with`).
+const IN_PLACE_VALUE_BYTES_MAX: usize = 16 << 10;
 
 /// Put a JSON value.
 #[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",

@@ -174,6 +174,17 @@ fn live_version(
 }
 
 impl KeyVersion {
+    /// This version, lent as `get_with` lends one.
+    pub fn as_ref(&self) -> VersionRef<'_> {
+        VersionRef {
+            value: self.value.as_bytes(),
+            revision: self.revision,
+            create_revision: self.create_revision,
+            version: self.version,
+            timestamp_us: self.timestamp_us,
+        }
+    }
+
     /// The key version a put entry describes.
     fn new(key: Arc<str>, value: ValueBytes, entry: &VersionEntry) -> KeyVersion {
         KeyVersion {
