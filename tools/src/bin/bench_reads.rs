@@ -8,6 +8,11 @@
 //! same rows (same revisions and timestamps) in the schema of `bench_log` with its index on
 //! (key, timestamp), WAL mode.
 //!
+//! The rounds run twice: with the page cache as the build left it, then after both stores' files
+//! are dropped from the page cache and reopened (as after a restart). Point reads are measured
+//! with `get` (an owned version) and `get_with` (lent in place, as the server's GET reads). Every
+//! result passes through `black_box`, so no read's value load can be optimized away.
+//!
 //!     cargo run --release -p llmcm-tools --bin bench_reads -- --dir /work/bench-reads
 
 use llmcm_tools::Rng;
