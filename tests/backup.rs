@@ -17,7 +17,9 @@ use llmcm::restore::RestorePoint;
 use llmcm::storage_format::commit::Op;
 use llmcm::store::{MaintenanceConfig, Point, Store};
 
+mod common;
 mod s3;
+use common::runtime;
 use s3::S3;
 
 /// Starts moto; object_store reads the credentials from this process's environment (the same for
@@ -33,14 +35,6 @@ fn start_s3() -> S3 {
         unsafe { std::env::set_var(name, value) };
     }
     s3
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn open(dir: &Path) -> Arc<Store> {

@@ -16,14 +16,6 @@ use llmcm::log::{Log, LogError};
 use llmcm::storage_format::commit::Op;
 use llmcm::store::{Condition, Point, Store, WriteError, WriteRequest};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn put_request(key: &str, n: u64, condition: Option<u64>) -> WriteRequest {
     WriteRequest {
         actor: "t".into(),

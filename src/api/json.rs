@@ -49,7 +49,7 @@ pub fn ok<T: Serialize>(body: &T) -> Result<Response, ApiError> {
 pub fn ok_sized<T: Serialize>(body: &T, size_hint: usize) -> Result<Response, ApiError> {
     let mut bytes = Vec::with_capacity(size_hint);
     serde_json::to_writer(&mut bytes, body).map_err(ApiError::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    Ok(json_response(bytes))
 }
 
 /// The answer to every write: `{"revision", "timestamp"}`.
@@ -69,8 +69,8 @@ impl From<crate::log::CommitInfo> for WriteView {
 }
 
 /// `200` with a JSON body already written.
-pub fn json_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+pub fn json_response(body: impl Into<axum::body::Body>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
 /// The answer to `GET /v1/kv/{key}` for `key`, written straight into one buffer (inside

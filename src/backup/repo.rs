@@ -121,7 +121,7 @@ impl Repo {
             return self.put_unsynced(name, content).await;
         };
         let (source, target) = (source.to_path_buf(), root.join(name));
-        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        self.blocking_io("upload", name, move || {
             let parent = target.parent().expect("objects live in a directory");
             std::fs::create_dir_all(parent)?;
             // Not a dot-file: a crash mid-copy leaves it listed, so prune removes it with the
@@ -139,15 +139,9 @@ impl Repo {
             if copied.is_err() {
                 let _ = std::fs::remove_file(&temp);
             }
-            copied
+            copied.map(|_| ())
         })
         .await
-        .map_err(|e| BackupError::Store(e.to_string()))?;
-        result.map_err(|e| BackupError::Repo {
-            op: "upload",
-            object: format!("{}/{name}", self.url.trim_end_matches('/')),
-            reason: e.to_string(),
-        })
     }
 
     /// `put` of shared bytes (no copy) without the fsync of a directory repository's file: the caller makes it
@@ -169,7 +163,7 @@ impl Repo {
             return Ok(());
         };
         let path = root.join(name);
-        self.blocking_sync(name, move || std::fs::File::open(&path)?.sync_all())
+        self.blocking_io("sync", name, move || std::fs::File::open(&path)?.sync_all())
             .await
     }
 
@@ -180,7 +174,7 @@ impl Repo {
             return Ok(());
         };
         let top = root.join(dir);
-        self.blocking_sync(dir, move || {
+        self.blocking_io("sync", dir, move || {
             let mut stack = vec![top.clone()];
             while let Some(d) = stack.pop() {
                 for e in std::fs::read_dir(&d)? {
@@ -204,8 +198,11 @@ impl Repo {
         .await
     }
 
-    async fn blocking_sync(
+    /// File work of a directory repository on a blocking thread, its error named by `op` and
+    /// the object.
+    async fn blocking_io(
         &self,
+        op: &'static str,
         name: &str,
         work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
     ) -> Result<(), BackupError> {
@@ -213,7 +210,7 @@ impl Repo {
             .await
             .map_err(|e| BackupError::Store(e.to_string()))?;
         result.map_err(|e| BackupError::Repo {
-            op: "sync",
+            op,
             object: format!("{}/{name}", self.url.trim_end_matches('/')),
             reason: e.to_string(),
         })

@@ -422,9 +422,9 @@ impl Log {
                 }
             }
             batch_signal.wake_all();
-            self.queue_changed.notify_all();
         }
         queue.leader_active = false;
+        // Only shutdown waits on this, for the leader to finish.
         self.queue_changed.notify_all();
     }
 
@@ -576,17 +576,10 @@ impl Log {
             return Ok(());
         }
         queue.closed = true;
-        while queue.leader_active || !queue.pending.is_empty() {
-            if queue.leader_active {
-                self.queue_changed.wait(&mut queue);
-            } else {
-                // Appenders that queued are still waiting for a leader; one will take it.
-                self.queue_changed
-                    .wait_for(&mut queue, std::time::Duration::from_millis(10));
-                if queue.failed_from.is_some() {
-                    break;
-                }
-            }
+        // A queued commit always has a leader, which stops only when nothing is pending or a
+        // batch failed: once no leader is at work, everything queued is durable or failed.
+        while queue.leader_active {
+            self.queue_changed.wait(&mut queue);
         }
         if queue.failed_from.is_some() {
             return Ok(());

@@ -247,7 +247,7 @@ pub struct Log {
     history_id: HistoryId,
     /// Assignment of revision, timestamp and hash, and the batch being gathered.
     queue: Mutex<Queue>,
-    /// Notified after every batch (shutdown waits on it; appenders wait on their batch's signal).
+    /// Notified when a leader stops (shutdown waits on it; appenders wait on their batch's signal).
     queue_changed: Condvar,
     /// Wakes a leader gathering a batch when enough appenders have queued.
     batch_grew: Condvar,

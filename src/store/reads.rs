@@ -202,21 +202,13 @@ impl Store {
     /// One key at a point, or `None` if it does not exist there.
     pub fn get(&self, key: &str, point: Point) -> Result<Option<KeyVersion>, ReadError> {
         self.with_index(|state, maps| {
-            let bound = self.resolve_bound(state, point)?;
-            let found = state.lookup_key(key, bound)?;
-            if found.is_none() {
-                // Only valid keys are ever in the table, so the key needs checking only here.
-                check_key(key)?;
-            }
-            match found {
-                Some((_, Some((index, entry)))) if !entry.is_delete() => {
-                    let value = state.value(index, &entry, maps)?;
-                    // The key from the caller's string: cloning the stored `Arc` would touch
-                    // (and likely miss on) its reference count.
-                    Ok(Some(KeyVersion::new(Arc::from(key), value, &entry)))
-                }
-                _ => Ok(None),
-            }
+            let Some((index, entry)) = self.live_version(state, key, point)? else {
+                return Ok(None);
+            };
+            let value = state.value(index, &entry, maps)?;
+            // The key from the caller's string: cloning the stored `Arc` would touch (and likely
+            // miss on) its reference count.
+            Ok(Some(KeyVersion::new(Arc::from(key), value, &entry)))
         })
     }
 
@@ -231,28 +223,41 @@ impl Store {
     ) -> Result<Option<R>, ReadError> {
         let f = std::cell::Cell::new(Some(f));
         self.with_index(|state, maps| {
-            let bound = self.resolve_bound(state, point)?;
-            let found = state.lookup_key(key, bound)?;
-            if found.is_none() {
-                check_key(key)?;
-            }
-            match found {
-                Some((_, Some((index, entry)))) if !entry.is_delete() => {
-                    let f = f
-                        .take()
-                        .expect("called once: a retry happens only before `f`");
-                    Ok(Some(state.with_value(index, &entry, maps, |value| {
-                        f(VersionRef {
-                            value,
-                            revision: entry.revision,
-                            create_revision: entry.create_revision,
-                            version: entry.version as u64,
-                            timestamp_us: entry.timestamp_us,
-                        })
-                    })?))
-                }
-                _ => Ok(None),
-            }
+            let Some((index, entry)) = self.live_version(state, key, point)? else {
+                return Ok(None);
+            };
+            let f = f
+                .take()
+                .expect("called once: a retry happens only before `f`");
+            Ok(Some(state.with_value(index, &entry, maps, |value| {
+                f(VersionRef {
+                    value,
+                    revision: entry.revision,
+                    create_revision: entry.create_revision,
+                    version: entry.version as u64,
+                    timestamp_us: entry.timestamp_us,
+                })
+            })?))
+        })
+    }
+
+    /// The entry of `key`'s live version at `point` (with its index); `None` if the key does
+    /// not exist there (never written, not yet written, or deleted).
+    fn live_version(
+        &self,
+        state: &State,
+        key: &str,
+        point: Point,
+    ) -> Result<Option<(u64, VersionEntry)>, ReadError> {
+        let bound = self.resolve_bound(state, point)?;
+        let found = state.lookup_key(key, bound)?;
+        if found.is_none() {
+            // Only valid keys are ever in the table, so the key needs checking only here.
+            check_key(key)?;
+        }
+        Ok(match found {
+            Some((_, Some((index, entry)))) if !entry.is_delete() => Some((index, entry)),
+            _ => None,
         })
     }
 

@@ -116,3 +116,12 @@ pub fn run_child_and_kill(
     child.wait().expect("reap the child");
     reader.join().expect("the reader thread")
 }
+
+/// A two-worker runtime, as the server's on this machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
