@@ -50,3 +50,18 @@ pub fn sync_pad() {
 pub fn set_sync_pad(pad: Duration) {
     SYNC_PAD_US.store(pad.as_micros() as u64, Ordering::Relaxed);
 }
+
+/// Garbage allowed in the index's version directory file beyond twice its live blocks before a
+/// checkpoint rewrites it into a new generation (FORMAT.md "Version directory").
+static DIRS_GARBAGE_SLACK: AtomicU64 = AtomicU64::new(1 << 20);
+
+/// The current slack, in bytes.
+pub fn dirs_garbage_slack() -> u64 {
+    DIRS_GARBAGE_SLACK.load(Ordering::Relaxed)
+}
+
+/// Sets the slack for this process: tests set 0 so that small stores rewrite their directory
+/// file often (a rewrite then happens as soon as superseded blocks outweigh the live ones).
+pub fn set_dirs_garbage_slack(bytes: u64) {
+    DIRS_GARBAGE_SLACK.store(bytes, Ordering::Relaxed);
+}

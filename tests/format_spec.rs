@@ -305,6 +305,9 @@ fn index_tables_match_the_code() {
             ("keys_bytes", CP_KEYS_BYTES_OFFSET, 8),
             ("keys_crc", CP_KEYS_CRC_OFFSET, 4),
             ("heads_crc", CP_HEADS_CRC_OFFSET, 4),
+            ("dirs_generation", CP_DIRS_GENERATION_OFFSET, 8),
+            ("dirs_bytes", CP_DIRS_BYTES_OFFSET, 8),
+            ("dirs_live", CP_DIRS_LIVE_OFFSET, 8),
             (
                 "reserved",
                 CP_RESERVED_OFFSET,
@@ -313,12 +316,46 @@ fn index_tables_match_the_code() {
             ("crc", CP_CRC_OFFSET, 4),
         ],
     );
+    expect(
+        "dir_block",
+        &[
+            ("covered", DB_COVERED_OFFSET, 4),
+            ("fences", DB_FENCES_OFFSET, 4),
+            ("step", DB_STEP_OFFSET, 4),
+            ("key_id", DB_KEY_ID_OFFSET, 4),
+            ("reserved", DB_RESERVED_OFFSET, 4),
+            ("crc", DB_CRC_OFFSET, 4),
+        ],
+    );
+    assert_eq!(DIR_HEADER_LEN, 24);
+    expect(
+        "dir_row",
+        &[
+            ("index", DR_INDEX_OFFSET, 8),
+            ("create_revision", DR_CREATE_REVISION_OFFSET, 8),
+            ("version", DR_VERSION_OFFSET, 4),
+            ("segment_seq", DR_SEGMENT_OFFSET, 4),
+            ("value_offset", DR_VALUE_OFFSET_OFFSET, 4),
+            ("value_len", DR_VALUE_LEN_OFFSET, 4),
+            ("reserved", DR_RESERVED_OFFSET, 4),
+            ("crc", DR_CRC_OFFSET, 4),
+        ],
+    );
+    assert_eq!(DIR_ROW_LEN, 40);
+    assert_eq!(DIR_BLOCK_LEN_MAX, 920, "FORMAT.md: at most 920 bytes");
+    assert_eq!(CHECKPOINT_HEAD_LEN, 104);
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/storage-format/FORMAT.md"
     ))
     .unwrap();
-    for magic in [VERSIONS_MAGIC, REVS_MAGIC, KEYS_MAGIC, CHECKPOINT_MAGIC] {
+    for magic in [
+        VERSIONS_MAGIC,
+        REVS_MAGIC,
+        KEYS_MAGIC,
+        CHECKPOINT_MAGIC,
+        DIRS_MAGIC,
+    ] {
         let spaced: Vec<String> = magic.iter().map(|b| format!("{b:02X}")).collect();
         assert!(
             text.contains(&format!("`{}`", spaced.join(" "))),

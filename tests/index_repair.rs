@@ -102,12 +102,46 @@ fn damage_to_each_index_file_is_repaired() {
             b[last] ^= 0x04
         }),
         ("keys.idx", "delete", |b| b.clear()),
+        // The version directory: every block's search arrays, every row, the header, the length.
+        ("dirs-*.idx", "flip every 16th byte", |b| {
+            let mut at = INDEX_HEADER_LEN + 30;
+            while at < b.len() {
+                b[at] ^= 0x20;
+                at += 16;
+            }
+        }),
+        ("dirs-*.idx", "flip the last byte", |b| {
+            let last = b.len() - 1;
+            b[last] ^= 0x01
+        }),
+        ("dirs-*.idx", "truncate", |b| {
+            b.truncate(INDEX_HEADER_LEN + 100)
+        }),
+        ("dirs-*.idx", "header", |b| b[2] ^= 1),
+        ("dirs-*.idx", "delete", |b| b.clear()),
     ];
     for (file, how, edit) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let expected = build(&dir);
-        let path = dir.join("index").join(file);
+        let path = match file {
+            "dirs-*.idx" => {
+                let found: Vec<_> = std::fs::read_dir(dir.join("index"))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        p.file_name()
+                            .unwrap()
+                            .to_str()
+                            .unwrap()
+                            .starts_with("dirs-")
+                    })
+                    .collect();
+                assert_eq!(found.len(), 1, "one directory file: {found:?}");
+                found[0].clone()
+            }
+            _ => dir.join("index").join(file),
+        };
         damage(&path, edit);
         let store = Store::open(&dir, config()).unwrap_or_else(|e| panic!("{file} {how}: {e}"));
         assert_reads_right(&store, &expected);

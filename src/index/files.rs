@@ -13,14 +13,15 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 use storage_format::index::{
-    CHECKPOINT_FILE, Checkpoint, INDEX_HEADER_LEN, KEYS_FILE, KEYS_MAGIC, REV_ENTRY_LEN, REVS_FILE,
-    REVS_MAGIC, VERSION_ENTRY_LEN, VERSIONS_FILE, VERSIONS_MAGIC, check_index_header,
-    encode_index_header,
+    CHECKPOINT_FILE, Checkpoint, DIR_HEADER_LEN, DIRS_MAGIC, DirBlock, DirFence, INDEX_HEADER_LEN,
+    KEYS_FILE, KEYS_MAGIC, REV_ENTRY_LEN, REVS_FILE, REVS_MAGIC, VERSION_ENTRY_LEN, VERSIONS_FILE,
+    VERSIONS_MAGIC, VersionEntry, check_index_header, dir_step, dirs_file_name, encode_dir_block,
+    encode_index_header, parse_dirs_file_name,
 };
 use storage_format::{HistoryId, validate_key};
 
-use super::table::{KeySlot, TableKey};
-use super::{IndexError, Mapped, State};
+use super::table::{KeySlot, KeyTable, TableKey};
+use super::{Dirs, IndexError, Mapped, State};
 use crate::fs::{RealFs, write_file_atomic};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
@@ -30,17 +31,85 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
     }
 }
 
+fn remove_if_present(path: &Path) -> Result<(), IndexError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// The version directory files in `dir` other than generation `keep`.
+fn dirs_files_except(dir: &Path, keep: u64) -> Result<Vec<std::path::PathBuf>, IndexError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        if let Some(generation) = name.to_str().and_then(parse_dirs_file_name)
+            && generation != keep
+        {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
 /// Removes every index file (before a rebuild).
 pub(super) fn remove_all(dir: &Path) -> Result<(), IndexError> {
     for name in [CHECKPOINT_FILE, VERSIONS_FILE, REVS_FILE, KEYS_FILE] {
-        let path = dir.join(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path)(e)),
-        }
+        remove_if_present(&dir.join(name))?;
+    }
+    for path in dirs_files_except(dir, 0)? {
+        remove_if_present(&path)?;
     }
     Ok(())
+}
+
+/// Opens generation `generation` of the version directory, checks its header, truncates it to
+/// `bytes` after the header and maps it. Generation 0 is "no file yet".
+fn open_dirs(
+    dir: &Path,
+    history_id: &HistoryId,
+    generation: u64,
+    bytes: u64,
+    live: u64,
+) -> Result<Dirs, String> {
+    if generation == 0 {
+        if bytes != 0 {
+            return Err("CHECKPOINT counts directory bytes but names no file".to_owned());
+        }
+        return Ok(Dirs::default());
+    }
+    let path = dir.join(dirs_file_name(generation));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let want = INDEX_HEADER_LEN as u64 + bytes;
+    if len < want {
+        return Err(format!(
+            "{} holds {len} bytes, the checkpoint needs {want}",
+            path.display()
+        ));
+    }
+    if len > want {
+        file.set_len(want).map_err(|e| e.to_string())?;
+    }
+    // SAFETY: as for the entry files: only appended to at a checkpoint (then remapped) or
+    // replaced by a new generation; this mapping covers a prefix never truncated or rewritten
+    // while the store runs.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    let _ = map.advise(memmap2::Advice::HugePage);
+    check_index_header(&map, DIRS_MAGIC, history_id, 0)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Dirs {
+        map: Some(Arc::new(map)),
+        generation,
+        bytes,
+        live,
+    })
 }
 
 /// Opens a fixed-entry file, checks its header, truncates it to `count` entries and maps it.
@@ -132,6 +201,21 @@ pub(super) fn load(
         revs_count,
     )?;
 
+    let dirs = open_dirs(
+        dir,
+        history_id,
+        cp.dirs_generation,
+        cp.dirs_bytes,
+        cp.dirs_live,
+    )?;
+    let dirs_end = INDEX_HEADER_LEN as u64 + cp.dirs_bytes;
+    for (id, &offset) in cp.dirs.iter().enumerate() {
+        // Every key in the checkpoint has entries in the files, so a block.
+        if offset < INDEX_HEADER_LEN as u64 || offset + DIR_HEADER_LEN as u64 > dirs_end {
+            return Err(format!("directory block of key {id} is outside the file"));
+        }
+    }
+
     let keys_path = dir.join(KEYS_FILE);
     let mut key_bytes =
         std::fs::read(&keys_path).map_err(|e| format!("{}: {e}", keys_path.display()))?;
@@ -181,13 +265,14 @@ pub(super) fn load(
             return Err(format!("head of key {id} is inconsistent"));
         }
     }
-    let mut key_ids = HashMap::with_capacity(keys.len());
+    let mut key_ids = KeyTable::with_capacity_and_hasher(keys.len(), Default::default());
     for (id, key) in keys.iter().enumerate() {
         let (head_index, head) = cp.heads[id];
         let slot = KeySlot {
             id: id as u32,
             head_index,
             head,
+            dir: cp.dirs[id],
         };
         if key_ids.insert(TableKey::new(key), slot).is_some() {
             return Err(format!("key {key:?} appears twice in keys.idx"));
@@ -199,9 +284,25 @@ pub(super) fn load(
         .enumerate()
         .map(|(id, key)| (key.clone(), id as u32))
         .collect();
+    // Left by a checkpoint that wrote a new generation and did not get to its CHECKPOINT, or
+    // one that could not delete the old generation after it.
+    if let Ok(stale) = dirs_files_except(dir, cp.dirs_generation) {
+        for path in stale {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let head_timestamp_us = match revs_count.checked_sub(1) {
+        Some(last) => {
+            storage_format::index::RevEntry::decode(revs.entry(last, REV_ENTRY_LEN))
+                .map_err(|e| format!("revs.idx: {e}"))?
+                .timestamp_us
+        }
+        None => 0,
+    };
     Ok(State {
         first_revision: cp.first_revision,
         through_revision: cp.through_revision,
+        head_timestamp_us,
         versions,
         revs,
         versions_tail: Vec::new(),
@@ -214,6 +315,8 @@ pub(super) fn load(
         keys_bytes: cp.keys_bytes,
         keys_crc: cp.keys_crc,
         heads: cp.heads,
+        dir_of: cp.dirs,
+        dirs,
         broken: None,
         horizon: Default::default(),
         base_values: Default::default(),
@@ -249,9 +352,9 @@ fn append_synced(
 }
 
 /// A checkpoint ready to write: the bytes to append to each file, the new CHECKPOINT, and how
-/// much of the in-memory state they cover. Prepared under the read lock, written with no lock
-/// held, installed (files remapped, covered tail entries dropped) under the write lock — so
-/// readers are never blocked by the checkpoint's writes and fsyncs.
+/// much of the in-memory state they cover. Prepared under the read lock, planned and written
+/// with no lock held, installed (files remapped, covered tail entries dropped) under the write
+/// lock — so readers are never blocked by the checkpoint's work, writes or fsyncs.
 pub(super) struct Prepared {
     versions: Vec<u8>,
     revs: Vec<u8>,
@@ -267,7 +370,47 @@ pub(super) struct Prepared {
     keys_total: usize,
     keys_bytes: u64,
     keys_crc: u32,
+    /// What the version directory update starts from, and (once planned) the update.
+    dirs_input: DirsInput,
+    dirs: Option<DirsPlan>,
     cp: Checkpoint,
+}
+
+/// A snapshot of what the directory update needs, taken under the read lock.
+struct DirsInput {
+    map: Option<Arc<Mmap>>,
+    generation: u64,
+    bytes: u64,
+    live: u64,
+    dir_of: Vec<u64>,
+    /// The tail entries being checkpointed; entry i has index `base_versions + i`.
+    tail: Vec<VersionEntry>,
+    /// Key ids in key order (a new generation lays blocks out in it, so a prefix's blocks are
+    /// near each other).
+    sorted: Vec<u32>,
+}
+
+/// The directory update: new blocks for the keys with new entries, appended to the current
+/// file — or, when superseded blocks would outweigh the live ones, every key's block written
+/// into a new generation.
+struct DirsPlan {
+    generation: u64,
+    /// Valid bytes of the current file the new blocks are appended after (append only).
+    base_bytes: u64,
+    blocks: Vec<u8>,
+    /// For a new generation: each key's block, in file order, from the old file
+    /// (`Old(offset, len)`) or from `blocks` (`New(start, len)`).
+    rewrite: Option<Vec<Piece>>,
+    /// New file offsets of the keys whose blocks moved.
+    moved: Vec<(u32, u64)>,
+    bytes: u64,
+    live: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Piece {
+    Old(u64, usize),
+    New(usize, usize),
 }
 
 /// Encodes what the next checkpoint appends (read-only on the state).
@@ -295,7 +438,21 @@ pub(super) fn prepare(history_id: &HistoryId, state: &State) -> Result<Prepared,
         version_entries: state.versions.count + state.versions_tail.len() as u64,
         keys_bytes,
         keys_crc,
+        // Filled in by `plan_dirs`.
+        dirs_generation: 0,
+        dirs_bytes: 0,
+        dirs_live: 0,
+        dirs: Vec::new(),
         heads: state.heads.clone(),
+    };
+    let dirs_input = DirsInput {
+        map: state.dirs.map.clone(),
+        generation: state.dirs.generation,
+        bytes: state.dirs.bytes,
+        live: state.dirs.live,
+        dir_of: state.dir_of.clone(),
+        tail: state.versions_tail.clone(),
+        sorted: state.sorted.values().copied().collect(),
     };
     Ok(Prepared {
         versions,
@@ -310,8 +467,165 @@ pub(super) fn prepare(history_id: &HistoryId, state: &State) -> Result<Prepared,
         keys_total: state.keys.len(),
         keys_bytes,
         keys_crc,
+        dirs_input,
+        dirs: None,
         cp,
     })
+}
+
+fn corrupt(source: storage_format::DecodeError) -> IndexError {
+    IndexError::Corrupt {
+        what: "dirs.idx",
+        source,
+    }
+}
+
+/// The block at `offset` of a mapped directory file, checked.
+fn old_block<'a>(
+    map: &'a Option<Arc<Mmap>>,
+    bytes: u64,
+    offset: u64,
+) -> Result<DirBlock<'a>, IndexError> {
+    let end = INDEX_HEADER_LEN as u64 + bytes;
+    let map = map
+        .as_deref()
+        .filter(|m| offset >= INDEX_HEADER_LEN as u64 && offset < end && end <= m.len() as u64)
+        .ok_or_else(|| IndexError::Inconsistent(format!("no directory block at {offset}")))?;
+    DirBlock::open(&map[offset as usize..end as usize]).map_err(corrupt)
+}
+
+/// Computes the directory update of a prepared checkpoint (no lock needed): for each key with
+/// entries in the tail, a new block from its old block's fences and the new entries.
+pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
+    let input = &p.dirs_input;
+    let mut dir_of = input.dir_of.clone();
+    dir_of.resize(p.cp.heads.len(), 0);
+    // The tail's entries by key, each key's in depth order.
+    let mut order: Vec<(u32, u32)> = input
+        .tail
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.key_id, i as u32))
+        .collect();
+    order.sort_unstable();
+    let mut blocks = Vec::new();
+    // (key, start in `blocks`) of each new block.
+    let mut new_blocks: Vec<(u32, usize)> = Vec::new();
+    let mut live = input.live;
+    let mut fences: Vec<DirFence> = Vec::new();
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        let key_id = group[0].0;
+        let old = match input.dir_of.get(key_id as usize).copied().unwrap_or(0) {
+            0 => None,
+            offset => Some(old_block(&input.map, input.bytes, offset)?),
+        };
+        let (old_covered, old_step) = old.map_or((0, 1), |b| (b.covered, b.step));
+        if let Some(b) = old
+            && b.key_id != key_id
+        {
+            return Err(IndexError::Inconsistent(format!(
+                "directory block of key {key_id} belongs to key {}",
+                b.key_id
+            )));
+        }
+        let covered = old_covered + group.len() as u32;
+        let step = dir_step(covered, old_step);
+        fences.clear();
+        for k in 0..covered.div_ceil(step) {
+            let depth = k * step;
+            fences.push(match old {
+                Some(b) if depth < old_covered => {
+                    b.fence((depth / old_step) as usize).map_err(corrupt)?
+                }
+                _ => {
+                    let position = group[(depth - old_covered) as usize].1 as usize;
+                    let entry = &input.tail[position];
+                    if entry.depth != depth {
+                        return Err(IndexError::Inconsistent(format!(
+                            "key {key_id}'s entry at depth {} follows {old_covered} in the files",
+                            entry.depth
+                        )));
+                    }
+                    DirFence::of(p.base_versions + position as u64, entry)
+                }
+            });
+        }
+        live -= old.map_or(0, |b| b.bytes().len() as u64);
+        let start = blocks.len();
+        encode_dir_block(covered, step, key_id, &fences, &mut blocks);
+        live += (blocks.len() - start) as u64;
+        new_blocks.push((key_id, start));
+    }
+    let generation = input.generation.max(1);
+    let appended = input.bytes + blocks.len() as u64;
+    // A file holding more than twice its live blocks plus the slack (1 MiB) is rewritten.
+    let plan = if appended > 2 * live + crate::fault::dirs_garbage_slack() {
+        // A new generation holding only the current blocks, in key order.
+        let mut new_at: HashMap<u32, (usize, usize)> = HashMap::with_capacity(new_blocks.len());
+        for (i, &(key_id, start)) in new_blocks.iter().enumerate() {
+            let end = new_blocks.get(i + 1).map_or(blocks.len(), |&(_, s)| s);
+            new_at.insert(key_id, (start, end - start));
+        }
+        let mut pieces = Vec::with_capacity(input.sorted.len());
+        let mut moved = Vec::with_capacity(input.sorted.len());
+        let mut at = INDEX_HEADER_LEN as u64;
+        for &key_id in &input.sorted {
+            let piece = match new_at.get(&key_id) {
+                Some(&(start, len)) => Piece::New(start, len),
+                None => {
+                    let offset = dir_of[key_id as usize];
+                    let block = old_block(&input.map, input.bytes, offset)?;
+                    Piece::Old(offset, block.bytes().len())
+                }
+            };
+            let len = match piece {
+                Piece::Old(_, len) | Piece::New(_, len) => len,
+            };
+            moved.push((key_id, at));
+            dir_of[key_id as usize] = at;
+            pieces.push(piece);
+            at += len as u64;
+        }
+        let bytes = at - INDEX_HEADER_LEN as u64;
+        if bytes != live {
+            return Err(IndexError::Inconsistent(format!(
+                "directory blocks take {bytes} bytes, {live} counted live"
+            )));
+        }
+        DirsPlan {
+            generation: input.generation + 1,
+            base_bytes: 0,
+            blocks,
+            rewrite: Some(pieces),
+            moved,
+            bytes,
+            live,
+        }
+    } else {
+        let base = INDEX_HEADER_LEN as u64 + input.bytes;
+        let moved: Vec<(u32, u64)> = new_blocks
+            .iter()
+            .map(|&(key_id, start)| (key_id, base + start as u64))
+            .collect();
+        for &(key_id, offset) in &moved {
+            dir_of[key_id as usize] = offset;
+        }
+        DirsPlan {
+            generation,
+            base_bytes: input.bytes,
+            blocks,
+            rewrite: None,
+            moved,
+            bytes: appended,
+            live,
+        }
+    };
+    p.cp.dirs_generation = if plan.bytes == 0 { 0 } else { plan.generation };
+    p.cp.dirs_bytes = plan.bytes;
+    p.cp.dirs_live = plan.live;
+    p.cp.dirs = dir_of;
+    p.dirs = Some(plan);
+    Ok(())
 }
 
 impl Prepared {
@@ -319,6 +633,57 @@ impl Prepared {
     pub(super) fn through_revision(&self) -> u64 {
         self.cp.through_revision
     }
+
+    /// What the checkpoint writes, for its log line.
+    pub(super) fn summary(&self) -> String {
+        let plan = self.dirs.as_ref();
+        format!(
+            "{} entries, {} keys' blocks placed ({} new bytes{}), {} directory bytes live of {}",
+            self.tail_versions,
+            plan.map_or(0, |p| p.moved.len()),
+            plan.map_or(0, |p| p.blocks.len()),
+            if plan.is_some_and(|p| p.rewrite.is_some()) {
+                ", new generation"
+            } else {
+                ""
+            },
+            self.cp.dirs_live,
+            self.cp.dirs_bytes
+        )
+    }
+}
+
+/// Writes generation `plan.generation` of the directory whole: header, then the pieces.
+fn write_generation(
+    path: &Path,
+    history_id: &HistoryId,
+    old: Option<&Mmap>,
+    plan: &DirsPlan,
+    pieces: &[Piece],
+) -> Result<(), IndexError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io(path))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&encode_index_header(DIRS_MAGIC, history_id, 0))
+        .map_err(io(path))?;
+    for &piece in pieces {
+        let bytes = match piece {
+            Piece::Old(offset, len) => {
+                let map = old.ok_or_else(|| {
+                    IndexError::Inconsistent("an old directory block without a file".into())
+                })?;
+                &map[offset as usize..offset as usize + len]
+            }
+            Piece::New(start, len) => &plan.blocks[start..start + len],
+        };
+        out.write_all(bytes).map_err(io(path))?;
+    }
+    let file = out.into_inner().map_err(|e| io(path)(e.into_error()))?;
+    file.sync_data().map_err(io(path))
 }
 
 /// Appends the prepared bytes to the files, syncs them, then writes the CHECKPOINT (temporary
@@ -349,8 +714,37 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
         header + p.base_keys_bytes,
         &p.keys,
     )?;
+    let plan = p.dirs.as_ref().expect("planned before written");
+    let dirs_path = dir.join(dirs_file_name(plan.generation));
+    match &plan.rewrite {
+        Some(pieces) => write_generation(
+            &dirs_path,
+            history_id,
+            p.dirs_input.map.as_deref(),
+            plan,
+            pieces,
+        )?,
+        None if !plan.blocks.is_empty() => append_synced(
+            &dirs_path,
+            DIRS_MAGIC,
+            history_id,
+            0,
+            header + plan.base_bytes,
+            &plan.blocks,
+        )?,
+        None => {}
+    }
     let cp_path = dir.join(CHECKPOINT_FILE);
-    write_file_atomic(&RealFs, &cp_path, &p.cp.encode()).map_err(io(&cp_path))
+    write_file_atomic(&RealFs, &cp_path, &p.cp.encode()).map_err(io(&cp_path))?;
+    if plan.rewrite.is_some() {
+        // The old generation is no longer named by the CHECKPOINT (its mapping stays valid
+        // until the install replaces it); one left behind is removed at the next open.
+        let old = dir.join(dirs_file_name(p.dirs_input.generation));
+        if let Err(error) = remove_if_present(&old) {
+            tracing::warn!(%error, "could not remove a superseded directory file");
+        }
+    }
+    Ok(())
 }
 
 /// Maps the files up to the new checkpoint and drops the tail entries they now hold. Fails if
@@ -367,12 +761,15 @@ pub(super) fn install(
         && state.first_revision == p.cp.first_revision
         && state.versions_tail.len() >= p.tail_versions
         && state.revs_tail.len() >= p.tail_revs
-        && state.keys.len() >= p.keys_total;
+        && state.keys.len() >= p.keys_total
+        && state.dirs.generation == p.dirs_input.generation
+        && state.dirs.bytes == p.dirs_input.bytes;
     if !unchanged {
         return Err(IndexError::Inconsistent(
             "the index changed while its checkpoint was written".into(),
         ));
     }
+    let plan = p.dirs.expect("planned before installed");
     let revs_count = p.cp.through_revision + 1 - p.cp.first_revision;
     state.versions = open_entries(
         &dir.join(VERSIONS_FILE),
@@ -390,6 +787,21 @@ pub(super) fn install(
         revs_count,
     )
     .map_err(IndexError::Inconsistent)?;
+    state.dirs = open_dirs(
+        dir,
+        history_id,
+        p.cp.dirs_generation,
+        p.cp.dirs_bytes,
+        p.cp.dirs_live,
+    )
+    .map_err(IndexError::Inconsistent)?;
+    for (key_id, offset) in plan.moved {
+        state.dir_of[key_id as usize] = offset;
+        let key = state.keys[key_id as usize].clone();
+        if let Some(slot) = state.key_ids.get_mut(&*key) {
+            slot.dir = offset;
+        }
+    }
     state.versions_tail.drain(..p.tail_versions);
     state.tail_values.drain(..p.tail_versions);
     state.revs_tail.drain(..p.tail_revs);
@@ -399,13 +811,15 @@ pub(super) fn install(
     Ok(())
 }
 
-/// Prepares, writes and installs a checkpoint with the state locked throughout (open, rebuild).
+/// Prepares, plans, writes and installs a checkpoint with the state locked throughout (open,
+/// rebuild).
 pub(super) fn checkpoint(
     dir: &Path,
     history_id: &HistoryId,
     state: &mut State,
 ) -> Result<(), IndexError> {
-    let prepared = prepare(history_id, state)?;
+    let mut prepared = prepare(history_id, state)?;
+    plan_dirs(&mut prepared)?;
     write(dir, history_id, &prepared)?;
     install(dir, history_id, state, prepared)
 }

@@ -10,13 +10,16 @@
 //!   happens at open, before mapping);
 //! - `through_revision` never passes the log's durable head: entries are added by the log's
 //!   observer after a batch's fsync and before the batch becomes visible;
+//! - every key with entries in the files has a block in the version directory (`dirs-G.idx`)
+//!   covering exactly those entries; a point read that gets past the in-memory entries searches
+//!   that block instead of descending through the files (FORMAT.md "Version directory");
 //! - every entry read is CRC-checked; a damaged one fails the read with `IndexError::Corrupt`,
 //!   and the store rebuilds the index.
 
 mod files;
 mod table;
 
-use table::{KeySlot, TableKey};
+use table::{KeySlot, KeyTable, TableKey};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,7 +29,8 @@ use memmap2::Mmap;
 use parking_lot::RwLock;
 use storage_format::commit::{Commit, Op};
 use storage_format::index::{
-    DELETE_FLAG, NO_ENTRY, REV_ENTRY_LEN, RevEntry, VERSION_ENTRY_LEN, VersionEntry, skew_jump,
+    DELETE_FLAG, DIR_BLOCK_LEN_MAX, DirBlock, DirFence, INDEX_HEADER_LEN, NO_ENTRY, REV_ENTRY_LEN,
+    RevEntry, VERSION_ENTRY_LEN, VersionEntry, skew_jump,
 };
 use storage_format::record::RECORD_HEADER_LEN;
 use storage_format::segment::{SEGMENT_DIR, segment_file_name};
@@ -138,10 +142,50 @@ impl Mapped {
     }
 }
 
+/// The version directory file, mapped up to the checkpoint.
+#[derive(Default)]
+struct Dirs {
+    map: Option<Arc<Mmap>>,
+    /// `dirs-G.idx`'s G (0: no file yet).
+    generation: u64,
+    /// Valid bytes after the header, and how many of them are current blocks.
+    bytes: u64,
+    live: u64,
+}
+
+/// Where a search of a key's version directory leaves a point read.
+enum DirStep {
+    /// The answer.
+    Done(Found),
+    /// Descend from this entry (a long history's directory keeps only every `step`-th version).
+    From(u64),
+}
+
+/// Asks the CPU to start loading every cache line of `bytes` (a hint: no fault, no effect on
+/// results), so the misses of a block's lines overlap instead of following one another.
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch never faults and has no effect on program state; SSE (which
+        // provides it) is part of the x86_64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                line.as_ptr().cast::<i8>(),
+                std::arch::x86_64::_MM_HINT_T0,
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// Everything behind the index lock.
 pub struct State {
     first_revision: u64,
     through_revision: u64,
+    /// Timestamp of `through_revision`'s commit (0 when unknown: a lower bound is enough).
+    head_timestamp_us: u64,
     versions: Mapped,
     revs: Mapped,
     versions_tail: Vec<VersionEntry>,
@@ -149,7 +193,7 @@ pub struct State {
     revs_tail: Vec<RevEntry>,
     keys: Vec<Arc<str>>,
     /// Key → id and newest entry, for point reads (`heads` serves reads by id).
-    key_ids: HashMap<TableKey, KeySlot>,
+    key_ids: KeyTable,
     sorted: BTreeMap<Arc<str>, u32>,
     keys_checkpointed: usize,
     keys_bytes: u64,
@@ -157,6 +201,10 @@ pub struct State {
     /// Per key id: the index of its newest entry and a copy of that entry, so a descent (and a
     /// write's parent lookup) starts without touching the mapped file.
     heads: Vec<(u64, VersionEntry)>,
+    /// Per key id: the file offset of its block in `dirs` (0 while none of its entries is in the
+    /// files). Also in its `KeySlot`.
+    dir_of: Vec<u64>,
+    dirs: Dirs,
     /// Set when indexing a commit failed (a damaged mapped entry): reads fail until a rebuild.
     broken: Option<String>,
     /// The compaction horizon (revision 0: none) and the values of the base image by key id:
@@ -177,18 +225,21 @@ impl State {
         State {
             first_revision,
             through_revision: first_revision - 1,
+            head_timestamp_us: 0,
             versions: Mapped::default(),
             revs: Mapped::default(),
             versions_tail: Vec::new(),
             tail_values: Vec::new(),
             revs_tail: Vec::new(),
             keys: Vec::new(),
-            key_ids: HashMap::new(),
+            key_ids: KeyTable::default(),
             sorted: BTreeMap::new(),
             keys_checkpointed: 0,
             keys_bytes: 0,
             keys_crc: 0,
             heads: Vec::new(),
+            dir_of: Vec::new(),
+            dirs: Dirs::default(),
             broken: None,
             horizon: Horizon::default(),
             base_values: HashMap::new(),
@@ -359,6 +410,12 @@ impl State {
         self.through_revision
     }
 
+    /// The timestamp of the newest indexed commit, or less (0 when not known). Every later
+    /// commit is stamped after it.
+    pub(crate) fn head_timestamp_us(&self) -> u64 {
+        self.head_timestamp_us
+    }
+
     /// The last revision whose timestamp is at or before `at_us` (`first_revision - 1` if none).
     pub(crate) fn revision_at(&self, at_us: u64) -> Result<u64, IndexError> {
         let (mut lo, mut hi) = (self.first_revision, self.through_revision + 1);
@@ -403,17 +460,21 @@ impl State {
     }
 
     /// The key's newest version within `bound`, with its entry index; deletes included.
+    ///
+    /// The entry's links (`parent`, `jump` and the jump's revision and time) are not always
+    /// filled in — an answer found in the version directory has none; read `version(index)` for
+    /// them. Every other field is the entry's.
     pub(crate) fn lookup(
         &self,
         key_id: u32,
         bound: Bound,
     ) -> Result<Option<(u64, VersionEntry)>, IndexError> {
         let (index, entry) = self.heads[key_id as usize];
-        self.descend(key_id, index, entry, bound)
+        self.descend(key_id, self.dir_of[key_id as usize], index, entry, bound)
     }
 
-    /// `lookup` by key: one hash-table probe yields the id and the newest entry together. `None`
-    /// when the key was never written.
+    /// `lookup` by key: one hash-table probe yields the id, the newest entry and the directory
+    /// block together. `None` when the key was never written.
     pub(crate) fn lookup_key(
         &self,
         key: &str,
@@ -422,19 +483,53 @@ impl State {
         let Some(slot) = self.key_ids.get(key) else {
             return Ok(None);
         };
-        let found = self.descend(slot.id, slot.head_index, slot.head, bound)?;
+        let found = self.descend(slot.id, slot.dir, slot.head_index, slot.head, bound)?;
         Ok(Some((slot.id, found)))
     }
 
+    /// From the key's newest entry: through the in-memory entries (the active segment's), then —
+    /// if the answer is older — the key's directory block in one search.
     fn descend(
+        &self,
+        key_id: u32,
+        dir: u64,
+        mut index: u64,
+        mut entry: VersionEntry,
+        bound: Bound,
+    ) -> Result<Found, IndexError> {
+        loop {
+            match step(key_id, index, &entry, bound)? {
+                Step::Done(found) => return Ok(found),
+                Step::Next(next) if next < self.versions.count => {
+                    if let Some(block) = self.dir_bytes(dir) {
+                        prefetch(block);
+                    }
+                    return match self.search_dir(key_id, dir, next, bound)? {
+                        DirStep::Done(found) => Ok(found),
+                        DirStep::From(from) => {
+                            let entry = self.version(from)?;
+                            self.descend_entries(key_id, from, entry, bound)
+                        }
+                    };
+                }
+                Step::Next(next) => {
+                    index = next;
+                    entry = self.version(index)?;
+                }
+            }
+        }
+    }
+
+    /// Skew-binary descent through the entries: O(log versions) steps to the newest admitted
+    /// ancestor, reading one entry per step (each entry carries its jump target's revision and
+    /// time).
+    fn descend_entries(
         &self,
         key_id: u32,
         mut index: u64,
         mut entry: VersionEntry,
         bound: Bound,
     ) -> Result<Found, IndexError> {
-        // Skew-binary descent: O(log versions) steps to the newest admitted ancestor, reading one
-        // entry per step (each entry carries its jump target's revision and time).
         loop {
             match step(key_id, index, &entry, bound)? {
                 Step::Done(found) => return Ok(found),
@@ -446,9 +541,82 @@ impl State {
         }
     }
 
-    /// `lookup` for many keys at once, in lockstep: every unfinished descent advances one step per
-    /// round, and a round first touches all the entries it is about to read, so the cache misses
-    /// of different keys overlap instead of adding up. Results are in `key_ids` order.
+    /// The mapped bytes from directory offset `dir` to the end of the block's longest possible
+    /// extent (for prefetching), if `dir` is in the file.
+    fn dir_bytes(&self, dir: u64) -> Option<&[u8]> {
+        let map = self.dirs.map.as_deref()?;
+        let end = (INDEX_HEADER_LEN as u64 + self.dirs.bytes).min(map.len() as u64) as usize;
+        let start = usize::try_from(dir).ok()?;
+        if start < INDEX_HEADER_LEN || start >= end {
+            return None;
+        }
+        Some(&map[start..end.min(start + DIR_BLOCK_LEN_MAX)])
+    }
+
+    /// The newest version within `bound` among the key's entries in the files, from its
+    /// directory block. `fallback` is an entry of the key in the files that a descent may start
+    /// from when the answer is past the block's last fence.
+    fn search_dir(
+        &self,
+        key_id: u32,
+        dir: u64,
+        fallback: u64,
+        bound: Bound,
+    ) -> Result<DirStep, IndexError> {
+        let bytes = self.dir_bytes(dir).ok_or_else(|| {
+            IndexError::Inconsistent(format!(
+                "key {key_id} has entries in the files but no directory block (offset {dir})"
+            ))
+        })?;
+        let corrupt = |source| IndexError::Corrupt {
+            what: "dirs.idx",
+            source,
+        };
+        let block = DirBlock::open(bytes).map_err(corrupt)?;
+        if block.key_id != key_id {
+            return Err(IndexError::Inconsistent(format!(
+                "directory block at {dir} belongs to key {}, not {key_id}",
+                block.key_id
+            )));
+        }
+        // Fences are in depth order, so their revisions grow and their times never fall:
+        // find the last one the bound admits.
+        let (mut lo, mut hi) = (0usize, block.fences);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let admitted = match bound {
+                Bound::Revision(r) => block.revision(mid) <= r,
+                Bound::Time(t) => block.timestamp(mid) <= t,
+            };
+            if admitted {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let Some(k) = lo.checked_sub(1) else {
+            // Not even the key's first version: it did not exist yet.
+            return Ok(DirStep::Done(None));
+        };
+        if block.step == 1 {
+            // Every version is a fence: fence k is the answer.
+            let fence = block.fence(k).map_err(corrupt)?;
+            return Ok(DirStep::Done(Some((
+                fence.index,
+                linkless_entry(key_id, k as u32, &fence),
+            ))));
+        }
+        // The answer is fence k or a version after it, before fence k + 1: descend from there.
+        Ok(DirStep::From(if k + 1 < block.fences {
+            block.fence(k + 1).map_err(corrupt)?.index
+        } else {
+            fallback
+        }))
+    }
+
+    /// `lookup` for many keys at once, stage by stage: each stage first touches what every key
+    /// is about to read, so the cache misses of different keys overlap instead of adding up.
+    /// Results are in `key_ids` order.
     pub(crate) fn lookup_many(
         &self,
         key_ids: &[u32],
@@ -456,35 +624,64 @@ impl State {
         out: &mut Vec<Option<(u64, VersionEntry)>>,
     ) -> Result<(), IndexError> {
         out.clear();
-        let mut cursors: Vec<(usize, u64, VersionEntry)> = Vec::with_capacity(key_ids.len());
+        // The newest entries and the in-memory ones: most reads end here or at the directory.
+        let mut at_dir: Vec<(usize, u64)> = Vec::new();
         for (slot, &id) in key_ids.iter().enumerate() {
-            let (index, entry) = self.heads[id as usize];
             out.push(None);
-            cursors.push((slot, index, entry));
+            let (mut index, mut entry) = self.heads[id as usize];
+            loop {
+                match step(id, index, &entry, bound)? {
+                    Step::Done(found) => {
+                        out[slot] = found;
+                        break;
+                    }
+                    Step::Next(next) if next < self.versions.count => {
+                        at_dir.push((slot, next));
+                        break;
+                    }
+                    Step::Next(next) => {
+                        index = next;
+                        entry = self.version(index)?;
+                    }
+                }
+            }
         }
+        for &(slot, _) in &at_dir {
+            if let Some(block) = self.dir_bytes(self.dir_of[key_ids[slot] as usize]) {
+                prefetch(block);
+            }
+        }
+        let mut cursors: Vec<(usize, u64)> = Vec::new();
+        for &(slot, fallback) in &at_dir {
+            let id = key_ids[slot];
+            match self.search_dir(id, self.dir_of[id as usize], fallback, bound)? {
+                DirStep::Done(found) => out[slot] = found,
+                DirStep::From(index) => cursors.push((slot, index)),
+            }
+        }
+        // Long histories: descents from their fences, in lockstep.
         while !cursors.is_empty() {
-            // Decide each cursor's next entry from what it holds; finished ones leave.
             let mut sink = 0u8;
+            for &(_, index) in &cursors {
+                if index < self.versions.count {
+                    sink ^= self.versions.entry(index, VERSION_ENTRY_LEN)[0];
+                }
+            }
+            std::hint::black_box(sink);
             let mut i = 0;
             while i < cursors.len() {
-                let (slot, index, entry) = cursors[i];
-                let next = match step(key_ids[slot], index, &entry, bound)? {
+                let (slot, index) = cursors[i];
+                let entry = self.version(index)?;
+                match step(key_ids[slot], index, &entry, bound)? {
                     Step::Done(found) => {
                         out[slot] = found;
                         cursors.swap_remove(i);
-                        continue;
                     }
-                    Step::Next(next) => next,
-                };
-                cursors[i].1 = next;
-                if next < self.versions.count {
-                    sink ^= self.versions.entry(next, VERSION_ENTRY_LEN)[0];
+                    Step::Next(next) => {
+                        cursors[i].1 = next;
+                        i += 1;
+                    }
                 }
-                i += 1;
-            }
-            std::hint::black_box(sink);
-            for cursor in &mut cursors {
-                cursor.2 = self.version(cursor.1)?;
             }
         }
         Ok(())
@@ -591,10 +788,12 @@ impl State {
                 id,
                 head_index: NO_ENTRY,
                 head: NO_HEAD,
+                dir: 0,
             },
         );
         self.sorted.insert(key, id);
         self.heads.push((NO_ENTRY, NO_HEAD));
+        self.dir_of.push(0);
         id
     }
 
@@ -674,6 +873,7 @@ impl State {
             }
         }
         self.through_revision = commit.revision;
+        self.head_timestamp_us = commit.timestamp_us;
         Ok(())
     }
 }
@@ -710,6 +910,26 @@ fn step(key_id: u32, index: u64, entry: &VersionEntry, bound: Bound) -> Result<S
     } else {
         entry.parent
     }))
+}
+
+/// The entry a directory fence answers with: every field but the links (`parent` none, `jump`
+/// itself), which the directory does not keep.
+fn linkless_entry(key_id: u32, depth: u32, fence: &DirFence) -> VersionEntry {
+    VersionEntry {
+        revision: fence.revision,
+        timestamp_us: fence.timestamp_us,
+        create_revision: fence.create_revision,
+        parent: NO_ENTRY,
+        jump: fence.index,
+        jump_revision: fence.revision,
+        jump_timestamp_us: fence.timestamp_us,
+        depth,
+        key_id,
+        version: fence.version,
+        segment_seq: fence.segment_seq,
+        value_offset: fence.value_offset,
+        value_len: fence.value_len,
+    }
 }
 
 /// Where `entry`'s value lies in its segment's mapping of `map_len` bytes.
@@ -901,12 +1121,27 @@ impl Index {
     /// end takes the write lock. Checkpoints are serialized among themselves.
     pub fn checkpoint(&self) -> Result<(), IndexError> {
         let _one_at_a_time = self.checkpointing.lock();
-        let prepared = files::prepare(&self.history_id, &self.state.read())?;
+        let started = std::time::Instant::now();
+        let mut prepared = files::prepare(&self.history_id, &self.state.read())?;
+        let prepared_at = started.elapsed();
+        files::plan_dirs(&mut prepared)?;
+        let planned_at = started.elapsed();
         files::write(&self.dir, &self.history_id, &prepared)?;
+        let written_at = started.elapsed();
         let through = prepared.through_revision();
+        let summary = prepared.summary();
         let mut state = self.state.write();
         files::install(&self.dir, &self.history_id, &mut state, prepared)?;
         drop(state);
+        tracing::debug!(
+            through,
+            %summary,
+            prepare_ms = prepared_at.as_secs_f64() * 1e3,
+            plan_ms = (planned_at - prepared_at).as_secs_f64() * 1e3,
+            write_ms = (written_at - planned_at).as_secs_f64() * 1e3,
+            install_ms = (started.elapsed() - written_at).as_secs_f64() * 1e3,
+            "index checkpoint"
+        );
         self.checkpoint_owed_since_us
             .store(0, std::sync::atomic::Ordering::SeqCst);
         self.checkpointed_through

@@ -67,10 +67,16 @@ impl PartialEq for TableKey {
 
 impl Eq for TableKey {}
 
-/// What the table holds for a key: its id and its newest entry (with that entry's index).
+/// The table: key → slot. Hashed with foldhash (seeded per process, so keys chosen by clients
+/// cannot be aimed at one bucket), several times cheaper than the standard SipHash on short keys.
+pub type KeyTable = std::collections::HashMap<TableKey, KeySlot, foldhash::fast::RandomState>;
+
+/// What the table holds for a key: its id, its newest entry (with that entry's index) and where
+/// its version directory block is (0: none yet).
 #[derive(Clone, Copy)]
 pub struct KeySlot {
     pub id: u32,
     pub head_index: u64,
     pub head: VersionEntry,
+    pub dir: u64,
 }

@@ -425,6 +425,9 @@ impl Store {
                 Err(ReadError::FutureRevision { requested, head })
             }
             Point::Revision(r) => Ok(Bound::Revision(r)),
+            // At or before the newest indexed commit, a time is not in the future, and every
+            // later commit is already bound to be stamped after it: no clock read, no watermark.
+            Point::Time(t) if t <= state.head_timestamp_us() => Ok(Bound::Time(t)),
             Point::Time(t) => {
                 if t > self.clock.now_us() {
                     return Err(ReadError::FutureTime { requested_us: t });

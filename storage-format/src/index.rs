@@ -6,12 +6,15 @@
 //!   version as of a revision or time costs O(log versions) (Myers' jump pointers).
 //! - `revs.idx`: one 24-byte `RevEntry` per revision: timestamp and record position.
 //! - `keys.idx`: the key dictionary, keys in order of first appearance (the key id).
-//! - `CHECKPOINT`: how much of the three files is valid, and every key's newest entry.
+//! - `dirs-G.idx`: per key, a small block listing its versions (all of them, or evenly spaced
+//!   "fences" for a long history) with their revisions, times and value locations, so a point
+//!   read as of a revision or time finds its answer in one contiguous block.
+//! - `CHECKPOINT`: how much of the files is valid, and every key's newest entry and block.
 //!
 //! Every entry carries a CRC, checked when it is read, so a damaged index is detected at use
 //! without reading it whole at open.
 
-use crate::codec::{FixedLayout, check_crc, u32_at};
+use crate::codec::{FixedLayout, check_crc, u32_at, u64_at};
 use crate::{
     DecodeError, FormatVersion, HISTORY_ID_LEN, HistoryId, MAGIC_LEN, Reader, VERSION_LEN, Writer,
     crc32,
@@ -24,6 +27,20 @@ pub const REVS_FILE: &str = "revs.idx";
 pub const KEYS_FILE: &str = "keys.idx";
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 
+/// The name of generation `generation` of the version directory file.
+pub fn dirs_file_name(generation: u64) -> String {
+    format!("dirs-{generation:08}.idx")
+}
+
+/// The generation of a version directory file name, if it is one.
+pub fn parse_dirs_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("dirs-")?.strip_suffix(".idx")?;
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 const fn magic(name: &[u8; 3]) -> [u8; MAGIC_LEN] {
     [0x89, name[0], name[1], name[2], 0x0D, 0x0A, 0x1A, 0x0A]
 }
@@ -31,6 +48,7 @@ pub const VERSIONS_MAGIC: [u8; MAGIC_LEN] = magic(b"LCV");
 pub const REVS_MAGIC: [u8; MAGIC_LEN] = magic(b"LCR");
 pub const KEYS_MAGIC: [u8; MAGIC_LEN] = magic(b"LCK");
 pub const CHECKPOINT_MAGIC: [u8; MAGIC_LEN] = magic(b"LCP");
+pub const DIRS_MAGIC: [u8; MAGIC_LEN] = magic(b"LCD");
 
 /// "No entry" in `parent`.
 pub const NO_ENTRY: u64 = u64::MAX;
@@ -275,10 +293,13 @@ pub const CP_KEY_COUNT_OFFSET: usize = CP_VERSION_ENTRIES_OFFSET + 8;
 pub const CP_KEYS_BYTES_OFFSET: usize = CP_KEY_COUNT_OFFSET + 8;
 pub const CP_KEYS_CRC_OFFSET: usize = CP_KEYS_BYTES_OFFSET + 8;
 pub const CP_HEADS_CRC_OFFSET: usize = CP_KEYS_CRC_OFFSET + 4;
-pub const CP_RESERVED_OFFSET: usize = CP_HEADS_CRC_OFFSET + 4;
+pub const CP_DIRS_GENERATION_OFFSET: usize = CP_HEADS_CRC_OFFSET + 4;
+pub const CP_DIRS_BYTES_OFFSET: usize = CP_DIRS_GENERATION_OFFSET + 8;
+pub const CP_DIRS_LIVE_OFFSET: usize = CP_DIRS_BYTES_OFFSET + 8;
+pub const CP_RESERVED_OFFSET: usize = CP_DIRS_LIVE_OFFSET + 8;
 pub const CP_CRC_OFFSET: usize = 124;
 pub const CP_FIXED_LEN: usize = CP_CRC_OFFSET + 4;
-const _: () = assert!(CP_RESERVED_OFFSET == 80);
+const _: () = assert!(CP_RESERVED_OFFSET == 104);
 const _: () = assert!(CP_FIXED_LEN == 128);
 
 /// The frame of CHECKPOINT's fixed part (the heads follow it, under their own CRC).
@@ -293,8 +314,9 @@ const CHECKPOINT_LAYOUT: FixedLayout = FixedLayout {
 /// Keys in an index, at most (key ids are u32).
 pub const INDEX_KEYS_MAX: u64 = u32::MAX as u64;
 
-/// Bytes of one head in CHECKPOINT: the entry index, then the entry itself.
-pub const CHECKPOINT_HEAD_LEN: usize = 8 + VERSION_ENTRY_LEN;
+/// Bytes of one head in CHECKPOINT: the entry index, the entry itself, then the offset of the
+/// key's block in the version directory file.
+pub const CHECKPOINT_HEAD_LEN: usize = 8 + VERSION_ENTRY_LEN + 8;
 
 /// How much of the index files is valid, and every key's newest version entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,6 +331,13 @@ pub struct Checkpoint {
     pub keys_bytes: u64,
     /// CRC of those bytes.
     pub keys_crc: u32,
+    /// The version directory file in use (`dirs-G.idx`), its valid bytes after the header, and
+    /// how many of them are the keys' current blocks (the rest are superseded blocks).
+    pub dirs_generation: u64,
+    pub dirs_bytes: u64,
+    pub dirs_live: u64,
+    /// `dirs[key_id]`: file offset of the key's current block (0: none). As long as `heads`.
+    pub dirs: Vec<u64>,
     /// `heads[key_id]`: the key's newest version entry and its index. Its length is the key
     /// count. Kept whole so a read starts its descent without touching versions.idx.
     pub heads: Vec<(u64, VersionEntry)>,
@@ -317,9 +346,11 @@ pub struct Checkpoint {
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
         let mut heads = Writer::with_capacity(self.heads.len() * CHECKPOINT_HEAD_LEN);
-        for (index, entry) in &self.heads {
+        assert_eq!(self.heads.len(), self.dirs.len(), "a block offset per head");
+        for ((index, entry), dir) in self.heads.iter().zip(&self.dirs) {
             heads.u64(*index);
             heads.bytes(&entry.encode());
+            heads.u64(*dir);
         }
         let mut w = Writer::with_capacity(CP_FIXED_LEN + heads.len());
         w.bytes(&CHECKPOINT_MAGIC);
@@ -333,6 +364,9 @@ impl Checkpoint {
         w.u64(self.keys_bytes);
         w.u32(self.keys_crc);
         w.u32(crc32(&heads.buf));
+        w.u64(self.dirs_generation);
+        w.u64(self.dirs_bytes);
+        w.u64(self.dirs_live);
         CHECKPOINT_LAYOUT.seal(&mut w);
         w.bytes(&heads.buf);
         w.buf
@@ -356,7 +390,16 @@ impl Checkpoint {
         let keys_bytes = r.u64()?;
         let keys_crc = r.u32()?;
         let heads_crc = r.u32()?;
+        let dirs_generation = r.u64()?;
+        let dirs_bytes = r.u64()?;
+        let dirs_live = r.u64()?;
         r.finish()?;
+        if dirs_live > dirs_bytes {
+            return Err(DecodeError::InvalidField {
+                field: "checkpoint.dirs_live",
+                reason: format!("{dirs_live} live bytes of {dirs_bytes}"),
+            });
+        }
         if key_count > INDEX_KEYS_MAX {
             return Err(DecodeError::TooLarge {
                 what: "checkpoint.key_count",
@@ -385,13 +428,14 @@ impl Checkpoint {
                 reason: format!("{through_revision} before first revision {first_revision}"),
             });
         }
-        let heads = heads_bytes
-            .chunks_exact(CHECKPOINT_HEAD_LEN)
-            .map(|c| {
-                let index = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-                VersionEntry::decode(&c[8..]).map(|entry| (index, entry))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut heads = Vec::with_capacity(key_count as usize);
+        let mut dirs = Vec::with_capacity(key_count as usize);
+        for c in heads_bytes.chunks_exact(CHECKPOINT_HEAD_LEN) {
+            let index = u64_at(c, 0);
+            let entry = VersionEntry::decode(&c[8..8 + VERSION_ENTRY_LEN])?;
+            heads.push((index, entry));
+            dirs.push(u64_at(c, 8 + VERSION_ENTRY_LEN));
+        }
         Ok(Checkpoint {
             history_id,
             first_revision,
@@ -399,8 +443,263 @@ impl Checkpoint {
             version_entries,
             keys_bytes,
             keys_crc,
+            dirs_generation,
+            dirs_bytes,
+            dirs_live,
+            dirs,
             heads,
         })
+    }
+}
+
+// ---- version directory blocks (dirs-G.idx) ----
+
+/// Fences in one block, at most: a key with more versions than this keeps every `step`-th one.
+pub const DIR_FENCES_MAX: usize = 16;
+
+pub const DB_COVERED_OFFSET: usize = 0;
+pub const DB_FENCES_OFFSET: usize = DB_COVERED_OFFSET + 4;
+pub const DB_STEP_OFFSET: usize = DB_FENCES_OFFSET + 4;
+pub const DB_KEY_ID_OFFSET: usize = DB_STEP_OFFSET + 4;
+pub const DB_RESERVED_OFFSET: usize = DB_KEY_ID_OFFSET + 4;
+pub const DB_CRC_OFFSET: usize = DB_RESERVED_OFFSET + 4;
+pub const DIR_HEADER_LEN: usize = DB_CRC_OFFSET + 4;
+const _: () = assert!(DIR_HEADER_LEN == 24);
+
+pub const DR_INDEX_OFFSET: usize = 0;
+pub const DR_CREATE_REVISION_OFFSET: usize = DR_INDEX_OFFSET + 8;
+pub const DR_VERSION_OFFSET: usize = DR_CREATE_REVISION_OFFSET + 8;
+pub const DR_SEGMENT_OFFSET: usize = DR_VERSION_OFFSET + 4;
+pub const DR_VALUE_OFFSET_OFFSET: usize = DR_SEGMENT_OFFSET + 4;
+pub const DR_VALUE_LEN_OFFSET: usize = DR_VALUE_OFFSET_OFFSET + 4;
+pub const DR_RESERVED_OFFSET: usize = DR_VALUE_LEN_OFFSET + 4;
+pub const DR_CRC_OFFSET: usize = DR_RESERVED_OFFSET + 4;
+pub const DIR_ROW_LEN: usize = DR_CRC_OFFSET + 4;
+const _: () = assert!(DIR_ROW_LEN == 40);
+
+const DIR_ROW_LAYOUT: FixedLayout = FixedLayout {
+    what: "directory row",
+    magic: None,
+    len: DIR_ROW_LEN,
+    reserved_offset: DR_RESERVED_OFFSET,
+    reserved_field: "dir_row.reserved",
+    exact: true,
+};
+
+/// Bytes of a block of `fences` fences: header, timestamps, revisions, rows.
+pub const fn dir_block_len(fences: usize) -> usize {
+    DIR_HEADER_LEN + fences * (16 + DIR_ROW_LEN)
+}
+
+/// The largest block.
+pub const DIR_BLOCK_LEN_MAX: usize = dir_block_len(DIR_FENCES_MAX);
+
+/// One fence of a version directory block: a version's revision and time (searched) and what a
+/// read of it returns (its entry index and value location).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirFence {
+    pub timestamp_us: u64,
+    pub revision: u64,
+    /// The version's entry index in versions.idx.
+    pub index: u64,
+    pub create_revision: u64,
+    pub version: u32,
+    pub segment_seq: u32,
+    pub value_offset: u32,
+    /// With `DELETE_FLAG` for a delete, as in the entry.
+    pub value_len: u32,
+}
+
+impl DirFence {
+    /// The fence of entry `index`.
+    pub fn of(index: u64, e: &VersionEntry) -> DirFence {
+        DirFence {
+            timestamp_us: e.timestamp_us,
+            revision: e.revision,
+            index,
+            create_revision: e.create_revision,
+            version: e.version,
+            segment_seq: e.segment_seq,
+            value_offset: e.value_offset,
+            value_len: e.value_len,
+        }
+    }
+}
+
+/// Fences a block covering `covered` versions keeps: every `step`-th version from depth 0,
+/// `step` the smallest power of two (at least `min_step`) that keeps at most `DIR_FENCES_MAX`.
+pub fn dir_step(covered: u32, min_step: u32) -> u32 {
+    let mut step = min_step.max(1);
+    while covered.div_ceil(step) as usize > DIR_FENCES_MAX {
+        step *= 2;
+    }
+    step
+}
+
+/// Appends a block (FORMAT.md "Version directory") to `out`.
+pub fn encode_dir_block(
+    covered: u32,
+    step: u32,
+    key_id: u32,
+    fences: &[DirFence],
+    out: &mut Vec<u8>,
+) {
+    assert!(!fences.is_empty() && fences.len() <= DIR_FENCES_MAX);
+    assert_eq!(covered.div_ceil(step) as usize, fences.len());
+    let start = out.len();
+    let mut w = Writer::with_capacity(dir_block_len(fences.len()));
+    w.u32(covered);
+    w.u32(fences.len() as u32);
+    w.u32(step);
+    w.u32(key_id);
+    w.u32(0);
+    w.u32(0); // CRC, below
+    for f in fences {
+        w.u64(f.timestamp_us);
+    }
+    for f in fences {
+        w.u64(f.revision);
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&w.buf[..DB_CRC_OFFSET]);
+    crc.update(&w.buf[DIR_HEADER_LEN..]);
+    let crc = crc.finalize();
+    w.buf[DB_CRC_OFFSET..DIR_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    for f in fences {
+        let mut row = Writer::with_capacity(DIR_ROW_LEN);
+        row.u64(f.index);
+        row.u64(f.create_revision);
+        row.u32(f.version);
+        row.u32(f.segment_seq);
+        row.u32(f.value_offset);
+        row.u32(f.value_len);
+        DIR_ROW_LAYOUT.seal(&mut row);
+        w.bytes(&row.buf);
+    }
+    out.extend_from_slice(&w.buf);
+    debug_assert_eq!(out.len() - start, dir_block_len(fences.len()));
+}
+
+/// A checked view of one block: its header and search arrays are verified when opened, each row
+/// when read.
+#[derive(Debug, Clone, Copy)]
+pub struct DirBlock<'a> {
+    bytes: &'a [u8],
+    /// Versions covered: depths 0..covered.
+    pub covered: u32,
+    pub fences: usize,
+    /// Fence k is the version at depth k × step.
+    pub step: u32,
+    pub key_id: u32,
+}
+
+impl<'a> DirBlock<'a> {
+    /// Opens the block at the start of `bytes` (which may run on past it), checked whole.
+    pub fn open(bytes: &'a [u8]) -> Result<DirBlock<'a>, DecodeError> {
+        let block = DirBlock::parse(bytes)?;
+        block.check_crc()?;
+        Ok(block)
+    }
+
+    /// Reads the header and checks the block's shape, but not its CRC (`open` does both).
+    fn parse(bytes: &'a [u8]) -> Result<DirBlock<'a>, DecodeError> {
+        const WHAT: &str = "directory block";
+        let truncated = |needed: usize| DecodeError::Truncated {
+            what: WHAT,
+            needed: needed as u64,
+            available: bytes.len() as u64,
+        };
+        if bytes.len() < DIR_HEADER_LEN {
+            return Err(truncated(DIR_HEADER_LEN));
+        }
+        let covered = u32_at(bytes, DB_COVERED_OFFSET);
+        let fences = u32_at(bytes, DB_FENCES_OFFSET) as usize;
+        let step = u32_at(bytes, DB_STEP_OFFSET);
+        let key_id = u32_at(bytes, DB_KEY_ID_OFFSET);
+        if fences == 0 || fences > DIR_FENCES_MAX {
+            return Err(DecodeError::InvalidField {
+                field: "dir_block.fences",
+                reason: format!("{fences}, not 1..={DIR_FENCES_MAX}"),
+            });
+        }
+        if bytes.len() < dir_block_len(fences) {
+            return Err(truncated(dir_block_len(fences)));
+        }
+        if !step.is_power_of_two() || covered.div_ceil(step) as usize != fences {
+            return Err(DecodeError::InvalidField {
+                field: "dir_block.step",
+                reason: format!("{fences} fences every {step} of {covered} versions"),
+            });
+        }
+        Ok(DirBlock {
+            bytes: &bytes[..dir_block_len(fences)],
+            covered,
+            fences,
+            step,
+            key_id,
+        })
+    }
+
+    /// Checks the CRC of the header and the search arrays, and the reserved field.
+    fn check_crc(&self) -> Result<(), DecodeError> {
+        let arrays_end = DIR_HEADER_LEN + 16 * self.fences;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&self.bytes[..DB_CRC_OFFSET]);
+        crc.update(&self.bytes[DIR_HEADER_LEN..arrays_end]);
+        let actual = crc.finalize();
+        let expected = u32_at(self.bytes, DB_CRC_OFFSET);
+        if actual != expected {
+            return Err(DecodeError::ChecksumMismatch {
+                what: "directory block",
+                expected,
+                actual,
+            });
+        }
+        if u32_at(self.bytes, DB_RESERVED_OFFSET) != 0 {
+            return Err(DecodeError::InvalidField {
+                field: "dir_block.reserved",
+                reason: "not zero".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The block's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Timestamp of fence `k`.
+    #[inline]
+    pub fn timestamp(&self, k: usize) -> u64 {
+        u64_at(self.bytes, DIR_HEADER_LEN + 8 * k)
+    }
+
+    /// Revision of fence `k`.
+    #[inline]
+    pub fn revision(&self, k: usize) -> u64 {
+        u64_at(self.bytes, DIR_HEADER_LEN + 8 * (self.fences + k))
+    }
+
+    /// Fence `k`, its row CRC-checked.
+    pub fn fence(&self, k: usize) -> Result<DirFence, DecodeError> {
+        let start = DIR_HEADER_LEN + 16 * self.fences + DIR_ROW_LEN * k;
+        let row = DIR_ROW_LAYOUT.open(&self.bytes[start..start + DIR_ROW_LEN])?;
+        Ok(DirFence {
+            timestamp_us: self.timestamp(k),
+            revision: self.revision(k),
+            index: u64_at(row, DR_INDEX_OFFSET),
+            create_revision: u64_at(row, DR_CREATE_REVISION_OFFSET),
+            version: u32_at(row, DR_VERSION_OFFSET),
+            segment_seq: u32_at(row, DR_SEGMENT_OFFSET),
+            value_offset: u32_at(row, DR_VALUE_OFFSET_OFFSET),
+            value_len: u32_at(row, DR_VALUE_LEN_OFFSET),
+        })
+    }
+
+    /// All fences, in depth order.
+    pub fn all(&self) -> Result<Vec<DirFence>, DecodeError> {
+        (0..self.fences).map(|k| self.fence(k)).collect()
     }
 }
 
@@ -485,6 +784,10 @@ mod tests {
             version_entries: 70,
             keys_bytes: 123,
             keys_crc: 4,
+            dirs_generation: 3,
+            dirs_bytes: 900,
+            dirs_live: 500,
+            dirs: vec![64, 400],
             heads: vec![(1, sample_entry()), (69, sample_entry())],
         };
         let bytes = cp.encode();
@@ -493,6 +796,49 @@ mod tests {
         *bad.last_mut().unwrap() ^= 1;
         assert!(Checkpoint::decode(&bad).is_err());
         assert!(Checkpoint::decode(&bytes[..bytes.len() - 8]).is_err());
+    }
+
+    #[test]
+    fn dir_blocks_round_trip_and_detect_damage() {
+        let fences: Vec<DirFence> = (0..3)
+            .map(|k| {
+                DirFence::of(
+                    10 + k,
+                    &VersionEntry {
+                        revision: 100 + k,
+                        timestamp_us: 1000 + k,
+                        ..sample_entry()
+                    },
+                )
+            })
+            .collect();
+        let mut out = vec![7u8; 5];
+        encode_dir_block(5, dir_step(5, 2), 6, &fences, &mut out);
+        assert_eq!(out.len(), 5 + dir_block_len(3));
+        let block = DirBlock::open(&out[5..]).unwrap();
+        assert_eq!(
+            (block.covered, block.fences, block.step, block.key_id),
+            (5, 3, 2, 6)
+        );
+        assert_eq!(block.all().unwrap(), fences);
+        assert_eq!((block.timestamp(2), block.revision(1)), (1002, 101));
+        // A flipped bit in the header or arrays fails the open; in a row, that row's read.
+        for at in [0, 30, 70] {
+            let mut bad = out[5..].to_vec();
+            bad[at] ^= 1;
+            assert!(DirBlock::open(&bad).is_err(), "byte {at}");
+        }
+        let mut bad = out[5..].to_vec();
+        bad[dir_block_len(3) - 10] ^= 1;
+        let block = DirBlock::open(&bad).unwrap();
+        assert!(block.fence(2).is_err());
+        assert!(block.fence(1).is_ok());
+        assert!(DirBlock::open(&out[5..out.len() - 1]).is_err());
+        assert_eq!(dir_step(16, 1), 1);
+        assert_eq!(dir_step(17, 1), 2);
+        assert_eq!(dir_step(100, 1), 8);
+        assert_eq!(parse_dirs_file_name(&dirs_file_name(42)), Some(42));
+        assert_eq!(parse_dirs_file_name("dirs-1.idx"), None);
     }
 
     #[test]
