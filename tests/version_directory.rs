@@ -169,3 +169,26 @@ fn long_histories_read_right_through_the_directory() {
     let store = Store::open_with_clock(&dir, config(), clock.clone()).unwrap();
     check(&store, &states, "after the directory file was deleted");
 }
+
+#[test]
+fn close_leaves_every_checkpoint_written() {
+    // Rolls hand their checkpoints to the store's checkpoint thread; close must wait for the
+    // last one, so the CHECKPOINT on disk reaches the head and the next open indexes nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let clock = Arc::new(ManualClock::new(T0));
+    build(&dir, &clock);
+    let bytes = std::fs::read(dir.join("index").join("CHECKPOINT")).unwrap();
+    let cp = llmcm::storage_format::index::Checkpoint::decode(&bytes).unwrap();
+    assert_eq!(
+        cp.through_revision, COMMITS,
+        "the last roll's checkpoint is on disk"
+    );
+    assert!(
+        dir.join("index")
+            .join(llmcm::storage_format::index::dirs_file_name(
+                cp.dirs_generation
+            ))
+            .exists()
+    );
+}

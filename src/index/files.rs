@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 use storage_format::index::{
-    CHECKPOINT_FILE, Checkpoint, DIR_HEADER_LEN, DIRS_MAGIC, DirBlock, DirFence, INDEX_HEADER_LEN,
-    KEYS_FILE, KEYS_MAGIC, REV_ENTRY_LEN, REVS_FILE, REVS_MAGIC, VERSION_ENTRY_LEN, VERSIONS_FILE,
-    VERSIONS_MAGIC, VersionEntry, check_index_header, dir_step, dirs_file_name, encode_dir_block,
-    encode_index_header, parse_dirs_file_name,
+    CHECKPOINT_FILE, Checkpoint, DIR_HEADER_LEN, DIRS_MAGIC, DirBlock, DirBlockBuilder, DirFence,
+    INDEX_HEADER_LEN, KEYS_FILE, KEYS_MAGIC, REV_ENTRY_LEN, REVS_FILE, REVS_MAGIC,
+    VERSION_ENTRY_LEN, VERSIONS_FILE, VERSIONS_MAGIC, VersionEntry, check_index_header, dir_step,
+    dirs_file_name, encode_index_header, parse_dirs_file_name,
 };
 use storage_format::{HistoryId, validate_key};
 
@@ -512,7 +512,7 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
     // (key, start in `blocks`) of each new block.
     let mut new_blocks: Vec<(u32, usize)> = Vec::new();
     let mut live = input.live;
-    let mut fences: Vec<DirFence> = Vec::new();
+    let mut builder = DirBlockBuilder::default();
     for group in order.chunk_by(|a, b| a.0 == b.0) {
         let key_id = group[0].0;
         let old = match input.dir_of.get(key_id as usize).copied().unwrap_or(0) {
@@ -530,12 +530,13 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
         }
         let covered = old_covered + group.len() as u32;
         let step = dir_step(covered, old_step);
-        fences.clear();
+        builder.clear();
         for k in 0..covered.div_ceil(step) {
             let depth = k * step;
-            fences.push(match old {
+            match old {
+                // Kept fences are copied row for row (a damaged row keeps its bad CRC).
                 Some(b) if depth < old_covered => {
-                    b.fence((depth / old_step) as usize).map_err(corrupt)?
+                    builder.push_from(&b, (depth / old_step) as usize)
                 }
                 _ => {
                     let position = group[(depth - old_covered) as usize].1 as usize;
@@ -546,13 +547,13 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
                             entry.depth
                         )));
                     }
-                    DirFence::of(p.base_versions + position as u64, entry)
+                    builder.push(&DirFence::of(p.base_versions + position as u64, entry));
                 }
-            });
+            }
         }
         live -= old.map_or(0, |b| b.bytes().len() as u64);
         let start = blocks.len();
-        encode_dir_block(covered, step, key_id, &fences, &mut blocks);
+        builder.finish(covered, step, key_id, &mut blocks);
         live += (blocks.len() - start) as u64;
         new_blocks.push((key_id, start));
     }
@@ -795,11 +796,17 @@ pub(super) fn install(
         p.cp.dirs_live,
     )
     .map_err(IndexError::Inconsistent)?;
-    for (key_id, offset) in plan.moved {
+    for &(key_id, offset) in &plan.moved {
         state.dir_of[key_id as usize] = offset;
-        let key = state.keys[key_id as usize].clone();
-        if let Some(slot) = state.key_ids.get_mut(&*key) {
-            slot.dir = offset;
+    }
+    if !plan.moved.is_empty() {
+        // One pass over the table in memory order: cheaper than a hash lookup per moved key
+        // (a checkpoint typically moves a large share of the keys; a new generation all).
+        let State {
+            key_ids, dir_of, ..
+        } = state;
+        for slot in key_ids.values_mut() {
+            slot.dir = dir_of[slot.id as usize];
         }
     }
     state.versions_tail.drain(..p.tail_versions);

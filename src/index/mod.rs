@@ -999,6 +999,31 @@ impl SegmentMaps {
     }
 }
 
+/// The checkpoint pipeline. A roll prepares its checkpoint under the log's writer lock (so the
+/// in-memory tail holds exactly the sealed segment's entries) and, when a finisher thread serves
+/// the index, hands it over: planning the directory blocks, writing and syncing the files and
+/// installing them happen while writers go on.
+#[derive(Default)]
+struct Checkpoints {
+    /// A checkpoint is between prepare and install (the next one waits for it).
+    in_flight: bool,
+    /// Prepared by a roll, waiting for the finisher.
+    queued: Option<files::Prepared>,
+    /// A finisher thread serves this index.
+    finisher: bool,
+    /// The finisher is asked to finish what is queued and stop.
+    stop: bool,
+}
+
+/// A checkpoint in flight; dropping it ends it.
+struct InFlight<'a>(&'a Index);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.end_checkpoint();
+    }
+}
+
 /// The index of one store: state behind a lock, the files, and the segment mappings.
 pub struct Index {
     dir: PathBuf,
@@ -1007,8 +1032,9 @@ pub struct Index {
     segments: SegmentMaps,
     /// The base image at the compaction horizon, if the store has one (a rebuild seeds from it).
     base: RwLock<Option<Arc<Image>>>,
-    /// Held while a checkpoint is written.
-    checkpointing: parking_lot::Mutex<()>,
+    /// Checkpoints in flight and queued (one at a time, from prepare to install).
+    checkpoints: parking_lot::Mutex<Checkpoints>,
+    checkpoints_changed: parking_lot::Condvar,
     /// When a roll deferred its checkpoint (Unix µs; 0: none owed). At most one roll defers:
     /// the next roll checkpoints whatever it was asked, and the store's housekeeping pays a debt
     /// older than `CHECKPOINT_DEBT_MAX_US` itself, so the in-memory tail and the work of an open
@@ -1068,7 +1094,8 @@ impl Index {
             state: RwLock::new(state),
             segments: SegmentMaps::new(data_dir),
             base: RwLock::new(base),
-            checkpointing: parking_lot::Mutex::new(()),
+            checkpoints: Default::default(),
+            checkpoints_changed: Default::default(),
             checkpoint_owed_since_us: Default::default(),
             checkpointed_through: Default::default(),
             rebuilds: Default::default(),
@@ -1116,14 +1143,75 @@ impl Index {
         Ok(())
     }
 
-    /// Writes the in-memory entries to the files, then the checkpoint, then maps them. The
-    /// writes and fsyncs happen with no lock on the state (readers go on); only the remap at the
-    /// end takes the write lock. Checkpoints are serialized among themselves.
+    /// Waits until no checkpoint is in flight, then marks one in flight until the guard is
+    /// dropped (also when unwinding, so a panic cannot leave later checkpoints waiting).
+    fn begin_checkpoint(&self) -> InFlight<'_> {
+        let mut c = self.checkpoints.lock();
+        while c.in_flight {
+            self.checkpoints_changed.wait(&mut c);
+        }
+        c.in_flight = true;
+        InFlight(self)
+    }
+
+    fn end_checkpoint(&self) {
+        self.checkpoints.lock().in_flight = false;
+        self.checkpoints_changed.notify_all();
+    }
+
+    /// `finish_checkpoint`, a failure or a panic owing the checkpoint again.
+    fn finish_or_owe(&self, prepared: files::Prepared) {
+        let through = prepared.through_revision();
+        let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.finish_checkpoint(prepared)
+        }));
+        let error = match finished {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(_) => IndexError::Inconsistent("the checkpoint panicked".into()),
+        };
+        self.owe_checkpoint(&error, through);
+    }
+
+    /// Waits until no checkpoint is in flight or queued.
+    pub fn wait_checkpoints(&self) {
+        let mut c = self.checkpoints.lock();
+        while c.in_flight {
+            self.checkpoints_changed.wait(&mut c);
+        }
+    }
+
+    /// Writes the in-memory entries to the files, then the checkpoint, then maps them, on the
+    /// calling thread. The writes and fsyncs happen with no lock on the state (readers go on);
+    /// only the remap at the end takes the write lock. Checkpoints are serialized among
+    /// themselves.
     pub fn checkpoint(&self) -> Result<(), IndexError> {
-        let _one_at_a_time = self.checkpointing.lock();
+        let _in_flight = self.begin_checkpoint();
+        // The read guard must be gone before the install takes the write lock.
+        let prepared = files::prepare(&self.history_id, &self.state.read());
+        let result = prepared.and_then(|prepared| self.finish_checkpoint(prepared));
+        if result.is_ok() {
+            self.checkpoint_owed_since_us
+                .store(0, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// A roll's checkpoint failed after its debt was cleared: owe it again, so the store's
+    /// housekeeping retries it (as for a deferral) if no roll comes first.
+    fn owe_checkpoint(&self, error: &IndexError, through: u64) {
+        tracing::warn!(%error, through, "index checkpoint failed; entries stay in memory");
+        let _ = self.checkpoint_owed_since_us.compare_exchange(
+            0,
+            crate::clock::now_us().max(1),
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Plans, writes and installs a prepared checkpoint (one is in flight: `begin_checkpoint`).
+    fn finish_checkpoint(&self, mut prepared: files::Prepared) -> Result<(), IndexError> {
         let started = std::time::Instant::now();
-        let mut prepared = files::prepare(&self.history_id, &self.state.read())?;
-        let prepared_at = started.elapsed();
         files::plan_dirs(&mut prepared)?;
         let planned_at = started.elapsed();
         files::write(&self.dir, &self.history_id, &prepared)?;
@@ -1136,17 +1224,78 @@ impl Index {
         tracing::debug!(
             through,
             %summary,
-            prepare_ms = prepared_at.as_secs_f64() * 1e3,
-            plan_ms = (planned_at - prepared_at).as_secs_f64() * 1e3,
+            plan_ms = planned_at.as_secs_f64() * 1e3,
             write_ms = (written_at - planned_at).as_secs_f64() * 1e3,
             install_ms = (started.elapsed() - written_at).as_secs_f64() * 1e3,
             "index checkpoint"
         );
-        self.checkpoint_owed_since_us
-            .store(0, std::sync::atomic::Ordering::SeqCst);
         self.checkpointed_through
             .store(through, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// A roll's checkpoint: prepared here, under the log's writer lock; finished by the finisher
+    /// thread if one serves the index, else here.
+    fn checkpoint_at_roll(&self, segment: u64) {
+        let started = std::time::Instant::now();
+        let in_flight = self.begin_checkpoint();
+        let waited = started.elapsed();
+        let prepared = match files::prepare(&self.history_id, &self.state.read()) {
+            Ok(prepared) => {
+                tracing::debug!(
+                    segment,
+                    wait_ms = waited.as_secs_f64() * 1e3,
+                    prepare_ms = (started.elapsed() - waited).as_secs_f64() * 1e3,
+                    "index checkpoint prepared at a roll"
+                );
+                prepared
+            }
+            Err(error) => {
+                tracing::warn!(%error, segment, "index checkpoint failed; entries stay in memory");
+                return;
+            }
+        };
+        // Whatever a deferral owed is in this checkpoint.
+        self.checkpoint_owed_since_us
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        let mut c = self.checkpoints.lock();
+        if c.finisher && !c.stop {
+            c.queued = Some(prepared);
+            drop(c);
+            // Still in flight: the finisher ends it.
+            std::mem::forget(in_flight);
+            self.checkpoints_changed.notify_all();
+            return;
+        }
+        drop(c);
+        self.finish_or_owe(prepared);
+    }
+
+    /// The finisher: finishes the checkpoints rolls prepare, until `stop_finisher`. Run on a
+    /// thread of its own (the store starts one); rolls finish their checkpoints themselves
+    /// before it starts and after it stops.
+    pub fn run_finisher(&self) {
+        self.checkpoints.lock().finisher = true;
+        loop {
+            let mut c = self.checkpoints.lock();
+            while c.queued.is_none() && !c.stop {
+                self.checkpoints_changed.wait(&mut c);
+            }
+            let Some(prepared) = c.queued.take() else {
+                c.finisher = false;
+                return;
+            };
+            drop(c);
+            // The roll that queued it left it in flight.
+            let _in_flight = InFlight(self);
+            self.finish_or_owe(prepared);
+        }
+    }
+
+    /// Asks the finisher to finish what is queued and return.
+    pub fn stop_finisher(&self) {
+        self.checkpoints.lock().stop = true;
+        self.checkpoints_changed.notify_all();
     }
 
     /// Since when a checkpoint is owed by a roll that deferred it (Unix µs), if one is.
@@ -1179,6 +1328,12 @@ impl Index {
     /// Drops everything and indexes the whole log again, holding the lock throughout.
     pub fn rebuild(&self, log: &Log) -> Result<(), IndexError> {
         tracing::warn!(dir = %self.dir.display(), "rebuilding the index from the log");
+        // No checkpoint may be writing the files meanwhile (one queued fails its install).
+        let _in_flight = self.begin_checkpoint();
+        self.rebuild_now(log)
+    }
+
+    fn rebuild_now(&self, log: &Log) -> Result<(), IndexError> {
         let mut state = self.state.write();
         self.rebuilds
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -1284,8 +1439,6 @@ impl LogObserver for Index {
             // The first deferral: owed from now. A second one in a row checkpoints below.
             return;
         }
-        if let Err(error) = self.checkpoint() {
-            tracing::warn!(%error, segment = sealed.seq, "index checkpoint failed; entries stay in memory");
-        }
+        self.checkpoint_at_roll(sealed.seq);
     }
 }

@@ -124,6 +124,8 @@ pub struct Store {
     index: Arc<Index>,
     clock: Arc<dyn Clock>,
     housekeeping: Housekeeping,
+    /// The thread finishing the index checkpoints rolls prepare (`Index::run_finisher`).
+    checkpointer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     schemas: schema::SchemaCache,
     maintenance: Arc<maintenance::Maintenance>,
 }
@@ -247,6 +249,15 @@ impl Store {
         let base = load_base_image(dir, &log)?;
         let index = Arc::new(Index::open(dir, &log, base)?);
         log.set_observer(index.clone());
+        // A roll prepares its index checkpoint under the log's writer lock; this thread writes
+        // it while writers go on.
+        let checkpointer = {
+            let index = index.clone();
+            std::thread::Builder::new()
+                .name("llmcm-checkpoint".into())
+                .spawn(move || index.run_finisher())
+                .expect("spawn the index checkpoint thread")
+        };
         let maintenance = Arc::new(maintenance::Maintenance::open(
             log.clone(),
             index.clone(),
@@ -266,6 +277,7 @@ impl Store {
             index,
             clock,
             housekeeping,
+            checkpointer: parking_lot::Mutex::new(Some(checkpointer)),
             schemas: Default::default(),
             maintenance,
         })
@@ -317,7 +329,9 @@ impl Store {
     }
 
     /// `through_revision` of the last index checkpoint this process wrote (0: none yet).
+    /// Waits for a checkpoint in flight first.
     pub fn index_checkpointed_through(&self) -> u64 {
+        self.index.wait_checkpoints();
         self.index.checkpointed_through()
     }
 
@@ -359,16 +373,26 @@ impl Store {
     pub fn close(&self) -> Result<(), LogError> {
         self.maintenance.cancel();
         self.housekeeping.stop();
-        if self.log.read_only_reason().is_none() {
-            self.log.roll()?;
-            // A checkpoint a backup's roll deferred, with nothing written since: pay it now.
-            if self.index.checkpoint_owed_since_us().is_some()
-                && let Some(Err(error)) = self.log.while_active_empty(|| self.index.checkpoint())
-            {
-                tracing::warn!(%error, "index checkpoint at close failed; the next open re-indexes");
+        let closed = (|| {
+            if self.log.read_only_reason().is_none() {
+                self.log.roll()?;
+                // A checkpoint a backup's roll deferred, with nothing written since: pay it now
+                // (after the roll's own, which this waits for).
+                if self.index.checkpoint_owed_since_us().is_some()
+                    && let Some(Err(error)) =
+                        self.log.while_active_empty(|| self.index.checkpoint())
+                {
+                    tracing::warn!(%error, "index checkpoint at close failed; the next open re-indexes");
+                }
             }
+            self.log.close()
+        })();
+        // The checkpoint thread finishes what the last roll queued, then stops.
+        self.index.stop_finisher();
+        if let Some(thread) = self.checkpointer.lock().take() {
+            let _ = thread.join();
         }
-        self.log.close()
+        closed
     }
 
     /// Runs a read against the index, rebuilding the index once if the read finds it damaged.

@@ -536,7 +536,7 @@ pub fn dir_step(covered: u32, min_step: u32) -> u32 {
     step
 }
 
-/// Appends a block (FORMAT.md "Version directory") to `out`.
+/// Appends a block (FORMAT.md "Version directory") of these fences to `out`.
 pub fn encode_dir_block(
     covered: u32,
     step: u32,
@@ -544,28 +544,32 @@ pub fn encode_dir_block(
     fences: &[DirFence],
     out: &mut Vec<u8>,
 ) {
-    assert!(!fences.is_empty() && fences.len() <= DIR_FENCES_MAX);
-    assert_eq!(covered.div_ceil(step) as usize, fences.len());
-    let start = out.len();
-    let mut w = Writer::with_capacity(dir_block_len(fences.len()));
-    w.u32(covered);
-    w.u32(fences.len() as u32);
-    w.u32(step);
-    w.u32(key_id);
-    w.u32(0);
-    w.u32(0); // CRC, below
+    let mut builder = DirBlockBuilder::default();
     for f in fences {
-        w.u64(f.timestamp_us);
+        builder.push(f);
     }
-    for f in fences {
-        w.u64(f.revision);
+    builder.finish(covered, step, key_id, out);
+}
+
+/// Builds a block fence by fence, in depth order: new fences, or fences of an older block whose
+/// rows are copied byte for byte (their CRCs with them, so damage is carried, never hidden).
+#[derive(Default)]
+pub struct DirBlockBuilder {
+    timestamps: Vec<u64>,
+    revisions: Vec<u64>,
+    rows: Vec<u8>,
+}
+
+impl DirBlockBuilder {
+    pub fn clear(&mut self) {
+        self.timestamps.clear();
+        self.revisions.clear();
+        self.rows.clear();
     }
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&w.buf[..DB_CRC_OFFSET]);
-    crc.update(&w.buf[DIR_HEADER_LEN..]);
-    let crc = crc.finalize();
-    w.buf[DB_CRC_OFFSET..DIR_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-    for f in fences {
+
+    pub fn push(&mut self, f: &DirFence) {
+        self.timestamps.push(f.timestamp_us);
+        self.revisions.push(f.revision);
         let mut row = Writer::with_capacity(DIR_ROW_LEN);
         row.u64(f.index);
         row.u64(f.create_revision);
@@ -574,10 +578,39 @@ pub fn encode_dir_block(
         row.u32(f.value_offset);
         row.u32(f.value_len);
         DIR_ROW_LAYOUT.seal(&mut row);
-        w.bytes(&row.buf);
+        self.rows.extend_from_slice(&row.buf);
     }
-    out.extend_from_slice(&w.buf);
-    debug_assert_eq!(out.len() - start, dir_block_len(fences.len()));
+
+    /// Fence `k` of `block` (whose header and arrays `DirBlock::open` checked).
+    pub fn push_from(&mut self, block: &DirBlock<'_>, k: usize) {
+        self.timestamps.push(block.timestamp(k));
+        self.revisions.push(block.revision(k));
+        let start = DIR_HEADER_LEN + 16 * block.fences + DIR_ROW_LEN * k;
+        self.rows
+            .extend_from_slice(&block.bytes[start..start + DIR_ROW_LEN]);
+    }
+
+    /// Appends the block to `out`.
+    pub fn finish(&self, covered: u32, step: u32, key_id: u32, out: &mut Vec<u8>) {
+        let fences = self.timestamps.len();
+        assert!(fences > 0 && fences <= DIR_FENCES_MAX);
+        assert_eq!(covered.div_ceil(step) as usize, fences);
+        let start = out.len();
+        out.reserve(dir_block_len(fences));
+        for v in [covered, fences as u32, step, key_id, 0, 0] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in self.timestamps.iter().chain(&self.revisions) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&out[start..start + DB_CRC_OFFSET]);
+        crc.update(&out[start + DIR_HEADER_LEN..]);
+        let crc = crc.finalize().to_le_bytes();
+        out[start + DB_CRC_OFFSET..start + DIR_HEADER_LEN].copy_from_slice(&crc);
+        out.extend_from_slice(&self.rows);
+        debug_assert_eq!(out.len() - start, dir_block_len(fences));
+    }
 }
 
 /// A checked view of one block: its header and search arrays are verified when opened, each row
