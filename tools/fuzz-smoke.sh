@@ -17,6 +17,20 @@ cp "$fixtures"/manifest.* "$fixtures"/clean.* "$corpus/decode_fixed_files/"
 tail -c 128 "$fixtures/segment-sealed.valid" > "$corpus/decode_record/seal.valid"
 # decode_image: the fixture whole; its first 4 bytes also serve as an entry count for the framed run.
 cp "$fixtures"/image.* "$corpus/decode_image/"
+# decode_index: one valid version directory block (FORMAT.md "Version directory"), so the fuzzer
+# starts from the accepting path of DirBlock::open.
+python3 - "$corpus/decode_index/dir-block.valid" <<'PY'
+import struct, sys, zlib
+fences, covered, step, key_id = 2, 3, 2, 7
+head = struct.pack("<5I", covered, fences, step, key_id, 0)
+arrays = struct.pack("<2Q", 10, 30) + struct.pack("<2Q", 1, 3)
+crc = zlib.crc32(head + arrays)
+rows = b""
+for index, rev in ((4, 1), (9, 3)):
+    row = struct.pack("<QQIIIII", index, rev, 1, 1, 100 * rev, 12, 0)
+    rows += row + struct.pack("<I", zlib.crc32(row))
+open(sys.argv[1], "wb").write(head + struct.pack("<I", crc) + arrays + rows)
+PY
 for target in $(cargo fuzz list); do
   echo "fuzz: $target for ${seconds}s"
   cargo fuzz run --sanitizer none "$target" "$corpus/$target" -- \
