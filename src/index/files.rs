@@ -551,7 +551,11 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
                 }
             }
         }
-        live -= old.map_or(0, |b| b.bytes().len() as u64);
+        live = live
+            .checked_sub(old.map_or(0, |b| b.bytes().len() as u64))
+            .ok_or_else(|| {
+                IndexError::Inconsistent("the directory's live byte count is too small".into())
+            })?;
         let start = blocks.len();
         builder.finish(covered, step, key_id, &mut blocks);
         live += (blocks.len() - start) as u64;
