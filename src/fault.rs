@@ -1,4 +1,5 @@
-//! Crash points for tests, and a pause after each fsync for benchmarks.
+//! Crash points for tests, a pause after each fsync for benchmarks, and the index directory's
+//! garbage slack (tests lower it to exercise directory rewrites).
 //!
 //! Crash points: `LLMCM_CRASH_AT=<name>` makes the process abort (no unwinding, no
 //! destructors, nothing flushed — as abrupt as `kill -9`) when it reaches the step of that name.

@@ -39,49 +39,29 @@ fn build(dir: &Path, clock: &Arc<ManualClock>) -> States {
     let mut states = vec![live.clone()];
     for n in 1..=COMMITS {
         clock.advance(STEP_US);
-        let (key, op) = if n.is_multiple_of(3) {
-            let key = format!("cold/k{:02}", n % COLD_KEYS);
-            let op = Op::Put {
+        let key = if n.is_multiple_of(3) {
+            format!("cold/k{:02}", n % COLD_KEYS)
+        } else {
+            "hot".to_owned()
+        };
+        // Every 7th commit of the hot key deletes it — unless it is already absent (deleting an
+        // absent key is refused).
+        let delete = key == "hot" && n.is_multiple_of(7) && live.contains_key(&key);
+        let op = if delete {
+            Op::Delete { key: key.clone() }
+        } else {
+            Op::Put {
                 key: key.clone(),
                 value: value(n),
-            };
-            (key, op)
-        } else if n.is_multiple_of(7) {
-            ("hot".to_owned(), Op::Delete { key: "hot".into() })
-        } else {
-            let op = Op::Put {
-                key: "hot".into(),
-                value: value(n),
-            };
-            ("hot".to_owned(), op)
+            }
         };
-        match &op {
-            Op::Delete { .. } if !live.contains_key(&key) => {
-                // Deleting an absent key is refused; put instead.
-                store
-                    .append(CommitRequest::change(
-                        "t",
-                        "",
-                        vec![Op::Put {
-                            key: key.clone(),
-                            value: value(n),
-                        }],
-                    ))
-                    .unwrap();
-                live.insert(key, n);
-            }
-            Op::Delete { .. } => {
-                store
-                    .append(CommitRequest::change("t", "", vec![op]))
-                    .unwrap();
-                live.remove(&key);
-            }
-            Op::Put { .. } => {
-                store
-                    .append(CommitRequest::change("t", "", vec![op]))
-                    .unwrap();
-                live.insert(key, n);
-            }
+        store
+            .append(CommitRequest::change("t", "", vec![op]))
+            .unwrap();
+        if delete {
+            live.remove(&key);
+        } else {
+            live.insert(key, n);
         }
         states.push(live.clone());
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 use storage_format::index::{
-    CHECKPOINT_FILE, Checkpoint, DIR_HEADER_LEN, DIRS_MAGIC, DirBlock, DirBlockBuilder, DirFence,
+    CHECKPOINT_FILE, Checkpoint, DIR_HEADER_LEN, DIRS_MAGIC, DirBlockBuilder, DirFence,
     INDEX_HEADER_LEN, KEYS_FILE, KEYS_MAGIC, REV_ENTRY_LEN, REVS_FILE, REVS_MAGIC,
     VERSION_ENTRY_LEN, VERSIONS_FILE, VERSIONS_MAGIC, VersionEntry, check_index_header, dir_step,
     dirs_file_name, encode_index_header, parse_dirs_file_name,
@@ -65,8 +65,45 @@ pub(super) fn remove_all(dir: &Path) -> Result<(), IndexError> {
     Ok(())
 }
 
-/// Opens generation `generation` of the version directory, checks its header, truncates it to
-/// `bytes` after the header and maps it. Generation 0 is "no file yet".
+/// Opens an index file, truncates it to its first `len` bytes (what the checkpoint counts; bytes
+/// past it are from a checkpoint that did not complete), maps it and checks its header.
+fn map_prefix(
+    path: &Path,
+    magic: [u8; 8],
+    history_id: &HistoryId,
+    entry_len: u32,
+    len: u64,
+) -> Result<Mmap, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let actual = file.metadata().map_err(|e| e.to_string())?.len();
+    if actual < len {
+        return Err(format!(
+            "{} holds {actual} bytes, the checkpoint needs {len}",
+            path.display()
+        ));
+    }
+    if actual > len {
+        file.set_len(len).map_err(|e| e.to_string())?;
+    }
+    // SAFETY: index files are only appended to at a checkpoint, after which they are remapped
+    // (a directory file is replaced by a new generation, never rewritten); this mapping covers a
+    // prefix that is never truncated or rewritten while the store runs (the only truncation is
+    // the one above, before mapping).
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    // Huge pages where the kernel can (pages read in after this mapping, e.g. after a restart,
+    // come in 2 MiB folios on ext4): fewer TLB misses on random reads. Advice only.
+    let _ = map.advise(memmap2::Advice::HugePage);
+    check_index_header(&map, magic, history_id, entry_len)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(map)
+}
+
+/// Maps generation `generation` of the version directory up to `bytes` after its header.
+/// Generation 0 is "no file yet".
 fn open_dirs(
     dir: &Path,
     history_id: &HistoryId,
@@ -81,29 +118,13 @@ fn open_dirs(
         return Ok(Dirs::default());
     }
     let path = dir.join(dirs_file_name(generation));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let want = INDEX_HEADER_LEN as u64 + bytes;
-    if len < want {
-        return Err(format!(
-            "{} holds {len} bytes, the checkpoint needs {want}",
-            path.display()
-        ));
-    }
-    if len > want {
-        file.set_len(want).map_err(|e| e.to_string())?;
-    }
-    // SAFETY: as for the entry files: only appended to at a checkpoint (then remapped) or
-    // replaced by a new generation; this mapping covers a prefix never truncated or rewritten
-    // while the store runs.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
-    let _ = map.advise(memmap2::Advice::HugePage);
-    check_index_header(&map, DIRS_MAGIC, history_id, 0)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let map = map_prefix(
+        &path,
+        DIRS_MAGIC,
+        history_id,
+        0,
+        INDEX_HEADER_LEN as u64 + bytes,
+    )?;
     Ok(Dirs {
         map: Some(Arc::new(map)),
         generation,
@@ -112,7 +133,7 @@ fn open_dirs(
     })
 }
 
-/// Opens a fixed-entry file, checks its header, truncates it to `count` entries and maps it.
+/// Maps a fixed-entry file up to `count` entries.
 fn open_entries(
     path: &Path,
     magic: [u8; 8],
@@ -120,31 +141,8 @@ fn open_entries(
     entry_len: usize,
     count: u64,
 ) -> Result<Mapped, String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let want = INDEX_HEADER_LEN as u64 + count * entry_len as u64;
-    if len < want {
-        return Err(format!(
-            "{} holds {len} bytes, the checkpoint needs {want}",
-            path.display()
-        ));
-    }
-    if len > want {
-        file.set_len(want).map_err(|e| e.to_string())?;
-    }
-    // SAFETY: index files are only appended to at a checkpoint, after which they are remapped; this
-    // mapping covers a prefix that is never truncated or rewritten while the store runs (the only
-    // truncation is the one above, before mapping).
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
-    // Huge pages where the kernel can (pages read in after this mapping, e.g. after a restart,
-    // come in 2 MiB folios on ext4): fewer TLB misses on random reads. Advice only.
-    let _ = map.advise(memmap2::Advice::HugePage);
-    check_index_header(&map, magic, history_id, entry_len as u32)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = INDEX_HEADER_LEN as u64 + count * entry_len as u64;
+    let map = map_prefix(path, magic, history_id, entry_len as u32, len)?;
     Ok(Mapped {
         map: Some(map),
         count,
@@ -291,18 +289,10 @@ pub(super) fn load(
             let _ = std::fs::remove_file(path);
         }
     }
-    let head_timestamp_us = match revs_count.checked_sub(1) {
-        Some(last) => {
-            storage_format::index::RevEntry::decode(revs.entry(last, REV_ENTRY_LEN))
-                .map_err(|e| format!("revs.idx: {e}"))?
-                .timestamp_us
-        }
-        None => 0,
-    };
-    Ok(State {
+    let mut state = State {
         first_revision: cp.first_revision,
         through_revision: cp.through_revision,
-        head_timestamp_us,
+        head_timestamp_us: 0,
         versions,
         revs,
         versions_tail: Vec::new(),
@@ -320,7 +310,14 @@ pub(super) fn load(
         broken: None,
         horizon: Default::default(),
         base_values: Default::default(),
-    })
+    };
+    if state.through_revision >= state.first_revision {
+        state.head_timestamp_us = state
+            .rev(state.through_revision)
+            .map_err(|e| e.to_string())?
+            .timestamp_us;
+    }
+    Ok(state)
 }
 
 /// Appends `bytes` to an index file and syncs it. The file is created with its header when
@@ -378,10 +375,7 @@ pub(super) struct Prepared {
 
 /// A snapshot of what the directory update needs, taken under the read lock.
 struct DirsInput {
-    map: Option<Arc<Mmap>>,
-    generation: u64,
-    bytes: u64,
-    live: u64,
+    dirs: Dirs,
     dir_of: Vec<u64>,
     /// The tail entries being checkpointed; entry i has index `base_versions + i`.
     tail: Vec<VersionEntry>,
@@ -394,17 +388,10 @@ struct DirsInput {
 /// file — or, when superseded blocks would outweigh the live ones, every key's block written
 /// into a new generation.
 struct DirsPlan {
-    generation: u64,
-    /// Valid bytes of the current file the new blocks are appended after (append only).
-    base_bytes: u64,
     blocks: Vec<u8>,
     /// For a new generation: each key's block, in file order, from the old file
     /// (`Old(offset, len)`) or from `blocks` (`New(start, len)`).
     rewrite: Option<Vec<Piece>>,
-    /// New file offsets of the keys whose blocks moved.
-    moved: Vec<(u32, u64)>,
-    bytes: u64,
-    live: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -446,10 +433,7 @@ pub(super) fn prepare(history_id: &HistoryId, state: &State) -> Result<Prepared,
         heads: state.heads.clone(),
     };
     let dirs_input = DirsInput {
-        map: state.dirs.map.clone(),
-        generation: state.dirs.generation,
-        bytes: state.dirs.bytes,
-        live: state.dirs.live,
+        dirs: state.dirs.clone(),
         dir_of: state.dir_of.clone(),
         tail: state.versions_tail.clone(),
         sorted: state.sorted.values().copied().collect(),
@@ -473,27 +457,6 @@ pub(super) fn prepare(history_id: &HistoryId, state: &State) -> Result<Prepared,
     })
 }
 
-fn corrupt(source: storage_format::DecodeError) -> IndexError {
-    IndexError::Corrupt {
-        what: "dirs.idx",
-        source,
-    }
-}
-
-/// The block at `offset` of a mapped directory file, checked.
-fn old_block<'a>(
-    map: &'a Option<Arc<Mmap>>,
-    bytes: u64,
-    offset: u64,
-) -> Result<DirBlock<'a>, IndexError> {
-    let end = INDEX_HEADER_LEN as u64 + bytes;
-    let map = map
-        .as_deref()
-        .filter(|m| offset >= INDEX_HEADER_LEN as u64 && offset < end && end <= m.len() as u64)
-        .ok_or_else(|| IndexError::Inconsistent(format!("no directory block at {offset}")))?;
-    DirBlock::open(&map[offset as usize..end as usize]).map_err(corrupt)
-}
-
 /// Computes the directory update of a prepared checkpoint (no lock needed): for each key with
 /// entries in the tail, a new block from its old block's fences and the new entries.
 pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
@@ -511,23 +474,15 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
     let mut blocks = Vec::new();
     // (key, start in `blocks`) of each new block.
     let mut new_blocks: Vec<(u32, usize)> = Vec::new();
-    let mut live = input.live;
+    let mut live = input.dirs.live;
     let mut builder = DirBlockBuilder::default();
     for group in order.chunk_by(|a, b| a.0 == b.0) {
         let key_id = group[0].0;
         let old = match input.dir_of.get(key_id as usize).copied().unwrap_or(0) {
             0 => None,
-            offset => Some(old_block(&input.map, input.bytes, offset)?),
+            offset => Some(input.dirs.block(key_id, offset)?),
         };
         let (old_covered, old_step) = old.map_or((0, 1), |b| (b.covered, b.step));
-        if let Some(b) = old
-            && b.key_id != key_id
-        {
-            return Err(IndexError::Inconsistent(format!(
-                "directory block of key {key_id} belongs to key {}",
-                b.key_id
-            )));
-        }
         let covered = old_covered + group.len() as u32;
         let step = dir_step(covered, old_step);
         builder.clear();
@@ -561,8 +516,7 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
         live += (blocks.len() - start) as u64;
         new_blocks.push((key_id, start));
     }
-    let generation = input.generation.max(1);
-    let appended = input.bytes + blocks.len() as u64;
+    let appended = input.dirs.bytes + blocks.len() as u64;
     // A file holding more than twice its live blocks plus the slack (1 MiB) is rewritten.
     let plan = if appended > 2 * live + crate::fault::dirs_garbage_slack() {
         // A new generation holding only the current blocks, in key order.
@@ -572,21 +526,16 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
             new_at.insert(key_id, (start, end - start));
         }
         let mut pieces = Vec::with_capacity(input.sorted.len());
-        let mut moved = Vec::with_capacity(input.sorted.len());
         let mut at = INDEX_HEADER_LEN as u64;
         for &key_id in &input.sorted {
-            let piece = match new_at.get(&key_id) {
-                Some(&(start, len)) => Piece::New(start, len),
+            let (piece, len) = match new_at.get(&key_id) {
+                Some(&(start, len)) => (Piece::New(start, len), len),
                 None => {
                     let offset = dir_of[key_id as usize];
-                    let block = old_block(&input.map, input.bytes, offset)?;
-                    Piece::Old(offset, block.bytes().len())
+                    let len = input.dirs.block(key_id, offset)?.bytes().len();
+                    (Piece::Old(offset, len), len)
                 }
             };
-            let len = match piece {
-                Piece::Old(_, len) | Piece::New(_, len) => len,
-            };
-            moved.push((key_id, at));
             dir_of[key_id as usize] = at;
             pieces.push(piece);
             at += len as u64;
@@ -597,37 +546,30 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
                 "directory blocks take {bytes} bytes, {live} counted live"
             )));
         }
+        p.cp.dirs_generation = input.dirs.generation + 1;
+        p.cp.dirs_bytes = bytes;
         DirsPlan {
-            generation: input.generation + 1,
-            base_bytes: 0,
             blocks,
             rewrite: Some(pieces),
-            moved,
-            bytes,
-            live,
         }
     } else {
-        let base = INDEX_HEADER_LEN as u64 + input.bytes;
-        let moved: Vec<(u32, u64)> = new_blocks
-            .iter()
-            .map(|&(key_id, start)| (key_id, base + start as u64))
-            .collect();
-        for &(key_id, offset) in &moved {
-            dir_of[key_id as usize] = offset;
+        let base = INDEX_HEADER_LEN as u64 + input.dirs.bytes;
+        for &(key_id, start) in &new_blocks {
+            dir_of[key_id as usize] = base + start as u64;
         }
+        // Generation 1 is created by the first checkpoint with blocks to write.
+        p.cp.dirs_generation = if appended == 0 {
+            0
+        } else {
+            input.dirs.generation.max(1)
+        };
+        p.cp.dirs_bytes = appended;
         DirsPlan {
-            generation,
-            base_bytes: input.bytes,
             blocks,
             rewrite: None,
-            moved,
-            bytes: appended,
-            live,
         }
     };
-    p.cp.dirs_generation = if plan.bytes == 0 { 0 } else { plan.generation };
-    p.cp.dirs_bytes = plan.bytes;
-    p.cp.dirs_live = plan.live;
+    p.cp.dirs_live = live;
     p.cp.dirs = dir_of;
     p.dirs = Some(plan);
     Ok(())
@@ -643,9 +585,8 @@ impl Prepared {
     pub(super) fn summary(&self) -> String {
         let plan = self.dirs.as_ref();
         format!(
-            "{} entries, {} keys' blocks placed ({} new bytes{}), {} directory bytes live of {}",
+            "{} entries, {} new directory bytes{}, {} directory bytes live of {}",
             self.tail_versions,
-            plan.map_or(0, |p| p.moved.len()),
             plan.map_or(0, |p| p.blocks.len()),
             if plan.is_some_and(|p| p.rewrite.is_some()) {
                 ", new generation"
@@ -658,7 +599,7 @@ impl Prepared {
     }
 }
 
-/// Writes generation `plan.generation` of the directory whole: header, then the pieces.
+/// Writes a new generation of the directory whole: header, then the pieces.
 fn write_generation(
     path: &Path,
     history_id: &HistoryId,
@@ -720,12 +661,12 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
         &p.keys,
     )?;
     let plan = p.dirs.as_ref().expect("planned before written");
-    let dirs_path = dir.join(dirs_file_name(plan.generation));
+    let dirs_path = dir.join(dirs_file_name(p.cp.dirs_generation));
     match &plan.rewrite {
         Some(pieces) => write_generation(
             &dirs_path,
             history_id,
-            p.dirs_input.map.as_deref(),
+            p.dirs_input.dirs.map.as_deref(),
             plan,
             pieces,
         )?,
@@ -734,7 +675,7 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
             DIRS_MAGIC,
             history_id,
             0,
-            header + plan.base_bytes,
+            header + p.dirs_input.dirs.bytes,
             &plan.blocks,
         )?,
         None => {}
@@ -744,7 +685,7 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
     if plan.rewrite.is_some() {
         // The old generation is no longer named by the CHECKPOINT (its mapping stays valid
         // until the install replaces it); one left behind is removed at the next open.
-        let old = dir.join(dirs_file_name(p.dirs_input.generation));
+        let old = dir.join(dirs_file_name(p.dirs_input.dirs.generation));
         if let Err(error) = remove_if_present(&old) {
             tracing::warn!(%error, "could not remove a superseded directory file");
         }
@@ -767,8 +708,8 @@ pub(super) fn install(
         && state.versions_tail.len() >= p.tail_versions
         && state.revs_tail.len() >= p.tail_revs
         && state.keys.len() >= p.keys_total
-        && state.dirs.generation == p.dirs_input.generation
-        && state.dirs.bytes == p.dirs_input.bytes;
+        && state.dirs.generation == p.dirs_input.dirs.generation
+        && state.dirs.bytes == p.dirs_input.dirs.bytes;
     if !unchanged {
         return Err(IndexError::Inconsistent(
             "the index changed while its checkpoint was written".into(),
@@ -800,12 +741,11 @@ pub(super) fn install(
         p.cp.dirs_live,
     )
     .map_err(IndexError::Inconsistent)?;
-    for &(key_id, offset) in &plan.moved {
-        state.dir_of[key_id as usize] = offset;
-    }
-    if !plan.moved.is_empty() {
-        // One pass over the table in memory order: cheaper than a hash lookup per moved key
-        // (a checkpoint typically moves a large share of the keys; a new generation all).
+    if plan.rewrite.is_some() || !plan.blocks.is_empty() {
+        // The checkpoint's offsets for the keys it covers (keys interned since have none yet),
+        // then one pass over the table in memory order: cheaper than a hash lookup per moved
+        // key (a checkpoint typically moves a large share of the keys; a new generation all).
+        state.dir_of[..p.cp.dirs.len()].copy_from_slice(&p.cp.dirs);
         let State {
             key_ids, dir_of, ..
         } = state;

@@ -143,7 +143,7 @@ impl Mapped {
 }
 
 /// The version directory file, mapped up to the checkpoint.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Dirs {
     map: Option<Arc<Mmap>>,
     /// `dirs-G.idx`'s G (0: no file yet).
@@ -151,6 +151,53 @@ struct Dirs {
     /// Valid bytes after the header, and how many of them are current blocks.
     bytes: u64,
     live: u64,
+}
+
+impl Dirs {
+    /// The mapped bytes from offset `dir` to the end of the longest block that can start there
+    /// (what a read prefetches), if `dir` is in the file.
+    #[inline]
+    fn block_bytes(&self, dir: u64) -> Option<&[u8]> {
+        let map = self.map.as_deref()?;
+        let end = (INDEX_HEADER_LEN as u64 + self.bytes).min(map.len() as u64) as usize;
+        let start = usize::try_from(dir).ok()?;
+        if start < INDEX_HEADER_LEN || start >= end {
+            return None;
+        }
+        Some(&map[start..end.min(start + DIR_BLOCK_LEN_MAX)])
+    }
+
+    /// Key `key_id`'s block at offset `dir`, checked.
+    fn block(&self, key_id: u32, dir: u64) -> Result<DirBlock<'_>, IndexError> {
+        let bytes = self.block_bytes(dir).ok_or_else(|| {
+            IndexError::Inconsistent(format!(
+                "key {key_id} has entries in the files but no directory block (offset {dir})"
+            ))
+        })?;
+        let block = DirBlock::open(bytes).map_err(dirs_corrupt)?;
+        if block.key_id != key_id {
+            return Err(IndexError::Inconsistent(format!(
+                "directory block at {dir} belongs to key {}, not {key_id}",
+                block.key_id
+            )));
+        }
+        Ok(block)
+    }
+}
+
+fn dirs_corrupt(source: DecodeError) -> IndexError {
+    IndexError::Corrupt {
+        what: "dirs-G.idx",
+        source,
+    }
+}
+
+/// Where a walk through a key's in-memory entries ends.
+enum Walk {
+    /// The answer.
+    Done(Found),
+    /// The next entry to read is this one, in the files.
+    InFiles(u64),
 }
 
 /// Where a search of a key's version directory leaves a point read.
@@ -493,64 +540,52 @@ impl State {
         &self,
         key_id: u32,
         dir: u64,
-        mut index: u64,
-        mut entry: VersionEntry,
+        index: u64,
+        entry: VersionEntry,
         bound: Bound,
     ) -> Result<Found, IndexError> {
-        loop {
-            match step(key_id, index, &entry, bound)? {
-                Step::Done(found) => return Ok(found),
-                Step::Next(next) if next < self.versions.count => {
-                    if let Some(block) = self.dir_bytes(dir) {
-                        prefetch(block);
-                    }
-                    return match self.search_dir(key_id, dir, next, bound)? {
-                        DirStep::Done(found) => Ok(found),
-                        DirStep::From(from) => {
-                            let entry = self.version(from)?;
-                            self.descend_entries(key_id, from, entry, bound)
-                        }
-                    };
-                }
-                Step::Next(next) => {
-                    index = next;
-                    entry = self.version(index)?;
+        let next = match self.walk(key_id, index, entry, bound, self.versions.count)? {
+            Walk::Done(found) => return Ok(found),
+            Walk::InFiles(next) => next,
+        };
+        if let Some(block) = self.dirs.block_bytes(dir) {
+            prefetch(block);
+        }
+        match self.search_dir(key_id, dir, next, bound)? {
+            DirStep::Done(found) => Ok(found),
+            DirStep::From(from) => {
+                let entry = self.version(from)?;
+                match self.walk(key_id, from, entry, bound, 0)? {
+                    Walk::Done(found) => Ok(found),
+                    Walk::InFiles(_) => unreachable!("no entry index is below 0"),
                 }
             }
         }
     }
 
-    /// Skew-binary descent through the entries: O(log versions) steps to the newest admitted
+    /// Skew-binary descent from entry `index`: O(log versions) steps to the newest admitted
     /// ancestor, reading one entry per step (each entry carries its jump target's revision and
-    /// time).
-    fn descend_entries(
+    /// time) — until the answer, or until the next entry to read is below `files_end` (0: never
+    /// stop; `versions.count`: stop where the entries in the files begin).
+    #[inline(always)]
+    fn walk(
         &self,
         key_id: u32,
         mut index: u64,
         mut entry: VersionEntry,
         bound: Bound,
-    ) -> Result<Found, IndexError> {
+        files_end: u64,
+    ) -> Result<Walk, IndexError> {
         loop {
             match step(key_id, index, &entry, bound)? {
-                Step::Done(found) => return Ok(found),
+                Step::Done(found) => return Ok(Walk::Done(found)),
+                Step::Next(next) if next < files_end => return Ok(Walk::InFiles(next)),
                 Step::Next(next) => {
                     index = next;
                     entry = self.version(index)?;
                 }
             }
         }
-    }
-
-    /// The mapped bytes from directory offset `dir` to the end of the block's longest possible
-    /// extent (for prefetching), if `dir` is in the file.
-    fn dir_bytes(&self, dir: u64) -> Option<&[u8]> {
-        let map = self.dirs.map.as_deref()?;
-        let end = (INDEX_HEADER_LEN as u64 + self.dirs.bytes).min(map.len() as u64) as usize;
-        let start = usize::try_from(dir).ok()?;
-        if start < INDEX_HEADER_LEN || start >= end {
-            return None;
-        }
-        Some(&map[start..end.min(start + DIR_BLOCK_LEN_MAX)])
     }
 
     /// The newest version within `bound` among the key's entries in the files, from its
@@ -563,22 +598,7 @@ impl State {
         fallback: u64,
         bound: Bound,
     ) -> Result<DirStep, IndexError> {
-        let bytes = self.dir_bytes(dir).ok_or_else(|| {
-            IndexError::Inconsistent(format!(
-                "key {key_id} has entries in the files but no directory block (offset {dir})"
-            ))
-        })?;
-        let corrupt = |source| IndexError::Corrupt {
-            what: "dirs.idx",
-            source,
-        };
-        let block = DirBlock::open(bytes).map_err(corrupt)?;
-        if block.key_id != key_id {
-            return Err(IndexError::Inconsistent(format!(
-                "directory block at {dir} belongs to key {}, not {key_id}",
-                block.key_id
-            )));
-        }
+        let block = self.dirs.block(key_id, dir)?;
         // Fences are in depth order, so their revisions grow and their times never fall:
         // find the last one the bound admits.
         let (mut lo, mut hi) = (0usize, block.fences);
@@ -600,7 +620,7 @@ impl State {
         };
         if block.step == 1 {
             // Every version is a fence: fence k is the answer.
-            let fence = block.fence(k).map_err(corrupt)?;
+            let fence = block.fence(k).map_err(dirs_corrupt)?;
             return Ok(DirStep::Done(Some((
                 fence.index,
                 linkless_entry(key_id, k as u32, &fence),
@@ -608,7 +628,7 @@ impl State {
         }
         // The answer is fence k or a version after it, before fence k + 1: descend from there.
         Ok(DirStep::From(if k + 1 < block.fences {
-            block.fence(k + 1).map_err(corrupt)?.index
+            block.fence(k + 1).map_err(dirs_corrupt)?.index
         } else {
             fallback
         }))
@@ -627,27 +647,17 @@ impl State {
         // The newest entries and the in-memory ones: most reads end here or at the directory.
         let mut at_dir: Vec<(usize, u64)> = Vec::new();
         for (slot, &id) in key_ids.iter().enumerate() {
-            out.push(None);
-            let (mut index, mut entry) = self.heads[id as usize];
-            loop {
-                match step(id, index, &entry, bound)? {
-                    Step::Done(found) => {
-                        out[slot] = found;
-                        break;
-                    }
-                    Step::Next(next) if next < self.versions.count => {
-                        at_dir.push((slot, next));
-                        break;
-                    }
-                    Step::Next(next) => {
-                        index = next;
-                        entry = self.version(index)?;
-                    }
+            let (index, entry) = self.heads[id as usize];
+            match self.walk(id, index, entry, bound, self.versions.count)? {
+                Walk::Done(found) => out.push(found),
+                Walk::InFiles(next) => {
+                    out.push(None);
+                    at_dir.push((slot, next));
                 }
             }
         }
         for &(slot, _) in &at_dir {
-            if let Some(block) = self.dir_bytes(self.dir_of[key_ids[slot] as usize]) {
+            if let Some(block) = self.dirs.block_bytes(self.dir_of[key_ids[slot] as usize]) {
                 prefetch(block);
             }
         }
@@ -1146,12 +1156,17 @@ impl Index {
     /// Waits until no checkpoint is in flight, then marks one in flight until the guard is
     /// dropped (also when unwinding, so a panic cannot leave later checkpoints waiting).
     fn begin_checkpoint(&self) -> InFlight<'_> {
+        self.idle_checkpoints().in_flight = true;
+        InFlight(self)
+    }
+
+    /// The pipeline's state once no checkpoint is in flight (or queued).
+    fn idle_checkpoints(&self) -> parking_lot::MutexGuard<'_, Checkpoints> {
         let mut c = self.checkpoints.lock();
         while c.in_flight {
             self.checkpoints_changed.wait(&mut c);
         }
-        c.in_flight = true;
-        InFlight(self)
+        c
     }
 
     fn end_checkpoint(&self) {
@@ -1175,10 +1190,7 @@ impl Index {
 
     /// Waits until no checkpoint is in flight or queued.
     pub fn wait_checkpoints(&self) {
-        let mut c = self.checkpoints.lock();
-        while c.in_flight {
-            self.checkpoints_changed.wait(&mut c);
-        }
+        drop(self.idle_checkpoints());
     }
 
     /// Writes the in-memory entries to the files, then the checkpoint, then maps them, on the
@@ -1328,12 +1340,8 @@ impl Index {
     /// Drops everything and indexes the whole log again, holding the lock throughout.
     pub fn rebuild(&self, log: &Log) -> Result<(), IndexError> {
         tracing::warn!(dir = %self.dir.display(), "rebuilding the index from the log");
-        // No checkpoint may be writing the files meanwhile (one queued fails its install).
+        // No checkpoint may be writing the files meanwhile: one in flight finishes first.
         let _in_flight = self.begin_checkpoint();
-        self.rebuild_now(log)
-    }
-
-    fn rebuild_now(&self, log: &Log) -> Result<(), IndexError> {
         let mut state = self.state.write();
         self.rebuilds
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

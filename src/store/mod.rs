@@ -249,15 +249,6 @@ impl Store {
         let base = load_base_image(dir, &log)?;
         let index = Arc::new(Index::open(dir, &log, base)?);
         log.set_observer(index.clone());
-        // A roll prepares its index checkpoint under the log's writer lock; this thread writes
-        // it while writers go on.
-        let checkpointer = {
-            let index = index.clone();
-            std::thread::Builder::new()
-                .name("llmcm-checkpoint".into())
-                .spawn(move || index.run_finisher())
-                .expect("spawn the index checkpoint thread")
-        };
         let maintenance = Arc::new(maintenance::Maintenance::open(
             log.clone(),
             index.clone(),
@@ -271,6 +262,16 @@ impl Store {
             head = log.head().revision,
             "store opened"
         );
+        // Started once nothing can fail, so no thread outlives a failed open. A roll prepares
+        // its index checkpoint under the log's writer lock; this thread writes it while writers
+        // go on.
+        let checkpointer = {
+            let index = index.clone();
+            std::thread::Builder::new()
+                .name("llmcm-checkpoint".into())
+                .spawn(move || index.run_finisher())
+                .expect("spawn the index checkpoint thread")
+        };
         let housekeeping = Housekeeping::start(log.clone(), index.clone(), maintenance.clone());
         Ok(Store {
             log,

@@ -494,6 +494,19 @@ pub const fn dir_block_len(fences: usize) -> usize {
 /// The largest block.
 pub const DIR_BLOCK_LEN_MAX: usize = dir_block_len(DIR_FENCES_MAX);
 
+/// Where fence `k`'s row starts in a block of `fences` fences.
+const fn dir_row_start(fences: usize, k: usize) -> usize {
+    DIR_HEADER_LEN + 16 * fences + DIR_ROW_LEN * k
+}
+
+/// The CRC a block's header carries: of its first 20 bytes and its two search arrays.
+fn dir_block_crc(block: &[u8], fences: usize) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&block[..DB_CRC_OFFSET]);
+    crc.update(&block[DIR_HEADER_LEN..dir_row_start(fences, 0)]);
+    crc.finalize()
+}
+
 /// One fence of a version directory block: a version's revision and time (searched) and what a
 /// read of it returns (its entry index and value location).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -536,21 +549,6 @@ pub fn dir_step(covered: u32, min_step: u32) -> u32 {
     step
 }
 
-/// Appends a block (FORMAT.md "Version directory") of these fences to `out`.
-pub fn encode_dir_block(
-    covered: u32,
-    step: u32,
-    key_id: u32,
-    fences: &[DirFence],
-    out: &mut Vec<u8>,
-) {
-    let mut builder = DirBlockBuilder::default();
-    for f in fences {
-        builder.push(f);
-    }
-    builder.finish(covered, step, key_id, out);
-}
-
 /// Builds a block fence by fence, in depth order: new fences, or fences of an older block whose
 /// rows are copied byte for byte (their CRCs with them, so damage is carried, never hidden).
 #[derive(Default)]
@@ -585,7 +583,7 @@ impl DirBlockBuilder {
     pub fn push_from(&mut self, block: &DirBlock<'_>, k: usize) {
         self.timestamps.push(block.timestamp(k));
         self.revisions.push(block.revision(k));
-        let start = DIR_HEADER_LEN + 16 * block.fences + DIR_ROW_LEN * k;
+        let start = dir_row_start(block.fences, k);
         self.rows
             .extend_from_slice(&block.bytes[start..start + DIR_ROW_LEN]);
     }
@@ -603,10 +601,7 @@ impl DirBlockBuilder {
         for v in self.timestamps.iter().chain(&self.revisions) {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&out[start..start + DB_CRC_OFFSET]);
-        crc.update(&out[start + DIR_HEADER_LEN..]);
-        let crc = crc.finalize().to_le_bytes();
+        let crc = dir_block_crc(&out[start..], fences).to_le_bytes();
         out[start + DB_CRC_OFFSET..start + DIR_HEADER_LEN].copy_from_slice(&crc);
         out.extend_from_slice(&self.rows);
         debug_assert_eq!(out.len() - start, dir_block_len(fences));
@@ -627,15 +622,9 @@ pub struct DirBlock<'a> {
 }
 
 impl<'a> DirBlock<'a> {
-    /// Opens the block at the start of `bytes` (which may run on past it), checked whole.
+    /// Opens the block at the start of `bytes` (which may run on past it): its shape, header
+    /// CRC (which covers the search arrays) and reserved field are checked; rows, when read.
     pub fn open(bytes: &'a [u8]) -> Result<DirBlock<'a>, DecodeError> {
-        let block = DirBlock::parse(bytes)?;
-        block.check_crc()?;
-        Ok(block)
-    }
-
-    /// Reads the header and checks the block's shape, but not its CRC (`open` does both).
-    fn parse(bytes: &'a [u8]) -> Result<DirBlock<'a>, DecodeError> {
         const WHAT: &str = "directory block";
         let truncated = |needed: usize| DecodeError::Truncated {
             what: WHAT,
@@ -664,6 +653,21 @@ impl<'a> DirBlock<'a> {
                 reason: format!("{fences} fences every {step} of {covered} versions"),
             });
         }
+        let actual = dir_block_crc(bytes, fences);
+        let expected = u32_at(bytes, DB_CRC_OFFSET);
+        if actual != expected {
+            return Err(DecodeError::ChecksumMismatch {
+                what: WHAT,
+                expected,
+                actual,
+            });
+        }
+        if u32_at(bytes, DB_RESERVED_OFFSET) != 0 {
+            return Err(DecodeError::InvalidField {
+                field: "dir_block.reserved",
+                reason: "not zero".to_owned(),
+            });
+        }
         Ok(DirBlock {
             bytes: &bytes[..dir_block_len(fences)],
             covered,
@@ -671,30 +675,6 @@ impl<'a> DirBlock<'a> {
             step,
             key_id,
         })
-    }
-
-    /// Checks the CRC of the header and the search arrays, and the reserved field.
-    fn check_crc(&self) -> Result<(), DecodeError> {
-        let arrays_end = DIR_HEADER_LEN + 16 * self.fences;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&self.bytes[..DB_CRC_OFFSET]);
-        crc.update(&self.bytes[DIR_HEADER_LEN..arrays_end]);
-        let actual = crc.finalize();
-        let expected = u32_at(self.bytes, DB_CRC_OFFSET);
-        if actual != expected {
-            return Err(DecodeError::ChecksumMismatch {
-                what: "directory block",
-                expected,
-                actual,
-            });
-        }
-        if u32_at(self.bytes, DB_RESERVED_OFFSET) != 0 {
-            return Err(DecodeError::InvalidField {
-                field: "dir_block.reserved",
-                reason: "not zero".to_owned(),
-            });
-        }
-        Ok(())
     }
 
     /// The block's bytes.
@@ -716,7 +696,7 @@ impl<'a> DirBlock<'a> {
 
     /// Fence `k`, its row CRC-checked.
     pub fn fence(&self, k: usize) -> Result<DirFence, DecodeError> {
-        let start = DIR_HEADER_LEN + 16 * self.fences + DIR_ROW_LEN * k;
+        let start = dir_row_start(self.fences, k);
         let row = DIR_ROW_LAYOUT.open(&self.bytes[start..start + DIR_ROW_LEN])?;
         Ok(DirFence {
             timestamp_us: self.timestamp(k),
@@ -757,6 +737,21 @@ pub fn skew_jump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appends a block (FORMAT.md "Version directory") of these fences to `out`.
+    fn encode_dir_block(
+        covered: u32,
+        step: u32,
+        key_id: u32,
+        fences: &[DirFence],
+        out: &mut Vec<u8>,
+    ) {
+        let mut builder = DirBlockBuilder::default();
+        for f in fences {
+            builder.push(f);
+        }
+        builder.finish(covered, step, key_id, out);
+    }
 
     fn sample_entry() -> VersionEntry {
         VersionEntry {
