@@ -1,5 +1,5 @@
-//! Crash points for tests, a pause after each fsync for benchmarks, and the index directory's
-//! garbage slack (tests lower it to exercise directory rewrites).
+//! Crash points and panic points for tests, a pause after each fsync for benchmarks, and the
+//! index directory's garbage slack (tests lower it to exercise directory rewrites).
 //!
 //! Crash points: `LLMCM_CRASH_AT=<name>` makes the process abort (no unwinding, no
 //! destructors, nothing flushed — as abrupt as `kill -9`) when it reaches the step of that name.
@@ -7,7 +7,7 @@
 //! compaction. Unset (always, outside tests), a crash point costs one cached comparison.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The environment variable naming the crash point.
@@ -65,4 +65,44 @@ pub fn dirs_garbage_slack() -> u64 {
 /// file often (a rewrite then happens as soon as superseded blocks outweigh the live ones).
 pub fn set_dirs_garbage_slack(bytes: u64) {
     DIRS_GARBAGE_SLACK.store(bytes, Ordering::Relaxed);
+}
+
+/// Whether a panic point is armed (the fast path of `panic_point` reads only this).
+static PANIC_ARMED: AtomicBool = AtomicBool::new(false);
+/// The armed panic point and how many more times it fires.
+static PANIC_AT: parking_lot::Mutex<Option<(String, u32)>> = parking_lot::Mutex::new(None);
+
+/// Makes the step named `name` panic the next `times` times it is reached, in this process
+/// (tests of the code that must survive a panic: a group-commit leader's batch, a background
+/// index checkpoint).
+pub fn arm_panic(name: &str, times: u32) {
+    *PANIC_AT.lock() = (times > 0).then(|| (name.to_owned(), times));
+    PANIC_ARMED.store(times > 0, Ordering::SeqCst);
+}
+
+/// Firings left of the armed panic point (0: none armed).
+pub fn armed_panics() -> u32 {
+    PANIC_AT.lock().as_ref().map_or(0, |(_, times)| *times)
+}
+
+/// Panics if `arm_panic` armed this step and it has firings left. Unarmed (always, outside
+/// tests), one relaxed load.
+pub fn panic_point(name: &str) {
+    if !PANIC_ARMED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut armed = PANIC_AT.lock();
+    let Some((at, times)) = armed.as_mut() else {
+        return;
+    };
+    if at != name {
+        return;
+    }
+    *times -= 1;
+    if *times == 0 {
+        *armed = None;
+        PANIC_ARMED.store(false, Ordering::SeqCst);
+    }
+    drop(armed);
+    panic!("panic point {name} reached");
 }

@@ -455,6 +455,7 @@ impl Log {
     /// microseconds.
     fn write_batch(&self, batch: &[PendingCommit]) -> Result<u64, LogError> {
         let mut writer = self.writer.lock();
+        crate::fault::panic_point("log.write_batch");
         let incoming: u64 = batch
             .iter()
             .map(|c| (storage_format::record::RECORD_HEADER_LEN + c.payload.len()) as u64)

@@ -53,6 +53,10 @@ pub struct LogConfig {
     pub commit_bytes_max: usize,
     /// A wall clock this far behind the last commit's timestamp is warned about. Default: 1 s.
     pub clock_behind_warn_us: u64,
+    /// After a roll, read the sealed segment back into the page cache in 2 MiB folios
+    /// (`SegmentMaps::reread`): point reads of its values then take fewer TLB misses, at the
+    /// cost of one sequential read of each sealed segment. Default: true.
+    pub reread_sealed_segments: bool,
 }
 
 /// Default segment size.
@@ -77,6 +81,7 @@ impl Default for LogConfig {
             commit_ops_max: COMMIT_OPS_MAX,
             commit_bytes_max: COMMIT_BYTES_MAX,
             clock_behind_warn_us: 1_000_000,
+            reread_sealed_segments: true,
         }
     }
 }

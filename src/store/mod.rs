@@ -336,6 +336,17 @@ impl Store {
         self.index.checkpointed_through()
     }
 
+    /// Rebuilds of the index from the log since open (after damage or a failed install).
+    pub fn index_rebuilds(&self) -> u64 {
+        self.index.rebuilds()
+    }
+
+    /// Bytes of sealed segments read back into the page cache after their rolls since open
+    /// (`LogConfig::reread_sealed_segments`).
+    pub fn sealed_bytes_reread(&self) -> u64 {
+        self.index.reread_bytes()
+    }
+
     /// What the background scrub of sealed segments has found.
     pub fn scrub_status(&self) -> ScrubStatus {
         self.maintenance.scrub_status()

@@ -8,16 +8,19 @@
 //! same rows (same revisions and timestamps) in the schema of `bench_log` with its index on
 //! (key, timestamp), WAL mode.
 //!
-//! Each measurement is two passes over the same reads: untimed (reads/s, and the ratios), then
-//! with every read timed (p50/p99; its reads/s is printed too — timing each read keeps
-//! consecutive reads from overlapping, which slows sub-microsecond reads by 20–30%).
+//! Each measurement is a warm-up of a third as many reads (not measured: without it, whichever
+//! store is measured first after the other read 10–25% slower, its index pushed out of the
+//! caches by the other's reads), then two passes: untimed (reads/s, and the ratios), then with
+//! every read timed (p50/p99; its reads/s is printed too — timing each read keeps consecutive
+//! reads from overlapping, which slows sub-microsecond reads by 20–30%). Every pass reads its
+//! own fresh random list: this machine's 480 MiB L3 holds much of what a pass of 300k reads
+//! touched, so a pass repeating an earlier pass's reads would find their values cached.
 //!
 //! The rounds run twice: with the page cache as the build left it, then after both stores' files
 //! are dropped from the page cache and reopened (as after a restart). Point reads are measured
 //! with `get` (an owned version) and `get_with` (lent in place, as the server's GET reads), which
-//! goes first alternating from round to round (the second pass over a list finds more of it
-//! cached). Every result passes through `black_box`, so no read's value load can be optimized
-//! away.
+//! goes first alternating from round to round. Every result passes through `black_box`, so no
+//! read's value load can be optimized away.
 //!
 //!     cargo run --release -p llmcm-tools --bin bench_reads -- --dir /work/bench-reads
 
@@ -66,6 +69,19 @@ struct Args {
     /// Use this existing store (built with --build-only) as the large store instead of building.
     #[arg(long)]
     large_existing: Option<PathBuf>,
+    /// Turn off `reread_sealed_segments` (for an A/B of reading sealed segments back after rolls).
+    #[arg(long)]
+    no_reread: bool,
+}
+
+/// `--no-reread`, set once in `main`.
+static NO_REREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        reread_sealed_segments: !NO_REREAD.load(std::sync::atomic::Ordering::Relaxed),
+        ..LogConfig::default()
+    }
 }
 
 const KEYS: u64 = 100_000;
@@ -104,7 +120,7 @@ fn build_store_with(dir: &Path, commits: u64, snapshot_every: u64) -> Duration {
         snapshot_every_us: 0,
         ..llmcm::store::MaintenanceConfig::manual()
     };
-    let store = Arc::new(Store::open_configured(dir, LogConfig::default(), maintenance).unwrap());
+    let store = Arc::new(Store::open_configured(dir, log_config(), maintenance).unwrap());
     let start = Instant::now();
     let per_writer = commits / WRITERS;
     let handles: Vec<_> = (0..WRITERS)
@@ -215,20 +231,31 @@ struct Measured {
     hist: Histogram<u64>,
 }
 
-fn timed<F: FnMut(usize) -> u64>(count: usize, mut f: F) -> Measured {
+/// Reads `warmup` fresh requests from `requests` (not measured), then `count` without timers,
+/// then `count` more timing each read.
+fn timed<T, F: FnMut(&T) -> u64>(
+    requests: impl Fn(u64) -> Vec<T>,
+    warmup: u64,
+    count: u64,
+    mut f: F,
+) -> Measured {
+    let (warmup, untimed, timed) = (requests(warmup), requests(count), requests(count));
     // `black_box`: the result (a byte of each value read) must be computed, or the compiler may
     // drop the value loads of an inlined read as dead code.
     let mut sink = 0;
+    for item in &warmup {
+        sink += std::hint::black_box(f(item));
+    }
     let start = Instant::now();
-    for i in 0..count {
-        sink += std::hint::black_box(f(i));
+    for item in &untimed {
+        sink += std::hint::black_box(f(item));
     }
     let untimed = start.elapsed();
     let mut hist = Histogram::<u64>::new(3).unwrap();
     let start = Instant::now();
-    for i in 0..count {
+    for item in &timed {
         let t = Instant::now();
-        sink += std::hint::black_box(f(i));
+        sink += std::hint::black_box(f(item));
         hist.record(t.elapsed().as_nanos() as u64).unwrap();
     }
     std::hint::black_box(sink);
@@ -264,6 +291,7 @@ fn open_in_child(dir: &Path) -> (f64, u64) {
 
 fn main() {
     let args = Args::parse();
+    NO_REREAD.store(args.no_reread, std::sync::atomic::Ordering::Relaxed);
     if let Some(dir) = args.open_only {
         let start = Instant::now();
         let store = Store::open(&dir, LogConfig::default()).unwrap();
@@ -283,16 +311,21 @@ fn main() {
     }
     std::fs::create_dir_all(&args.dir).unwrap();
     println!(
-        "bench_reads: {} commits over {KEYS} keys, 512-byte values, single-threaded reads, {} cores",
+        "bench_reads: {} commits over {KEYS} keys, 512-byte values, single-threaded reads, {} cores, sealed segments {}",
         args.commits,
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(0)
+            .unwrap_or(0),
+        if args.no_reread {
+            "not re-read"
+        } else {
+            "re-read after rolls"
+        }
     );
     let store_dir = args.dir.join("llmcm-1m");
     let took = build_store(&store_dir, args.commits);
     println!("built llmcm store in {:.1} s", took.as_secs_f64());
-    let store = Store::open(&store_dir, LogConfig::default()).unwrap();
+    let store = Store::open(&store_dir, log_config()).unwrap();
     let t_first = store.get(&key(0), Point::Latest).ok();
     drop(t_first);
     let first_ts = store
@@ -313,25 +346,34 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let mut rng = Rng(42);
-    let points: Vec<(String, u64)> = (0..args.point_reads)
-        .map(|_| {
-            (
-                key(rng.next() % KEYS),
-                first_ts + rng.next() % (last_ts - first_ts + 1),
-            )
-        })
-        .collect();
-    let prefixes: Vec<(String, String, u64)> = (0..args.prefix_reads)
-        .map(|_| {
-            let p = rng.next() % (KEYS / 100);
-            (
-                format!("svc{p:04}/"),
-                format!("svc{p:04}0"),
-                first_ts + rng.next() % (last_ts - first_ts + 1),
-            )
-        })
-        .collect();
+    // A fresh random list for every pass (see the top of the file); a third as many reads warm
+    // each measurement up.
+    let (warm_points, warm_prefixes) = (args.point_reads / 3, args.prefix_reads / 3);
+    let rng = std::cell::RefCell::new(Rng(42));
+    let points = |n: u64| -> Vec<(String, u64)> {
+        let mut rng = rng.borrow_mut();
+        (0..n)
+            .map(|_| {
+                (
+                    key(rng.next() % KEYS),
+                    first_ts + rng.next() % (last_ts - first_ts + 1),
+                )
+            })
+            .collect()
+    };
+    let prefixes = |n: u64| -> Vec<(String, String, u64)> {
+        let mut rng = rng.borrow_mut();
+        (0..n)
+            .map(|_| {
+                let p = rng.next() % (KEYS / 100);
+                (
+                    format!("svc{p:04}/"),
+                    format!("svc{p:04}0"),
+                    first_ts + rng.next() % (last_ts - first_ts + 1),
+                )
+            })
+            .collect()
+    };
 
     let mut ratios_point = Vec::new();
     let mut ratios_get_with = Vec::new();
@@ -353,7 +395,7 @@ fn main() {
             evict_page_cache(&store_dir);
             evict_page_cache(&args.dir.join("events.db"));
             evict_page_cache(&args.dir.join("events.db-wal"));
-            store = Some(Store::open(&store_dir, LogConfig::default()).unwrap());
+            store = Some(Store::open(&store_dir, log_config()).unwrap());
             conn = Some(rusqlite::Connection::open(&sqlite_path).unwrap());
         }
         let store = store.as_ref().expect("open");
@@ -370,11 +412,10 @@ fn main() {
         for round in 1..=args.rounds {
             println!(
                 "{phase}, round {round}: as-of point reads (random key, random time), {} reads",
-                points.len()
+                args.point_reads
             );
             let measure_get = || {
-                timed(points.len(), |i| {
-                    let (k, t) = &points[i];
+                timed(points, warm_points, args.point_reads, |(k, t)| {
                     store
                         .get(k, Point::Time(*t))
                         .unwrap()
@@ -383,16 +424,14 @@ fn main() {
             };
             // The value lent in place (what the server's GET uses): no key copy, no owned value.
             let measure_get_with = || {
-                timed(points.len(), |i| {
-                    let (k, t) = &points[i];
+                timed(points, warm_points, args.point_reads, |(k, t)| {
                     store
                         .get_with(k, Point::Time(*t), |v| v.value[10] as u64)
                         .unwrap()
                         .unwrap_or(0)
                 })
             };
-            // Alternated from round to round: the second over the same list finds more of it
-            // cached.
+            // Alternated from round to round: the second finds more of the index cached.
             let (m_get, m_get_with) = if round % 2 == 1 {
                 let a = measure_get();
                 (a, measure_get_with())
@@ -400,14 +439,9 @@ fn main() {
                 let b = measure_get_with();
                 (measure_get(), b)
             };
-            let ours = report("llmcm get(key, at=T)", points.len() as u64, &m_get);
-            let ours_with = report(
-                "llmcm get_with(key, at=T)",
-                points.len() as u64,
-                &m_get_with,
-            );
-            let m = timed(points.len(), |i| {
-                let (k, t) = &points[i];
+            let ours = report("llmcm get(key, at=T)", args.point_reads, &m_get);
+            let ours_with = report("llmcm get_with(key, at=T)", args.point_reads, &m_get_with);
+            let m = timed(points, warm_points, args.point_reads, |(k, t)| {
                 point_stmt
                     .query_row(rusqlite::params![k, *t as i64], |r| {
                         let v: Vec<u8> = r.get(0)?;
@@ -415,7 +449,7 @@ fn main() {
                     })
                     .unwrap_or(0)
             });
-            let theirs = report("SQLite (key, timestamp) index", points.len() as u64, &m);
+            let theirs = report("SQLite (key, timestamp) index", args.point_reads, &m);
             println!(
                 "  ratio llmcm/SQLite point reads: {:.1}x (get), {:.1}x (get_with); timed passes {:.1}x, {:.1}x",
                 ours.0 / theirs.0,
@@ -429,10 +463,9 @@ fn main() {
 
             println!(
                 "{phase}, round {round}: prefix-as-of reads of 100-key prefixes, {} reads",
-                prefixes.len()
+                args.prefix_reads
             );
-            let m = timed(prefixes.len(), |i| {
-                let (p, _, t) = &prefixes[i];
+            let m = timed(prefixes, warm_prefixes, args.prefix_reads, |(p, _, t)| {
                 let page = store.list(p, Point::Time(*t), None, 1000).unwrap();
                 // Touch every value, as SQLite's query copies every value.
                 page.items
@@ -440,9 +473,8 @@ fn main() {
                     .map(|v| v.value.as_bytes()[10] as u64)
                     .sum::<u64>()
             });
-            let ours = report("llmcm list(prefix, at=T)", prefixes.len() as u64, &m);
-            let m = timed(prefixes.len(), |i| {
-                let (lo, hi, t) = &prefixes[i];
+            let ours = report("llmcm list(prefix, at=T)", args.prefix_reads, &m);
+            let m = timed(prefixes, warm_prefixes, args.prefix_reads, |(lo, hi, t)| {
                 let mut rows = prefix_stmt
                     .query(rusqlite::params![lo, hi, *t as i64])
                     .unwrap();
@@ -456,11 +488,7 @@ fn main() {
                 }
                 sum
             });
-            let theirs = report(
-                "SQLite GROUP BY key MAX(timestamp)",
-                prefixes.len() as u64,
-                &m,
-            );
+            let theirs = report("SQLite GROUP BY key MAX(timestamp)", args.prefix_reads, &m);
             println!(
                 "  ratio llmcm/SQLite prefix reads: {:.1}x (timed passes {:.1}x)",
                 ours.0 / theirs.0,
