@@ -42,6 +42,9 @@ struct Args {
     /// this disk's slow phase, ~4 ms per fsync, when it does not occur by itself); 0: skip.
     #[arg(long, default_value_t = 0.0)]
     slow_sync_pad_ms: f64,
+    /// Turn off `storage.reread_sealed_segments` (for an A/B of reading sealed segments back).
+    #[arg(long)]
+    no_reread: bool,
 }
 
 fn value(n: u64) -> String {
@@ -115,7 +118,11 @@ fn main() {
     let data = args.dir.join("data");
 
     // Seed: commits spread over the keys, by 64 writer threads (group commit).
-    let store = Arc::new(Store::open(&data, LogConfig::default()).unwrap());
+    let log_config = LogConfig {
+        reread_sealed_segments: !args.no_reread,
+        ..LogConfig::default()
+    };
+    let store = Arc::new(Store::open(&data, log_config).unwrap());
     let per = args.commits / 64;
     let threads: Vec<_> = (0..64)
         .map(|w| {
@@ -185,6 +192,10 @@ fn main() {
         data_dir: data.clone(),
         listen: format!("127.0.0.1:{port}"),
         log_level: "warn".into(),
+        storage: llmcm::config::StorageConfig {
+            reread_sealed_segments: !args.no_reread,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let base = format!("http://127.0.0.1:{port}");
