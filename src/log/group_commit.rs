@@ -42,6 +42,10 @@ const GATHER_FSYNC_US_MIN: u64 = 1_000;
 /// The longest a leader waits for appenders to gather.
 const GATHER_WAIT_US_MAX: u64 = 1_000;
 
+/// A thread leading for its own commit hands the lead on once that commit is durable and it has
+/// led this long (a hand-off costs a thread wake-up, so short runs are not handed off).
+const LEAD_FOR_OTHERS_MAX: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// State behind the queue lock.
 pub(crate) struct Queue {
     pub next_revision: u64,
@@ -49,6 +53,11 @@ pub(crate) struct Queue {
     pub last_hash: Hash,
     pub pending: Vec<PendingCommit>,
     pub leader_active: bool,
+    /// Threads (`Log::append` callers, not tasks) among the appenders of `pending`.
+    pub pending_threads: usize,
+    /// A leader whose own commit is durable handed the lead to a thread of `pending`: the first
+    /// of them to wake takes it (`leader_active` stays set meanwhile).
+    pub handoff: bool,
     /// A new leader is waiting for more appenders before taking the batch.
     pub gathering: bool,
     /// What the appenders of `pending` wait on: woken when their batch is durable or failed.
@@ -246,17 +255,26 @@ impl Log {
         precondition: impl FnOnce(&UnseenWrites) -> Result<(), E>,
         on_queued: impl FnOnce(&mut Queue),
     ) -> Result<Result<CommitInfo, E>, LogError> {
-        let queued = match self.enqueue(commit, precondition, on_queued)? {
+        let queued = match self.enqueue(commit, precondition, |queue| {
+            on_queued(queue);
+            queue.pending_threads += 1;
+        })? {
             Ok(queued) => queued,
             Err(failed) => return Ok(Err(failed)),
         };
         let mut queue = self.queue.lock();
         if queued.lead {
-            self.lead(&mut queue);
+            self.lead(&mut queue, Some(queued.info.revision));
         }
         loop {
             if let Some(outcome) = self.outcome(&queue, &queued) {
                 return outcome.map(Ok);
+            }
+            if queue.handoff {
+                // The leader's own commit is durable and it handed the lead on: take it.
+                queue.handoff = false;
+                self.lead(&mut queue, Some(queued.info.revision));
+                continue;
             }
             queued.signal.condvar.wait(&mut queue);
         }
@@ -280,7 +298,7 @@ impl Log {
             let leader = log.clone();
             tokio::task::spawn_blocking(move || {
                 let mut queue = leader.queue.lock();
-                leader.lead(&mut queue);
+                leader.lead(&mut queue, None);
             });
         }
         loop {
@@ -380,12 +398,27 @@ impl Log {
     }
 
     /// The leader's loop (`leader_active` is set): writes batch after batch until nothing is
-    /// pending or a batch fails, waking each batch's appenders as it becomes durable.
-    fn lead(&self, queue: &mut parking_lot::MutexGuard<'_, Queue>) {
+    /// pending or a batch fails, waking each batch's appenders as it becomes durable. A thread
+    /// leading for its own commit (`own`) hands the lead to a thread of the next batch once that
+    /// commit is durable and it has led `LEAD_FOR_OTHERS_MAX`, so no caller waits out a long run
+    /// of other callers' batches (with 64 writers such runs lasted up to 2 s); the runtime's
+    /// leader (`None`) leads until nothing is pending, since tasks cannot take the lead over.
+    fn lead(&self, queue: &mut parking_lot::MutexGuard<'_, Queue>, own: Option<u64>) {
         debug_assert!(queue.leader_active);
+        let started = std::time::Instant::now();
         while !queue.pending.is_empty() && queue.failed_from.is_none() {
+            if let Some(own) = own
+                && queue.pending_threads > 0
+                && started.elapsed() >= LEAD_FOR_OTHERS_MAX
+                && self.head.read().revision >= own
+            {
+                queue.handoff = true;
+                queue.pending_signal.condvar.notify_all();
+                return;
+            }
             self.gather(queue);
             let batch = std::mem::take(&mut queue.pending);
+            queue.pending_threads = 0;
             let batch_signal = std::mem::take(&mut queue.pending_signal);
             // A panic while writing (a broken invariant) fails the batch and latches the log
             // like an I/O error, so no appender waits forever for a leader that is gone.

@@ -167,6 +167,8 @@ pub(super) fn open(
             last_hash: head.hash,
             pending: Vec::new(),
             leader_active: false,
+            pending_threads: 0,
+            handoff: false,
             gathering: false,
             pending_signal: Default::default(),
             writers_estimate: 1,
