@@ -377,8 +377,6 @@ pub(super) struct Prepared {
 struct DirsInput {
     dirs: Dirs,
     dir_of: Vec<u64>,
-    /// The tail entries being checkpointed; entry i has index `base_versions + i`.
-    tail: Vec<VersionEntry>,
     /// Key ids in key order (a new generation lays blocks out in it, so a prefix's blocks are
     /// near each other).
     sorted: Vec<u32>,
@@ -435,7 +433,6 @@ pub(super) fn prepare(history_id: &HistoryId, state: &State) -> Result<Prepared,
     let dirs_input = DirsInput {
         dirs: state.dirs.clone(),
         dir_of: state.dir_of.clone(),
-        tail: state.versions_tail.clone(),
         sorted: state.sorted.values().copied().collect(),
     };
     Ok(Prepared {
@@ -463,9 +460,19 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
     let input = &p.dirs_input;
     let mut dir_of = input.dir_of.clone();
     dir_of.resize(p.cp.heads.len(), 0);
+    // The tail entries being checkpointed, from their encoding (entry i has index
+    // `base_versions + i`): decoded here, off the lock, rather than copied under it.
+    let tail = p
+        .versions
+        .chunks_exact(VERSION_ENTRY_LEN)
+        .map(VersionEntry::decode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| IndexError::Corrupt {
+            what: "checkpoint tail",
+            source,
+        })?;
     // The tail's entries by key, each key's in depth order.
-    let mut order: Vec<(u32, u32)> = input
-        .tail
+    let mut order: Vec<(u32, u32)> = tail
         .iter()
         .enumerate()
         .map(|(i, e)| (e.key_id, i as u32))
@@ -495,7 +502,7 @@ pub(super) fn plan_dirs(p: &mut Prepared) -> Result<(), IndexError> {
                 }
                 _ => {
                     let position = group[(depth - old_covered) as usize].1 as usize;
-                    let entry = &input.tail[position];
+                    let entry = &tail[position];
                     if entry.depth != depth {
                         return Err(IndexError::Inconsistent(format!(
                             "key {key_id}'s entry at depth {} follows {old_covered} in the files",

@@ -1021,14 +1021,11 @@ impl SegmentMaps {
         const PIECE: usize = 2 << 20;
         let map = self.map(seq)?;
         let path = self.log_dir.join(segment_file_name(seq));
-        let file = std::fs::File::open(&path).map_err(|source| IndexError::Io {
-            path: path.clone(),
-            source,
-        })?;
         let io = |source: std::io::Error| IndexError::Io {
             path: path.clone(),
             source,
         };
+        let file = std::fs::File::open(&path).map_err(io)?;
         let mut reread = 0u64;
         for offset in (0..map.len() / PIECE).map(|piece| piece * PIECE) {
             // SAFETY: a shared, read-only mapping of a file nobody writes: dropping its page
@@ -1066,6 +1063,21 @@ struct Checkpoints {
     finisher: bool,
     /// The finisher is asked to finish what is queued and stop.
     stop: bool,
+}
+
+/// Marks the state it holds broken if dropped by a panic: a panic in the middle of changing the
+/// state (a checkpoint's install) may have left it half changed, so the next read or write
+/// rebuilds the index from the log instead of serving it.
+struct BrokenOnPanic<'a>(&'a mut State);
+
+impl Drop for BrokenOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let reason = "an index checkpoint panicked while installing".to_owned();
+            tracing::error!("{reason}; the index will be rebuilt from the log");
+            self.0.broken = Some(reason);
+        }
+    }
 }
 
 /// A checkpoint in flight; dropping it ends it.
@@ -1223,24 +1235,15 @@ impl Index {
         self.checkpoints_changed.notify_all();
     }
 
-    /// `finish_checkpoint`, a failure or a panic owing the checkpoint again. A panic while
-    /// installing may have left the in-memory state half changed: the index is then marked
-    /// broken, so the next read or write rebuilds it from the log.
+    /// `finish_checkpoint`, a failure or a panic owing the checkpoint again.
     fn finish_or_owe(&self, prepared: files::Prepared) {
         let through = prepared.through_revision();
-        let installing = std::cell::Cell::new(false);
         let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.finish_checkpoint(prepared, &installing)
+            self.finish_checkpoint(prepared)
         }));
         let error = match finished {
             Ok(Ok(())) => return,
             Ok(Err(error)) => error,
-            Err(_) if installing.get() => {
-                let reason = "an index checkpoint panicked while installing".to_owned();
-                tracing::error!(through, "{reason}; the index will be rebuilt from the log");
-                self.state.write().broken = Some(reason.clone());
-                IndexError::Inconsistent(reason)
-            }
             Err(_) => IndexError::Inconsistent("the checkpoint panicked".into()),
         };
         self.owe_checkpoint(&error, through);
@@ -1259,8 +1262,7 @@ impl Index {
         let _in_flight = self.begin_checkpoint();
         // The read guard must be gone before the install takes the write lock.
         let prepared = files::prepare(&self.history_id, &self.state.read());
-        let result = prepared
-            .and_then(|prepared| self.finish_checkpoint(prepared, &std::cell::Cell::new(false)));
+        let result = prepared.and_then(|prepared| self.finish_checkpoint(prepared));
         if result.is_ok() {
             self.checkpoint_owed_since_us
                 .store(0, std::sync::atomic::Ordering::SeqCst);
@@ -1281,12 +1283,7 @@ impl Index {
     }
 
     /// Plans, writes and installs a prepared checkpoint (one is in flight: `begin_checkpoint`).
-    /// `installing` is set once the in-memory state starts to change.
-    fn finish_checkpoint(
-        &self,
-        mut prepared: files::Prepared,
-        installing: &std::cell::Cell<bool>,
-    ) -> Result<(), IndexError> {
+    fn finish_checkpoint(&self, mut prepared: files::Prepared) -> Result<(), IndexError> {
         let started = std::time::Instant::now();
         crate::fault::panic_point("index.checkpoint.write");
         files::plan_dirs(&mut prepared)?;
@@ -1296,9 +1293,10 @@ impl Index {
         let through = prepared.through_revision();
         let summary = prepared.summary();
         let mut state = self.state.write();
-        installing.set(true);
+        let installing = BrokenOnPanic(&mut state);
         crate::fault::panic_point("index.checkpoint.install");
-        files::install(&self.dir, &self.history_id, &mut state, prepared)?;
+        files::install(&self.dir, &self.history_id, installing.0, prepared)?;
+        drop(installing);
         drop(state);
         tracing::debug!(
             through,
