@@ -17,14 +17,48 @@ use crate::log::{Log, LogError};
 pub enum ChainError {
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("value of {key:?} at revision {revision} is not JSON: {source}")]
-    NotJson {
-        key: String,
-        revision: u64,
-        source: serde_json::Error,
-    },
     #[error("writing the export: {0}")]
     Write(#[from] std::io::Error),
+}
+
+/// A stored value as an answer carries it: the stored JSON verbatim, or — for a value that
+/// fails `storage_format::json::check_stored` (written by an older server that let invalid
+/// UTF-8 through) — `null`, with the reason in a sibling `value_error` field. One bad value
+/// never turns a whole list, page or stream into an error.
+#[derive(Debug, Clone, Copy)]
+pub enum StoredValue<'a> {
+    Json(&'a RawValue),
+    Unreadable(&'static str),
+}
+
+impl<'a> StoredValue<'a> {
+    pub fn new(bytes: &'a [u8]) -> StoredValue<'a> {
+        if let Err(error) = storage_format::json::check_stored(bytes) {
+            return StoredValue::Unreadable(error.code());
+        }
+        // Checked above: serde_json accepts whatever the check does (the check_json fuzz target).
+        match serde_json::from_slice::<&RawValue>(bytes) {
+            Ok(raw) => StoredValue::Json(raw),
+            Err(_) => StoredValue::Unreadable("invalid_json"),
+        }
+    }
+
+    /// The text of the `value_error` field beside it, if any.
+    pub fn error(&self) -> Option<&'static str> {
+        match self {
+            StoredValue::Json(_) => None,
+            StoredValue::Unreadable(code) => Some(code),
+        }
+    }
+}
+
+impl Serialize for StoredValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StoredValue::Json(raw) => raw.serialize(serializer),
+            StoredValue::Unreadable(_) => serializer.serialize_none(),
+        }
+    }
 }
 
 /// A commit as the API shows it.
@@ -36,7 +70,7 @@ pub struct CommitView<'a> {
     pub actor: &'a str,
     pub reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<&'a RawValue>,
+    pub detail: Option<StoredValue<'a>>,
     pub ops: Vec<OpView<'a>>,
     pub hash: String,
     pub prev_hash: String,
@@ -48,8 +82,15 @@ pub struct CommitView<'a> {
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum OpView<'a> {
-    Put { key: &'a str, value: &'a RawValue },
-    Delete { key: &'a str },
+    Put {
+        key: &'a str,
+        value: StoredValue<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value_error: Option<&'static str>,
+    },
+    Delete {
+        key: &'a str,
+    },
 }
 
 impl OpView<'_> {
@@ -66,30 +107,23 @@ impl<'a> CommitView<'a> {
         hash: &Hash,
         prev_hash: &Hash,
         canonical: Option<&[u8]>,
-    ) -> Result<CommitView<'a>, ChainError> {
-        let raw = |key: &str, bytes: &'a [u8]| {
-            serde_json::from_slice::<&RawValue>(bytes).map_err(|source| ChainError::NotJson {
-                key: key.to_owned(),
-                revision: commit.revision,
-                source,
-            })
-        };
+    ) -> CommitView<'a> {
         let mut ops = Vec::with_capacity(commit.ops.len());
         for op in &commit.ops {
             ops.push(match op {
-                Op::Put { key, value } => OpView::Put {
-                    key,
-                    value: raw(key, value)?,
-                },
+                Op::Put { key, value } => {
+                    let value = StoredValue::new(value);
+                    OpView::Put {
+                        key,
+                        value,
+                        value_error: value.error(),
+                    }
+                }
                 Op::Delete { key } => OpView::Delete { key },
             });
         }
-        let detail = if commit.detail.is_empty() {
-            None
-        } else {
-            Some(raw("(detail)", &commit.detail)?)
-        };
-        Ok(CommitView {
+        let detail = (!commit.detail.is_empty()).then(|| StoredValue::new(&commit.detail));
+        CommitView {
             revision: commit.revision,
             timestamp: format_timestamp_us(commit.timestamp_us),
             kind: commit.kind.name(),
@@ -100,7 +134,7 @@ impl<'a> CommitView<'a> {
             hash: hex(hash),
             prev_hash: hex(prev_hash),
             canonical: canonical.map(hex),
-        })
+        }
     }
 }
 
@@ -112,17 +146,15 @@ pub fn export_chain(log: &Log, from: u64, to: u64, out: &mut dyn Write) -> Resul
         if failure.is_some() {
             return;
         }
-        let line = CommitView::new(
+        let view = CommitView::new(
             &link.payload.commit,
             &link.payload.hash,
             &link.prev_hash,
             Some(link.payload.canonical),
-        )
-        .and_then(|view| {
-            serde_json::to_writer(&mut *out, &view).map_err(|e| ChainError::Write(e.into()))?;
-            out.write_all(b"\n")?;
-            Ok(())
-        });
+        );
+        let line = serde_json::to_writer(&mut *out, &view)
+            .map_err(|e| ChainError::Write(e.into()))
+            .and_then(|()| Ok(out.write_all(b"\n")?));
         match line {
             Ok(()) => count += 1,
             Err(e) => failure = Some(e),

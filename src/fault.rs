@@ -106,3 +106,18 @@ pub fn panic_point(name: &str) {
     drop(armed);
     panic!("panic point {name} reached");
 }
+
+/// Whether writes check values as servers before the value check did (serde_json's lenient
+/// scan: invalid UTF-8 inside strings and duplicate names let through).
+static LEGACY_VALUE_CHECK: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process's writes accept what older servers accepted, so tests can build a store
+/// that holds such values and check that every read still serves it. Never set outside tests.
+pub fn set_legacy_value_check(on: bool) {
+    LEGACY_VALUE_CHECK.store(on, Ordering::SeqCst);
+}
+
+/// Whether `set_legacy_value_check` is on (one relaxed load).
+pub fn legacy_value_check() -> bool {
+    LEGACY_VALUE_CHECK.load(Ordering::Relaxed)
+}

@@ -5,55 +5,8 @@
 
 mod server;
 
-use std::io::{BufRead, BufReader};
-
 use serde_json::Value;
-use server::{Server, client};
-
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: Option<u64>,
-    data: Value,
-}
-
-/// Reads `count` events (or fewer if the stream ends) from a watch request.
-fn read_events(url: &str, last_event_id: Option<u64>, count: usize) -> Vec<SseEvent> {
-    let mut req = client().get(url);
-    if let Some(id) = last_event_id {
-        req = req.header("Last-Event-ID", id.to_string());
-    }
-    let resp = req.send().unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut reader = BufReader::new(resp);
-    let mut events = Vec::new();
-    let (mut event, mut id, mut data) = (String::new(), None, String::new());
-    let mut line = String::new();
-    while events.len() < count {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        let line = line.trim_end_matches('\n');
-        if line.is_empty() {
-            if !event.is_empty() {
-                events.push(SseEvent {
-                    event: std::mem::take(&mut event),
-                    id: id.take(),
-                    data: serde_json::from_str(&data).unwrap(),
-                });
-                data.clear();
-            }
-        } else if let Some(v) = line.strip_prefix("event: ").or(line.strip_prefix("event:")) {
-            event = v.to_owned();
-        } else if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
-            id = v.parse().ok();
-        } else if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
-            data.push_str(v);
-        }
-    }
-    events
-}
+use server::{Server, client, read_events};
 
 fn put(s: &Server, key: &str, value: &str) -> u64 {
     let resp = client()

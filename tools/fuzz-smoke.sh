@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 seconds="${LLMCM_FUZZ_SECONDS:-15}"
 corpus=fuzz/corpus
 fixtures=tests/fixtures
-mkdir -p "$corpus"/{scan_segment,decode_commit,decode_fixed_files,decode_record,decode_index,decode_image}
+mkdir -p "$corpus"/{scan_segment,decode_commit,decode_fixed_files,decode_record,decode_index,decode_image,check_json}
 # scan_segment's first byte picks the mode: bit 0 prepends a header, bit 1 selects the strict rule.
 for f in segment-sealed.valid segment-sealed.corrupt segment-active.valid segment-active.torn; do
   { printf '\x00'; cat "$fixtures/$f"; } > "$corpus/scan_segment/$f.tolerant"
@@ -31,6 +31,9 @@ for index, rev in ((4, 1), (9, 3)):
     rows += row + struct.pack("<I", zlib.crc32(row))
 open(sys.argv[1], "wb").write(head + struct.pack("<I", crc) + arrays + rows)
 PY
+# check_json: a few values of each kind (the grammar, escapes, nesting, a duplicate name).
+printf '%s' '{"model":"m1","t":0.7,"stop":["\n","\u00e9\ud83d\ude00"],"n":[-1.5e3,true,null,{}]}' > "$corpus/check_json/value.json"
+printf '%s' '{"a":1,"a":2}' > "$corpus/check_json/duplicate.json"
 for target in $(cargo fuzz list); do
   echo "fuzz: $target for ${seconds}s"
   cargo fuzz run --sanitizer none "$target" "$corpus/$target" -- \

@@ -7,15 +7,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use storage_format::hex;
 
 use super::AppState;
 use super::auth::{Action, Principal};
 use super::error::ApiError;
-use super::json::{ok, raw};
+use super::json::ok;
 use super::params::{self, blocking};
-use crate::chain::CommitView;
+use crate::chain::{CommitView, StoredValue};
 use crate::clock::format_timestamp_us;
 use crate::store::{
     ChangeKind, CommitFilter, CommitRecord, DIFF_CHANGES_MAX, PAGE_ITEMS_MAX, Point,
@@ -44,7 +43,9 @@ struct HistoryItemView<'a> {
     timestamp: String,
     op: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<&'a RawValue>,
+    value: Option<StoredValue<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_error: Option<&'static str>,
     actor: &'a str,
     reason: &'a str,
 }
@@ -82,6 +83,7 @@ pub async fn history(
     let page = blocking(move || Ok(store.history(&key, q.from, q.to, q.after, limit)?)).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for item in &page.items {
+        let value = item.value.as_ref().map(|v| StoredValue::new(v.as_bytes()));
         items.push(HistoryItemView {
             revision: item.revision,
             timestamp: format_timestamp_us(item.timestamp_us),
@@ -90,7 +92,8 @@ pub async fn history(
             } else {
                 "delete"
             },
-            value: item.value.as_ref().map(|v| raw(v.as_bytes())).transpose()?,
+            value,
+            value_error: value.and_then(|v| v.error()),
             actor: &item.actor,
             reason: &item.reason,
         });
@@ -185,7 +188,7 @@ pub async fn commits(
     let page = blocking(move || Ok(store.commits(&filter)?)).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for record in &page.items {
-        if let Some(view) = commit_view(&principal, record, chain)? {
+        if let Some(view) = commit_view(&principal, record, chain) {
             items.push(view);
         }
     }
@@ -207,22 +210,21 @@ pub(super) fn commit_view<'a>(
     principal: &Principal,
     record: &'a CommitRecord,
     chain: bool,
-) -> Result<Option<CommitView<'a>>, ApiError> {
+) -> Option<CommitView<'a>> {
     let canonical = chain.then(|| record.commit.encode_canonical());
     let mut view = CommitView::new(
         &record.commit,
         &record.hash,
         &record.prev_hash,
         canonical.as_deref(),
-    )
-    .map_err(ApiError::internal)?;
+    );
     if !principal.prefixes.is_empty() {
         view.ops.retain(|op| principal.sees(op.key()));
         if view.ops.is_empty() {
-            return Ok(None);
+            return None;
         }
     }
-    Ok(Some(view))
+    Some(view)
 }
 
 /// Streams every commit matching `filter` as NDJSON, reading pages on a blocking thread.
@@ -247,16 +249,9 @@ fn stream_commits(
             };
             let mut chunk = Vec::new();
             for record in &page.items {
-                match commit_view(&principal, record, chain) {
-                    Ok(Some(view)) => {
-                        let _ = serde_json::to_writer(&mut chunk, &view);
-                        chunk.push(b'\n');
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        let _ = sender.blocking_send(Err(std::io::Error::other(error.message)));
-                        return;
-                    }
+                if let Some(view) = commit_view(&principal, record, chain) {
+                    let _ = serde_json::to_writer(&mut chunk, &view);
+                    chunk.push(b'\n');
                 }
             }
             if !chunk.is_empty() && sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
@@ -290,9 +285,13 @@ struct ChangeView<'a> {
     key: &'a str,
     change: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    old: Option<&'a RawValue>,
+    old: Option<StoredValue<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    new: Option<&'a RawValue>,
+    old_error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new: Option<StoredValue<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_error: Option<&'static str>,
 }
 
 /// Keys added, changed or removed under a prefix between two points.
@@ -345,6 +344,8 @@ pub async fn diff(
     let mut changes = Vec::new();
     for d in &diffs {
         for c in &d.changes {
+            let old = c.old.as_ref().map(|v| StoredValue::new(v.as_bytes()));
+            let new = c.new.as_ref().map(|v| StoredValue::new(v.as_bytes()));
             changes.push(ChangeView {
                 key: &c.key,
                 change: match c.kind {
@@ -352,8 +353,10 @@ pub async fn diff(
                     ChangeKind::Changed => "changed",
                     ChangeKind::Removed => "removed",
                 },
-                old: c.old.as_ref().map(|v| raw(v.as_bytes())).transpose()?,
-                new: c.new.as_ref().map(|v| raw(v.as_bytes())).transpose()?,
+                old,
+                old_error: old.and_then(|v| v.error()),
+                new,
+                new_error: new.and_then(|v| v.error()),
             });
         }
     }

@@ -152,7 +152,7 @@ impl From<WriteError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
                     .with("conflicts", json!(conflicts))
             }
-            WriteError::NotFound { .. } => ApiError::not_found(message),
+            WriteError::NotFound { key } => ApiError::not_found(message).with("key", json!(key)),
             WriteError::SchemaViolation(violations) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "schema_violation",

@@ -1,26 +1,23 @@
 //! Answer bodies that embed stored values verbatim. A value is stored byte for byte as received,
-//! so it is written into the answer as raw JSON (checked to still parse), never re-encoded.
+//! so it is written into the answer as raw JSON (checked to still parse), never re-encoded; a
+//! stored value that fails the check is answered as `null` with a `value_error` beside it
+//! (`crate::chain::StoredValue`).
 
+use super::error::ApiError;
+use crate::chain::StoredValue;
+use crate::clock::format_timestamp_us;
+use crate::store::KeyVersion;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::value::RawValue;
-
-use super::error::ApiError;
-use crate::clock::format_timestamp_us;
-use crate::store::KeyVersion;
-
-/// A stored value as raw JSON.
-pub fn raw(bytes: &[u8]) -> Result<&RawValue, ApiError> {
-    serde_json::from_slice::<&RawValue>(bytes)
-        .map_err(|e| ApiError::internal(format!("a stored value is not JSON: {e}")))
-}
 
 /// A key version (DESIGN.md §3 "key version").
 #[derive(Serialize)]
 pub struct KeyVersionView<'a> {
     pub key: &'a str,
-    pub value: &'a RawValue,
+    pub value: StoredValue<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_error: Option<&'static str>,
     pub revision: u64,
     pub create_revision: u64,
     pub version: u64,
@@ -28,15 +25,17 @@ pub struct KeyVersionView<'a> {
 }
 
 impl<'a> KeyVersionView<'a> {
-    pub fn new(v: &'a KeyVersion) -> Result<KeyVersionView<'a>, ApiError> {
-        Ok(KeyVersionView {
+    pub fn new(v: &'a KeyVersion) -> KeyVersionView<'a> {
+        let value = StoredValue::new(v.value.as_bytes());
+        KeyVersionView {
             key: &v.key,
-            value: raw(v.value.as_bytes())?,
+            value,
+            value_error: value.error(),
             revision: v.revision,
             create_revision: v.create_revision,
             version: v.version,
             timestamp: format_timestamp_us(v.timestamp_us),
-        })
+        }
     }
 }
 
@@ -77,7 +76,15 @@ pub fn json_response(body: impl Into<axum::body::Body>) -> Response {
 /// `Store::get_with`): the same bytes as serializing `KeyVersionView`, without building it (this
 /// is the hottest answer).
 pub fn key_version_body(key: &str, v: crate::store::VersionRef<'_>) -> Result<String, ApiError> {
-    let value = raw(v.value)?.get();
+    // One scan of the value (not two, as `StoredValue::new` does): this is the hottest answer.
+    let (value, value_error) = match storage_format::json::check_stored(v.value) {
+        // The check passed, so the bytes are UTF-8.
+        Ok(()) => (
+            std::str::from_utf8(v.value).map_err(ApiError::internal)?,
+            None,
+        ),
+        Err(error) => ("null", Some(error.code())),
+    };
     let mut out = String::with_capacity(value.len() + key.len() + 160);
     out.push_str("{\"key\":");
     // The key grammar (`[A-Za-z0-9._-]` segments) needs no JSON escaping; anything else goes
@@ -94,6 +101,11 @@ pub fn key_version_body(key: &str, v: crate::store::VersionRef<'_>) -> Result<St
     }
     out.push_str(",\"value\":");
     out.push_str(value);
+    if let Some(code) = value_error {
+        out.push_str(",\"value_error\":\"");
+        out.push_str(code);
+        out.push('"');
+    }
     let mut number = itoa::Buffer::new();
     out.push_str(",\"revision\":");
     out.push_str(number.format(v.revision));
@@ -124,7 +136,7 @@ mod tests {
             version: 3,
             timestamp_us: 1_795_000_000_123_456,
         };
-        let serde = serde_json::to_vec(&KeyVersionView::new(&v).unwrap()).unwrap();
+        let serde = serde_json::to_vec(&KeyVersionView::new(&v)).unwrap();
         let response = json_response(key_version_body(&v.key, v.as_ref()).unwrap());
         let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
             response.into_body(),
@@ -133,5 +145,28 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(&body[..], &serde[..]);
+    }
+
+    #[test]
+    fn an_unreadable_stored_value_is_null_with_its_reason_in_both_writers() {
+        for (bytes, code) in [
+            (&b"\"\xff\xfe\""[..], "invalid_utf8"),
+            (b"{\"a\":", "invalid_json"),
+        ] {
+            let v = KeyVersion {
+                key: std::sync::Arc::from("k"),
+                value: ValueBytes::Shared(std::sync::Arc::from(bytes)),
+                revision: 2,
+                create_revision: 2,
+                version: 1,
+                timestamp_us: 1_795_000_000_000_000,
+            };
+            let serde = serde_json::to_vec(&KeyVersionView::new(&v)).unwrap();
+            let direct = key_version_body(&v.key, v.as_ref()).unwrap();
+            assert_eq!(direct.as_bytes(), &serde[..]);
+            let parsed: serde_json::Value = serde_json::from_str(&direct).unwrap();
+            assert_eq!(parsed["value"], serde_json::Value::Null);
+            assert_eq!(parsed["value_error"], code);
+        }
     }
 }

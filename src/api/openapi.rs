@@ -70,6 +70,9 @@ pub struct KeyVersionDoc {
     pub key: String,
     /// The JSON value, exactly as put.
     pub value: Value,
+    /// Only when a stored value cannot be served (`invalid_utf8`, `invalid_json`, `too_deep`:
+    /// written by an older server); `value` is then `null`.
+    pub value_error: Option<String>,
     pub revision: u64,
     pub create_revision: u64,
     pub version: u64,
@@ -165,6 +168,9 @@ pub struct HistoryItemDoc {
     /// `put` or `delete`.
     pub op: String,
     pub value: Option<Value>,
+    /// Only when a stored value cannot be served (`invalid_utf8`, `invalid_json`, `too_deep`:
+    /// written by an older server); `value` is then `null`.
+    pub value_error: Option<String>,
     pub actor: String,
     pub reason: String,
 }
@@ -197,6 +203,9 @@ pub struct CommitOpDoc {
     pub op: OpKindDoc,
     pub key: String,
     pub value: Option<Value>,
+    /// Only when a stored value cannot be served (`invalid_utf8`, `invalid_json`, `too_deep`:
+    /// written by an older server); `value` is then `null`.
+    pub value_error: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -212,7 +221,11 @@ pub struct ChangeDoc {
     /// `added`, `changed` or `removed`.
     pub change: String,
     pub old: Option<Value>,
+    /// As `value_error`, for `old`.
+    pub old_error: Option<String>,
     pub new: Option<Value>,
+    /// As `value_error`, for `new`.
+    pub new_error: Option<String>,
 }
 
 #[derive(ToSchema)]

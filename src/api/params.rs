@@ -31,13 +31,31 @@ pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// A JSON body of a known shape.
+/// Levels a request body may add around the values it carries (a txn: body, `ops`, op).
+pub const BODY_ENVELOPE_DEPTH_MAX: usize = 4;
+
+/// A JSON body of a known shape. The body passes the same check as a value first (UTF-8, no
+/// duplicate member names anywhere, nesting at most a value's depth plus the envelope's), so a
+/// value in a txn meets exactly the rules of a `PUT`; serde's own depth limit is then lifted,
+/// the depth being bounded already.
 pub fn json_body<T: DeserializeOwned>(
     body_bytes: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body(body_bytes)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the request body: {e}")))
+    let invalid = |e: &dyn std::fmt::Display| {
+        ApiError::bad_request("invalid_json", format!("the request body: {e}"))
+    };
+    storage_format::json::check(
+        &bytes,
+        storage_format::json::VALUE_DEPTH_MAX + BODY_ENVELOPE_DEPTH_MAX,
+        true,
+    )
+    .map_err(|e| invalid(&e))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    deserializer.disable_recursion_limit();
+    let value = T::deserialize(&mut deserializer).map_err(|e| invalid(&e))?;
+    deserializer.end().map_err(|e| invalid(&e))?;
+    Ok(value)
 }
 
 /// The point named by `revision` or `at` (at most one of them); latest if neither.

@@ -207,7 +207,7 @@ pub async fn watch(
 /// The commit event for `record` (already narrowed to the prefix by the store) as the token may
 /// see it; `None` if none of its ops is visible.
 fn commit_event(principal: &Principal, record: &CommitRecord) -> Result<Option<Event>, ApiError> {
-    let Some(view) = commit_view(principal, record, false)? else {
+    let Some(view) = commit_view(principal, record, false) else {
         return Ok(None);
     };
     let data = serde_json::to_string(&view).map_err(ApiError::internal)?;

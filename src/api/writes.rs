@@ -33,7 +33,14 @@ struct TxnBody {
 struct TxnOp {
     op: TxnOpKind,
     key: String,
+    /// Present (even as `null`, a JSON value like any other) or absent.
+    #[serde(default, deserialize_with = "present")]
     value: Option<Box<RawValue>>,
+}
+
+/// A field that is there, whatever its value (serde reads a `null` into an `Option` as `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -80,6 +87,8 @@ pub async fn txn(
     }
     // Too many ops is refused by the log (413 `too_large`), like every other commit limit.
     let mut ops = Vec::with_capacity(body.ops.len());
+    // A delete of an absent key is 404, as `DELETE /v1/kv/{key}` is, and nothing is committed.
+    let mut must_exist = Vec::new();
     for op in body.ops {
         principal.require_key(Action::Write, &op.key)?;
         ops.push(match (op.op, op.value) {
@@ -87,7 +96,10 @@ pub async fn txn(
                 key: op.key,
                 value: value.get().as_bytes().to_vec(),
             },
-            (TxnOpKind::Delete, None) => Op::Delete { key: op.key },
+            (TxnOpKind::Delete, None) => {
+                must_exist.push(op.key.clone());
+                Op::Delete { key: op.key }
+            }
             (TxnOpKind::Put, None) => {
                 return Err(ApiError::bad_request(
                     "invalid_argument",
@@ -115,7 +127,7 @@ pub async fn txn(
         reason: body.reason.unwrap_or_default(),
         ops,
         conditions,
-        must_exist: Vec::new(),
+        must_exist,
     };
     let info = commit(&state, request).await?;
     ok(&WriteView::from(info))

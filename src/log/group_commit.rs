@@ -581,10 +581,17 @@ impl Log {
                     }
                     .into());
                 }
-                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(value) {
+                let checked = if crate::fault::legacy_value_check() {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(value)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else {
+                    storage_format::json::check_value(value).map_err(|e| e.to_string())
+                };
+                if let Err(message) = checked {
                     return Err(Rejection::InvalidJson {
                         key: key.clone(),
-                        message: e.to_string(),
+                        message,
                     }
                     .into());
                 }

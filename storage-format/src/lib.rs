@@ -14,6 +14,7 @@ pub mod commit;
 mod error;
 pub mod image;
 pub mod index;
+pub mod json;
 pub mod manifest;
 pub mod record;
 pub mod scan;
