@@ -50,11 +50,15 @@ pub struct Config {
     pub log_level: String,
     /// Serve without tokens on a non-loopback address. Default: false.
     pub insecure_no_auth: bool,
+    /// Serve tokens over plain HTTP on a non-loopback address (they travel in clear text).
+    /// Default: false: such a server needs `[tls]`.
+    pub insecure_plaintext: bool,
     pub storage: StorageConfig,
     pub snapshot: SnapshotConfig,
     pub retention: RetentionConfig,
     pub backup: BackupConfig,
     pub http: HttpConfig,
+    pub tls: TlsConfig,
     pub auth: AuthConfig,
 }
 
@@ -159,6 +163,41 @@ pub struct HttpConfig {
     pub concurrent_requests_max: usize,
     /// On SIGTERM, in-flight requests get this long to finish. Default: `10s`. Bounds: `0s` to `5m`.
     pub shutdown_drain: String,
+    /// Open connections served, at most; a few more (`api::connection::CONNECTIONS_RESERVED`)
+    /// are kept for health probes and metrics, and beyond those a connection is closed at once.
+    /// Lowered at start to fit the descriptor limit. Default: 8192. Bounds: 16 to 1048576.
+    pub connections_max: usize,
+    /// A connection with no request in progress is closed after this long. Default: `60s`.
+    /// Bounds: `1s` to `1h`.
+    pub idle_timeout: String,
+    /// A request's headers (and a TLS handshake) must arrive within this long of its first
+    /// byte (of the connection, for the first request). Default: `10s`. Bounds: `1s` to `5m`.
+    pub header_read_timeout: String,
+    /// A request's body must arrive within this long (else 408). Default: `30s`. Bounds: `1s`
+    /// to `10m`.
+    pub body_read_timeout: String,
+    /// A connection whose writes make no progress for this long (a client that stopped
+    /// reading) is closed. Default: `30s`. Bounds: `1s` to `10m`.
+    pub send_timeout: String,
+    /// Open watches, at most (beyond: 503). Default: 10000. Bounds: 1 to 1000000.
+    pub watchers_max: usize,
+    /// Encoded events one watcher may hold for a client that has not taken them; a client that
+    /// leaves more than this waiting for `api::watch::WATCH_DRAIN_WAIT` is ended with `lagged`.
+    /// Default: 1 MiB. Bounds: 64 KiB to 64 MiB.
+    pub watch_buffer_bytes_max: usize,
+    /// The same, summed over every watcher. Default: 256 MiB. Bounds: 1 MiB to 64 GiB.
+    pub watch_buffer_bytes_total_max: usize,
+}
+
+/// HTTPS. Both or neither of `cert` and `key`; re-read on SIGHUP (a certificate that does not
+/// load then keeps the old one in use).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first. Default: none (plain HTTP).
+    pub cert: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Default: none.
+    pub key: Option<PathBuf>,
 }
 
 /// Bearer tokens. Empty: auth is off (every caller is `anonymous` with the admin role), which is
@@ -182,7 +221,14 @@ pub struct TokenEntry {
     pub prefixes: Vec<String>,
     /// Hex SHA-256 of the bearer token (64 hex digits).
     pub sha256: String,
+    /// Watches this token may hold open at once (beyond: 503). Default: 1000. Bounds: 1 to
+    /// `http.watchers_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watches_max: Option<usize>,
 }
+
+/// Watches one token may hold at once when its entry does not say.
+pub const TOKEN_WATCHES_DEFAULT: usize = 1000;
 
 /// What a token may do (DESIGN.md §3 "Auth").
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -230,11 +276,13 @@ impl Default for Config {
             listen: "127.0.0.1:7070".into(),
             log_level: "info".into(),
             insecure_no_auth: false,
+            insecure_plaintext: false,
             storage: StorageConfig::default(),
             snapshot: SnapshotConfig::default(),
             retention: RetentionConfig::default(),
             backup: BackupConfig::default(),
             http: HttpConfig::default(),
+            tls: TlsConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -281,6 +329,14 @@ impl Default for HttpConfig {
             request_timeout: "30s".into(),
             concurrent_requests_max: 1024,
             shutdown_drain: "10s".into(),
+            connections_max: 8192,
+            idle_timeout: "60s".into(),
+            header_read_timeout: "10s".into(),
+            body_read_timeout: "30s".into(),
+            send_timeout: "30s".into(),
+            watchers_max: 10_000,
+            watch_buffer_bytes_max: 1 << 20,
+            watch_buffer_bytes_total_max: 256 << 20,
         }
     }
 }
@@ -292,6 +348,7 @@ const ENV_FIELDS: &[(&str, &str)] = &[
     ("", "listen"),
     ("", "log_level"),
     ("", "insecure_no_auth"),
+    ("", "insecure_plaintext"),
     ("storage", "segment_bytes_max"),
     ("storage", "segment_age_max"),
     ("storage", "scrub_every"),
@@ -310,6 +367,16 @@ const ENV_FIELDS: &[(&str, &str)] = &[
     ("http", "request_timeout"),
     ("http", "concurrent_requests_max"),
     ("http", "shutdown_drain"),
+    ("http", "connections_max"),
+    ("http", "idle_timeout"),
+    ("http", "header_read_timeout"),
+    ("http", "body_read_timeout"),
+    ("http", "send_timeout"),
+    ("http", "watchers_max"),
+    ("http", "watch_buffer_bytes_max"),
+    ("http", "watch_buffer_bytes_total_max"),
+    ("tls", "cert"),
+    ("tls", "key"),
 ];
 
 impl Config {
@@ -518,6 +585,44 @@ impl Config {
             Duration::ZERO,
             Duration::from_secs(300),
         )?;
+        check_range(
+            "http.connections_max",
+            h.connections_max as u64,
+            16,
+            1 << 20,
+        )?;
+        for (field, value, max_s) in [
+            ("http.idle_timeout", &h.idle_timeout, 3600),
+            ("http.header_read_timeout", &h.header_read_timeout, 300),
+            ("http.body_read_timeout", &h.body_read_timeout, 600),
+            ("http.send_timeout", &h.send_timeout, 600),
+        ] {
+            check_duration(
+                field,
+                value,
+                Duration::from_secs(1),
+                Duration::from_secs(max_s),
+            )?;
+        }
+        check_range("http.watchers_max", h.watchers_max as u64, 1, 1_000_000)?;
+        check_range(
+            "http.watch_buffer_bytes_max",
+            h.watch_buffer_bytes_max as u64,
+            64 << 10,
+            64 << 20,
+        )?;
+        check_range(
+            "http.watch_buffer_bytes_total_max",
+            h.watch_buffer_bytes_total_max as u64,
+            1 << 20,
+            64 << 30,
+        )?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "tls",
+                "give both `cert` and `key`, or neither".into(),
+            ));
+        }
         if self.auth.tokens.len() > TOKENS_MAX {
             return Err(invalid(
                 "auth.tokens",
@@ -544,6 +649,17 @@ impl Config {
             }
             if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(&field, "sha256 must be 64 hex digits".into()));
+            }
+            if let Some(n) = token.watches_max
+                && !(1..=h.watchers_max).contains(&n)
+            {
+                return Err(invalid(
+                    &field,
+                    format!(
+                        "watches_max must be 1 to http.watchers_max ({})",
+                        h.watchers_max
+                    ),
+                ));
             }
             if token.prefixes.len() > TOKEN_PREFIXES_MAX {
                 return Err(invalid(
@@ -620,6 +736,11 @@ impl Config {
 
     pub fn shutdown_drain(&self) -> Duration {
         parse_duration(&self.http.shutdown_drain).expect("validated")
+    }
+
+    /// A duration field of this (validated) configuration.
+    pub fn duration(&self, field: &str) -> Duration {
+        parse_duration(field).expect("validated")
     }
 }
 

@@ -5,6 +5,12 @@ use llmcm::config::Config;
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
     match value {
+        // `[tls]` has no default: its two fields are absent.
+        toml::Value::Table(t) if t.is_empty() && prefix == "tls" => {
+            for field in ["tls.cert", "tls.key"] {
+                out.push((field.to_owned(), toml::Value::Table(Default::default())));
+            }
+        }
         toml::Value::Table(t) if prefix != "auth.tokens" => {
             for (k, v) in t {
                 let path = if prefix.is_empty() {

@@ -17,11 +17,13 @@ use super::params::{self, blocking};
 use crate::chain::{CommitView, StoredValue};
 use crate::clock::format_timestamp_us;
 use crate::store::{
-    ChangeKind, CommitFilter, CommitRecord, DIFF_CHANGES_MAX, PAGE_ITEMS_MAX, Point,
+    ChangeKind, CommitFilter, CommitRecord, DIFF_BYTES_MAX, DIFF_CHANGES_MAX, PAGE_ITEMS_MAX, Point,
 };
 
-/// NDJSON lines buffered between the reading thread and the connection.
-pub const STREAM_CHUNKS_QUEUED_MAX: usize = 4;
+/// Encoded NDJSON pages waiting for a slow client, per stream.
+pub const STREAM_CHUNKS_QUEUED_MAX: usize = 1;
+/// NDJSON commit streams at once, at most; more get 503 `too_many_streams`.
+pub const STREAMS_MAX: usize = 64;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -176,13 +178,14 @@ pub async fn commits(
         actor: q.actor.clone(),
         after: q.after,
         limit: params::limit(q.limit)?,
+        bytes_max: 0,
     };
     let stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
     if stream {
-        return Ok(stream_commits(state, principal, filter, chain));
+        return stream_commits(state, principal, filter, chain);
     }
     let store = state.store().clone();
     let page = blocking(move || Ok(store.commits(&filter)?)).await?;
@@ -227,25 +230,48 @@ pub(super) fn commit_view<'a>(
     Some(view)
 }
 
-/// Streams every commit matching `filter` as NDJSON, reading pages on a blocking thread.
+/// Streams every commit matching `filter` as NDJSON, produced as the client reads it: a page is
+/// read (on a blocking thread, which is given back at once) only once the previous one was
+/// taken by the connection, so a stream holds at most one page being read and
+/// `STREAM_CHUNKS_QUEUED_MAX` encoded pages (each at most `PAGE_BYTES_MAX` plus one commit),
+/// and no thread waits for a slow client. At most `STREAMS_MAX` streams run at once.
 fn stream_commits(
     state: AppState,
     principal: Principal,
     mut filter: CommitFilter,
     chain: bool,
-) -> Response {
+) -> Result<Response, ApiError> {
+    let permit = state.stream_permit().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("{STREAMS_MAX} commit streams are open; try again later"),
+        )
+    })?;
     let (sender, receiver) =
         tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_QUEUED_MAX);
     filter.limit = PAGE_ITEMS_MAX;
     let store = state.store().clone();
-    tokio::task::spawn_blocking(move || {
+    let mut shutdown = state.shutdown_signal();
+    tokio::spawn(async move {
+        let _permit = permit;
         loop {
-            let page = match store.commits(&filter) {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+            let reader = store.clone();
+            let page_filter = filter.clone();
+            let read = tokio::task::spawn_blocking(move || reader.commits(&page_filter));
+            let page = tokio::select! {
+                read = read => read,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let page = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(error)) => {
+                    let _ = sender
+                        .send(Err(std::io::Error::other(error.to_string())))
+                        .await;
                     return;
                 }
+                Err(_) => return,
             };
             let mut chunk = Vec::new();
             for record in &page.items {
@@ -254,8 +280,14 @@ fn stream_commits(
                     chunk.push(b'\n');
                 }
             }
-            if !chunk.is_empty() && sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                return; // the client went away
+            drop(page.items);
+            if !chunk.is_empty() {
+                tokio::select! {
+                    sent = sender.send(Ok(Bytes::from(chunk))) => if sent.is_err() {
+                        return; // the client went away
+                    },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
             }
             match page.next {
                 Some(next) => filter.after = Some(next),
@@ -264,7 +296,7 @@ fn stream_commits(
         }
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -320,7 +352,7 @@ pub async fn diff(
     let store = state.store().clone();
     let diffs = blocking(move || {
         let mut out: Vec<crate::store::Diff> = Vec::new();
-        let mut total = 0;
+        let (mut total, mut bytes) = (0, 0);
         for p in &prefixes {
             let d = store.diff(p, from, to)?;
             (from, to) = (Point::Revision(d.from), Point::Revision(d.to));
@@ -328,6 +360,20 @@ pub async fn diff(
             if total > DIFF_CHANGES_MAX {
                 return Err(ApiError::too_large(format!(
                     "more than {DIFF_CHANGES_MAX} changes; narrow the prefix"
+                )));
+            }
+            bytes += d
+                .changes
+                .iter()
+                .map(|c| {
+                    c.key.len()
+                        + c.old.as_ref().map_or(0, |v| v.as_bytes().len())
+                        + c.new.as_ref().map_or(0, |v| v.as_bytes().len())
+                })
+                .sum::<usize>();
+            if bytes > DIFF_BYTES_MAX {
+                return Err(ApiError::too_large(format!(
+                    "more than {DIFF_BYTES_MAX} bytes of values; narrow the prefix"
                 )));
             }
             out.push(d);
@@ -651,7 +697,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
                 "max_ms": f.max_us as f64 / 1e3,
             })),
         },
-        "watchers": state.watchers().load(std::sync::atomic::Ordering::SeqCst),
+        "watchers": state.watch_hub().open(),
         "snapshots": {
             "count": snapshots.len(),
             "newest_revision": snapshots.last().map(|s| s.revision),

@@ -85,6 +85,9 @@ impl Auth {
                         name: Arc::from(t.name.as_str()),
                         role: t.role,
                         prefixes: Arc::from(t.prefixes.clone()),
+                        watches_max: t
+                            .watches_max
+                            .unwrap_or(crate::config::TOKEN_WATCHES_DEFAULT),
                     },
                 }
             })
@@ -110,16 +113,23 @@ impl Auth {
         if !self.enabled() {
             return Ok(self.anonymous.clone());
         }
-        let unauthorized = |message: &str| {
+        let unauthorized = |reason: &str, message: &str| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
+                .with("reason", serde_json::json!(reason))
         };
-        let header = header.ok_or_else(|| unauthorized("a bearer token is required"))?;
+        let header = header.ok_or_else(|| unauthorized("missing", "a bearer token is required"))?;
         if header.len() > AUTH_HEADER_BYTES_MAX {
-            return Err(unauthorized("the Authorization header is too long"));
+            return Err(unauthorized(
+                "malformed",
+                "the Authorization header is too long",
+            ));
         }
-        let token = header
-            .strip_prefix(b"Bearer ")
-            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let token = header.strip_prefix(b"Bearer ").ok_or_else(|| {
+            unauthorized(
+                "malformed",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
         let digest: [u8; 32] = Sha256::digest(token).into();
         // Compare with every entry, without stopping early, so timing says nothing about which
         // entry (if any) matched or how much of a digest did.
@@ -131,7 +141,7 @@ impl Auth {
         }
         found
             .cloned()
-            .ok_or_else(|| unauthorized("the token is not valid"))
+            .ok_or_else(|| unauthorized("invalid", "the token is not valid"))
     }
 }
 
@@ -150,6 +160,8 @@ pub struct Principal {
     pub role: Role,
     /// Empty: every key.
     pub prefixes: Arc<[String]>,
+    /// Watches it may hold open at once.
+    pub watches_max: usize,
 }
 
 impl Principal {
@@ -158,6 +170,8 @@ impl Principal {
             name: Arc::from(ANONYMOUS_ACTOR),
             role: Role::Admin,
             prefixes: Arc::from(Vec::new()),
+            // Auth off: only the server-wide `http.watchers_max` applies.
+            watches_max: usize::MAX,
         }
     }
 
@@ -243,7 +257,27 @@ impl FromRequestParts<AppState> for Principal {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        state.authenticate(header)
+        state.authenticate(header).inspect_err(|error| {
+            // For the monitoring guide's "suspicious activity" alert: counted by reason, and
+            // logged with the peer (never with the token).
+            let reason = error
+                .details
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("invalid");
+            let reason = match reason {
+                "missing" => "missing",
+                "malformed" => "malformed",
+                _ => "invalid",
+            };
+            metrics::counter!("llmcm_auth_failures_total", "reason" => reason).increment(1);
+            let peer = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default();
+            tracing::warn!(%peer, reason, path = %parts.uri.path(), "authentication failed");
+        })
     }
 }
 
@@ -258,6 +292,7 @@ pub fn new_token(name: &str, role: Role, prefixes: &[String]) -> std::io::Result
         role,
         prefixes: prefixes.to_vec(),
         sha256: digest,
+        watches_max: None,
     };
     #[derive(serde::Serialize)]
     struct Wrapper<'a> {
@@ -306,6 +341,7 @@ mod tests {
                 "prod/a/x/".to_string(),
                 "dev/".to_string(),
             ]),
+            watches_max: 1,
         };
         assert_eq!(p.visible_prefixes("prod/"), vec!["prod/a/", "prod/b/"]);
         assert_eq!(p.visible_prefixes("prod/a/x/y"), vec!["prod/a/x/y"]);

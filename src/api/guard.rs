@@ -1,8 +1,10 @@
 //! The one layer every API request passes, applied per route (so the route template is known):
-//! at most `http.concurrent_requests_max` requests at once (the rest wait), an answer within
-//! `http.request_timeout` (else 503 `timeout`; a write may still commit), a panic answered 500 in
-//! the error shape, and the request counted and timed by route, method and status. One boxed
-//! future per request: the same work as three middlewares, without their per-layer boxing.
+//! at most `http.concurrent_requests_max` requests at once (the rest wait; health probes and
+//! metrics never wait behind them), a body within `http.body_read_timeout` of the request's
+//! start (else 408 `body_timeout`), an answer within `http.request_timeout` (else 503
+//! `timeout`; a write may still commit), a panic answered 500 in the error shape, and the
+//! request counted and timed by route, method and status. One boxed future per request: the
+//! same work as three middlewares, without their per-layer boxing.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,19 +26,72 @@ use tower::{Layer, Service};
 use super::error::ApiError;
 use super::metrics::{method_label, record_request, route_label};
 
-/// The bounds, shared by every route; the timeout changes on SIGHUP.
+/// The bounds, shared by every route; the timeouts change on SIGHUP.
 pub struct Limits {
     pub permits: Semaphore,
     pub timeout_ms: AtomicU64,
+    pub body_timeout_ms: AtomicU64,
 }
 
 impl Limits {
-    pub fn new(concurrent_requests_max: usize, timeout: Duration) -> Limits {
+    pub fn new(
+        concurrent_requests_max: usize,
+        timeout: Duration,
+        body_timeout: Duration,
+    ) -> Limits {
         Limits {
             permits: Semaphore::new(concurrent_requests_max),
             timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
+            body_timeout_ms: AtomicU64::new(body_timeout.as_millis() as u64),
         }
     }
+}
+
+/// The error a request body's read fails with once `http.body_read_timeout` has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+/// A request body that fails with `BodyTimeout` once its deadline passes.
+struct DeadlineBody {
+    body: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    metrics::counter!("llmcm_http_timeouts_total", "kind" => "body").increment(1);
+                    Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(self.timeout)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            ready => ready,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Routes that answer without waiting for a request permit: probes and metrics must answer
+/// while the API is saturated.
+fn unqueued(route: &str) -> bool {
+    route.starts_with("/health") || route == "/metrics"
 }
 
 #[derive(Clone)]
@@ -82,13 +138,27 @@ where
         );
         let method = method_label(request.method());
         let limits = self.limits.clone();
+        let body_timeout = Duration::from_millis(limits.body_timeout_ms.load(Ordering::Relaxed));
+        let request = request.map(|body| {
+            Body::new(DeadlineBody {
+                body,
+                deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                timeout: body_timeout,
+            })
+        });
+        let queued = !unqueued(route);
         // The inner service is axum's route, whose future does nothing until polled: calling
         // it here (the service that was polled ready) needs no clone of it, and the handler
         // still runs only once the permit is held.
         let answer = self.inner.call(request);
         Box::pin(async move {
             let started = Instant::now();
-            let response = match limits.permits.acquire().await {
+            let permit = if queued {
+                limits.permits.acquire().await.map(Some)
+            } else {
+                Ok(None)
+            };
+            let response = match permit {
                 Err(_) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "shutting_down",

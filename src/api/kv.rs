@@ -225,7 +225,11 @@ pub async fn list_keys(
             next = page.next;
             break;
         }
-        if items.len() == limit {
+        let bytes: usize = items
+            .iter()
+            .map(|v| v.key.len() + v.value.as_bytes().len())
+            .sum();
+        if items.len() == limit || bytes >= crate::store::PAGE_BYTES_MAX {
             if i + 1 < visible.len() {
                 next = items.last().map(|v| v.key.to_string());
             }

@@ -83,6 +83,35 @@ fn describe() {
         "Free bytes on the data directory's file system (for unprivileged users)."
     );
     describe_gauge!("llmcm_watchers", "Open watch streams.");
+    describe_counter!(
+        "llmcm_auth_failures_total",
+        "Requests refused 401, by reason: missing (no token), malformed (not `Bearer <token>`), invalid (no such token)."
+    );
+    describe_gauge!("llmcm_http_connections", "Open HTTP connections.");
+    describe_counter!(
+        "llmcm_http_connections_refused_total",
+        "Connections closed at once: more than http.connections_max plus the reserve for probes."
+    );
+    describe_counter!(
+        "llmcm_http_accept_errors_total",
+        "Failed accepts (out of descriptors, say)."
+    );
+    describe_counter!(
+        "llmcm_http_timeouts_total",
+        "Connections or requests ended by a timeout, by kind: idle, header, body, send."
+    );
+    describe_counter!(
+        "llmcm_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out."
+    );
+    describe_counter!(
+        "llmcm_tls_reload_failures_total",
+        "SIGHUP reloads whose TLS certificate did not load (the old one stays in use)."
+    );
+    describe_gauge!(
+        "llmcm_watch_buffered_bytes",
+        "Bytes of watch events waiting for their clients, over every watcher."
+    );
     describe_gauge!(
         "llmcm_snapshot_revision",
         "Revision of the newest snapshot (0: none)."
@@ -304,7 +333,10 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     if let Some(free) = disk_free_bytes(&state.config().data_dir) {
         gauge!("llmcm_disk_free_bytes").set(free as f64);
     }
-    gauge!("llmcm_watchers").set(state.watchers().load(std::sync::atomic::Ordering::SeqCst) as f64);
+    let hub = state.watch_hub();
+    gauge!("llmcm_watchers").set(hub.open() as f64);
+    gauge!("llmcm_http_connections").set(super::connection::open_connections() as f64);
+    gauge!("llmcm_watch_buffered_bytes").set(hub.buffered_bytes() as f64);
     let store = state.store();
     let now_us = crate::clock::now_us();
     let age = |us: u64| now_us.saturating_sub(us) as f64 / 1e6;

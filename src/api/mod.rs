@@ -10,6 +10,7 @@
 mod admin;
 mod audit;
 pub mod auth;
+pub mod connection;
 pub mod error;
 mod guard;
 mod json;
@@ -18,11 +19,11 @@ pub mod metrics;
 pub mod openapi;
 mod params;
 mod server;
+pub mod tls;
 mod watch;
 mod writes;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -79,7 +80,11 @@ struct Shared {
     backup_running: RwLock<Option<(String, &'static str, Arc<crate::backup::Progress>)>>,
     /// The latest `backup verify` result of each repository (re-read every `backup.poll`).
     verifications: RwLock<std::collections::BTreeMap<String, crate::backup::VerifyRecord>>,
-    watchers: Arc<AtomicUsize>,
+    watch_hub: Arc<watch::WatchHub>,
+    /// Bumped after each SIGHUP has swapped the tokens (open watches authenticate again).
+    auth_generation: tokio::sync::watch::Sender<u64>,
+    /// Permits of the NDJSON commit streams (`audit::STREAMS_MAX`).
+    streams: Arc<tokio::sync::Semaphore>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -110,6 +115,7 @@ impl AppState {
         let repositories = RwLock::new(config.backup.repositories.clone());
         let backup_warn_age = RwLock::new(config.backup.warn_age.clone());
         let backup_poll = RwLock::new(config.backup.poll.clone());
+        let watch_hub = Arc::new(watch::WatchHub::new(&config.http));
         AppState {
             inner: Arc::new(Shared {
                 store,
@@ -124,7 +130,9 @@ impl AppState {
                 verifications: Default::default(),
                 backup_running: Default::default(),
                 archiving: Default::default(),
-                watchers: Arc::new(AtomicUsize::new(0)),
+                watch_hub,
+                auth_generation: tokio::sync::watch::Sender::new(0),
+                streams: Arc::new(tokio::sync::Semaphore::new(audit::STREAMS_MAX)),
                 shutdown: tokio::sync::watch::Sender::new(false),
             }),
         }
@@ -152,6 +160,7 @@ impl AppState {
     /// (SIGHUP), and wakes the loops that sleep on a setting.
     pub fn replace_auth(&self, config: &Config) {
         *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));
+        self.inner.auth_generation.send_modify(|g| *g += 1);
         *self.inner.repositories.write() = config.backup.repositories.clone();
         *self.inner.backup_warn_age.write() = config.backup.warn_age.clone();
         *self.inner.backup_poll.write() = config.backup.poll.clone();
@@ -267,9 +276,19 @@ impl AppState {
             .cloned()
     }
 
-    /// Open watchers.
-    pub fn watchers(&self) -> Arc<AtomicUsize> {
-        self.inner.watchers.clone()
+    /// The watchers: their count, caps and buffered bytes.
+    pub fn watch_hub(&self) -> Arc<watch::WatchHub> {
+        self.inner.watch_hub.clone()
+    }
+
+    /// Changes after each SIGHUP has swapped the tokens.
+    pub fn auth_reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.auth_generation.subscribe()
+    }
+
+    /// A permit to run one NDJSON commit stream, if one is free.
+    pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.streams.clone().try_acquire_owned().ok()
     }
 
     /// Becomes true when the server starts shutting down (long-lived streams end).

@@ -23,6 +23,17 @@ pub fn path_key(path: Result<Path<String>, PathRejection>) -> Result<String, Api
 
 pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(error) = source {
+            if let Some(timeout) = error.downcast_ref::<super::guard::BodyTimeout>() {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    timeout.to_string(),
+                );
+            }
+            source = error.source();
+        }
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!("the request body is too large: {}", e.body_text()))
         } else {

@@ -28,6 +28,10 @@ pub struct Connection {
     /// Bearer token.
     #[arg(long, env = "LLMCM_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM file of the certificate authorities to trust for an https:// server (instead of the
+    /// system's).
+    #[arg(long, env = "LLMCM_CA_FILE", global = true, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -186,6 +190,42 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+/// Largest CA file read.
+pub const CA_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// The HTTP client of every command that talks to `conn.server`: http:// or https:// (trusting
+/// `--ca-file` if given, else the system's authorities), a 5 s connect timeout, and `timeout`
+/// per request (none: each request sets its own).
+pub fn http_client(
+    conn: &Connection,
+    timeout: Option<Duration>,
+) -> std::result::Result<Client, String> {
+    let https = conn.server.starts_with("https://");
+    if !https && !conn.server.starts_with("http://") {
+        return Err(format!(
+            "--server {:?}: give an http:// or https:// URL",
+            conn.server
+        ));
+    }
+    let mut builder = Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout);
+    if let Some(path) = &conn.ca_file {
+        let fail = |e: &dyn std::fmt::Display| format!("--ca-file {}: {e}", path.display());
+        let len = std::fs::metadata(path).map_err(|e| fail(&e))?.len();
+        if len > CA_FILE_BYTES_MAX {
+            return Err(fail(&format!("over {CA_FILE_BYTES_MAX} bytes")));
+        }
+        let pem = std::fs::read(path).map_err(|e| fail(&e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(&e))?;
+        if certs.is_empty() {
+            return Err(fail(&"no PEM certificate in it"));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// POSTs a JSON body to the server and returns its JSON answer (for commands defined elsewhere).
@@ -536,20 +576,7 @@ struct Api {
 
 impl Api {
     fn new(conn: &Connection) -> Result<Api> {
-        if !conn.server.starts_with("http://") {
-            return Err(ClientError::new(
-                ExitKind::Failure,
-                format!(
-                    "--server {:?}: only http:// URLs are supported",
-                    conn.server
-                ),
-            ));
-        }
-        let http = Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(None)
-            .build()
-            .map_err(|e| ClientError::new(ExitKind::Failure, e.to_string()))?;
+        let http = http_client(conn, None).map_err(|e| ClientError::new(ExitKind::Failure, e))?;
         Ok(Api {
             http,
             base: conn.server.trim_end_matches('/').to_owned(),

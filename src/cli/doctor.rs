@@ -49,16 +49,9 @@ struct Check {
     detail: String,
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("an HTTP client builds")
-}
-
 fn get(conn: &Connection, path: &str) -> Result<(u16, Value, Option<String>), String> {
-    let mut req = http().get(format!("{}{path}", conn.server.trim_end_matches('/')));
+    let http = super::client::http_client(conn, Some(Duration::from_secs(60)))?;
+    let mut req = http.get(format!("{}{path}", conn.server.trim_end_matches('/')));
     if let Some(token) = &conn.token {
         req = req.bearer_auth(token);
     }

@@ -21,6 +21,9 @@ pub struct Args {
     /// Serve without tokens on a non-loopback address.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Serve tokens over plain HTTP on a non-loopback address (they travel in clear text).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
 
 /// The configuration `serve` runs with: file, environment, then these flags.
@@ -33,6 +36,7 @@ pub fn load(args: &Args) -> anyhow::Result<Config> {
         config.listen = listen.clone();
     }
     config.insecure_no_auth |= args.insecure_no_auth;
+    config.insecure_plaintext |= args.insecure_plaintext;
     config.validate()?;
     Ok(config)
 }

@@ -29,7 +29,7 @@ pub use maintenance::{
 };
 pub use reads::{
     ChainVerification, Change, ChangeKind, CommitFilter, CommitRecord, CommitsPage, Diff,
-    HistoryItem, HistoryPage, KeyVersion, ListPage, VersionRef,
+    HistoryItem, HistoryPage, KeyVersion, ListPage, VersionRef, commit_bytes,
 };
 pub use write::{
     Condition, Conflict, ROLLBACK_OPS_MAX, RollbackOutcome, WRITE_ATTEMPTS_MAX, WriteError,
@@ -48,6 +48,13 @@ pub const PAGE_ITEMS_MAX: usize = 1000;
 pub const COMMITS_SCAN_MAX: u64 = 10_000;
 /// Changes one diff returns, at most.
 pub const DIFF_CHANGES_MAX: usize = 10_000;
+/// Bytes of keys, values, actors and reasons in one page of a list, history or commits read:
+/// a page ends (with `next` set) once it holds this much, so an answer is bounded by bytes as
+/// well as by items. A page always holds at least one item, so the bound an answer meets is this
+/// plus one item (a commit: at most `storage.commit_bytes_max`).
+pub const PAGE_BYTES_MAX: usize = 1 << 20;
+/// Bytes of old and new values one diff returns, at most (beyond: 413, narrow the prefix).
+pub const DIFF_BYTES_MAX: usize = 32 << 20;
 
 /// A point in history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +75,8 @@ pub enum ReadError {
     InvalidKey { key: String, source: KeyError },
     #[error("invalid argument: {0}")]
     Invalid(String),
-    #[error("too many changes: more than {max}; narrow the prefix")]
-    TooLarge { max: usize },
+    #[error("too many changes: more than {max} {unit}; narrow the prefix")]
+    TooLarge { max: usize, unit: &'static str },
     #[error(
         "{what} is below the compaction horizon; the earliest available point is revision \
          {earliest_revision}"

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use storage_format::commit::Commit;
+use storage_format::commit::{Commit, Op};
 use storage_format::index::VersionEntry;
 use storage_format::{Hash, hex};
 
 use super::{
-    COMMITS_SCAN_MAX, DIFF_CHANGES_MAX, Point, ReadError, Store, check_key, check_limit,
-    check_range_horizon,
+    COMMITS_SCAN_MAX, DIFF_BYTES_MAX, DIFF_CHANGES_MAX, PAGE_BYTES_MAX, Point, ReadError, Store,
+    check_key, check_limit, check_range_horizon,
 };
 use crate::index::{Bound, SegmentMaps, State, ValueBytes};
 
@@ -83,6 +83,8 @@ pub struct CommitFilter {
     /// Only commits after this revision (pagination).
     pub after: Option<u64>,
     pub limit: usize,
+    /// A page ends once it holds this many bytes (`commit_bytes`); 0: `PAGE_BYTES_MAX`.
+    pub bytes_max: usize,
 }
 
 /// A commit with its chain hashes.
@@ -278,6 +280,7 @@ impl Store {
             };
             let mut items = Vec::new();
             let mut next = None;
+            let mut bytes = 0;
             let mut keys = state
                 .keys_from(start)
                 .take_while(|(key, _)| key.starts_with(prefix))
@@ -308,11 +311,13 @@ impl Store {
                 }
                 std::hint::black_box(sink);
                 for (id, entry, value) in found.drain(..) {
-                    if items.len() == limit {
+                    if items.len() == limit || bytes >= PAGE_BYTES_MAX {
                         next = items.last().map(|v: &KeyVersion| v.key.to_string());
                         break 'pages;
                     }
-                    items.push(KeyVersion::new(state.key(id).clone(), value, &entry));
+                    let key = state.key(id).clone();
+                    bytes += key.len() + value.as_bytes().len();
+                    items.push(KeyVersion::new(key, value, &entry));
                 }
             }
             Ok(ListPage {
@@ -380,21 +385,31 @@ impl Store {
                 index = entry.parent;
                 entry = state.version(index)?;
             }
+            let mut bytes = 0;
+            let mut cut = false;
             for (index, entry) in newest_first.into_iter().rev() {
+                if bytes >= PAGE_BYTES_MAX {
+                    cut = true;
+                    break;
+                }
                 let (commit, _) = self.read_commit(state, maps, entry.revision)?;
+                let value = if entry.is_delete() {
+                    None
+                } else {
+                    Some(state.value(index, &entry, maps)?)
+                };
+                bytes += value.as_ref().map_or(0, |v| v.as_bytes().len())
+                    + commit.actor.len()
+                    + commit.reason.len();
                 page.items.push(HistoryItem {
                     revision: entry.revision,
                     timestamp_us: entry.timestamp_us,
-                    value: if entry.is_delete() {
-                        None
-                    } else {
-                        Some(state.value(index, &entry, maps)?)
-                    },
+                    value,
                     actor: commit.actor,
                     reason: commit.reason,
                 });
             }
-            if last_depth < top.depth {
+            if cut || last_depth < top.depth {
                 page.next = page.items.last().map(|i| i.revision);
             }
             Ok(page)
@@ -439,6 +454,11 @@ impl Store {
                 return Ok(page);
             }
             let mut prev_hash = self.hash_of(state, maps, low - 1)?;
+            let mut bytes = 0;
+            let bytes_max = match filter.bytes_max {
+                0 => PAGE_BYTES_MAX,
+                n => n.min(PAGE_BYTES_MAX),
+            };
             let scan_end = high.min(low.saturating_add(COMMITS_SCAN_MAX - 1));
             for revision in low..=scan_end {
                 let (mut commit, hash) = self.read_commit(state, maps, revision)?;
@@ -454,10 +474,11 @@ impl Store {
                         continue;
                     }
                 }
-                if page.items.len() == filter.limit {
+                if page.items.len() == filter.limit || bytes >= bytes_max {
                     page.next = Some(revision - 1);
                     return Ok(page);
                 }
+                bytes += commit_bytes(&commit);
                 page.items.push(CommitRecord {
                     commit,
                     hash,
@@ -477,6 +498,7 @@ impl Store {
             let (from_revision, from_bound) = self.resolve(state, from)?;
             let (to_revision, to_bound) = self.resolve(state, to)?;
             let mut changes = Vec::new();
+            let mut bytes = 0;
             for (key, id) in state.keys_from(prefix) {
                 if !key.starts_with(prefix) {
                     break;
@@ -494,6 +516,16 @@ impl Store {
                 if changes.len() == DIFF_CHANGES_MAX {
                     return Err(ReadError::TooLarge {
                         max: DIFF_CHANGES_MAX,
+                        unit: "changes",
+                    });
+                }
+                bytes += key.len()
+                    + old.as_ref().map_or(0, |v| v.value.as_bytes().len())
+                    + new.as_ref().map_or(0, |v| v.value.as_bytes().len());
+                if bytes > DIFF_BYTES_MAX {
+                    return Err(ReadError::TooLarge {
+                        max: DIFF_BYTES_MAX,
+                        unit: "bytes of values",
                     });
                 }
                 changes.push(Change {
@@ -584,4 +616,17 @@ impl Store {
         }
         Ok(result)
     }
+}
+
+/// What a commit weighs against `PAGE_BYTES_MAX`: its keys, values, actor and reason.
+pub fn commit_bytes(commit: &Commit) -> usize {
+    let ops: usize = commit
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+        })
+        .sum();
+    ops + commit.actor.len() + commit.reason.len() + commit.detail.len()
 }

@@ -215,34 +215,73 @@ pub fn read_events(url: &str, last_event_id: Option<u64>, count: usize) -> Vec<S
     if let Some(id) = last_event_id {
         req = req.header("Last-Event-ID", id.to_string());
     }
-    let resp = req.send().unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut reader = BufReader::new(resp);
-    let mut events = Vec::new();
-    let (mut event, mut id, mut data) = (String::new(), None, String::new());
-    let mut line = String::new();
-    while events.len() < count {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        let line = line.trim_end_matches('\n');
-        if line.is_empty() {
-            if !event.is_empty() {
-                events.push(SseEvent {
-                    event: std::mem::take(&mut event),
-                    id: id.take(),
-                    data: serde_json::from_str(&data).unwrap(),
-                });
-                data.clear();
-            }
-        } else if let Some(v) = line.strip_prefix("event: ").or(line.strip_prefix("event:")) {
-            event = v.to_owned();
-        } else if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
-            id = v.parse().ok();
-        } else if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
-            data.push_str(v);
+    let mut events = SseReader::open(req);
+    let mut out = Vec::new();
+    while out.len() < count {
+        match events.next_event() {
+            Some(event) => out.push(event),
+            None => break,
         }
     }
-    events
+    out
+}
+
+/// A watch stream, read one event at a time.
+pub struct SseReader {
+    reader: BufReader<reqwest::blocking::Response>,
+}
+
+impl SseReader {
+    /// Sends `req` (a watch request) and expects 200.
+    pub fn open(req: reqwest::blocking::RequestBuilder) -> SseReader {
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.headers());
+        SseReader {
+            reader: BufReader::new(resp),
+        }
+    }
+
+    /// The next event; `None` once the stream has ended.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        let (mut event, mut id, mut data) = (String::new(), None, String::new());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches('\n');
+            if line.is_empty() {
+                if !event.is_empty() {
+                    return Some(SseEvent {
+                        event,
+                        id,
+                        data: serde_json::from_str(&data).unwrap(),
+                    });
+                }
+            } else if let Some(v) = line.strip_prefix("event: ").or(line.strip_prefix("event:")) {
+                event = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
+                id = v.parse().ok();
+            } else if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                data.push_str(v);
+            }
+        }
+    }
+}
+
+/// A fresh token with `role` and `prefixes`, and its `[[auth.tokens]]` entry.
+pub fn token(name: &str, role: llmcm::config::Role, prefixes: &[&str]) -> (String, String) {
+    let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+    llmcm::api::auth::new_token(name, role, &prefixes).unwrap()
+}
+
+/// Anonymous memory of process `pid` (RssAnon), in bytes: the server's own allocations,
+/// without the mapped segments.
+pub fn rss_anon_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
 }
