@@ -76,7 +76,7 @@ pub async fn snapshot(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
-    principal.require(Action::Admin)?;
+    principal.require_unscoped(Action::Admin)?;
     let store = state.store().clone();
     let info = blocking(move || Ok(store.snapshot()?)).await?;
     tracing::info!(actor = %principal.name, revision = info.revision, "snapshot on request");
@@ -110,7 +110,7 @@ pub async fn compact(
     principal: Principal,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    principal.require(Action::Admin)?;
+    principal.require_unscoped(Action::Admin)?;
     let empty = matches!(&body, Ok(b) if b.iter().all(u8::is_ascii_whitespace));
     let body: CompactBody = if empty {
         CompactBody::default()
@@ -178,7 +178,7 @@ pub async fn backup(
     principal: Principal,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    principal.require(Action::Admin)?;
+    principal.require_unscoped(Action::Admin)?;
     let body: BackupBody = params::json_body(body)?;
     let kind: crate::backup::BackupKind = body
         .kind

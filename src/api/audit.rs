@@ -604,7 +604,10 @@ pub async fn live() -> Result<Response, ApiError> {
         (status = 200, description = "Ready", body = super::openapi::HealthDoc),
         (status = 503, description = "Not ready, with the reason", body = super::openapi::ErrorDoc),
     ))]
-pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn ready(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let not_ready = |reason: String| {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -617,8 +620,17 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
     }
     match state.store().log().read_only_reason() {
         None => ok(&serde_json::json!({ "status": "ready" })),
-        Some(reason) => not_ready(format!("read-only: {reason}")),
+        // The reason may name files (an I/O failure): only for a caller with a token.
+        Some(reason) if shows_detail(&state, &headers) => not_ready(format!("read-only: {reason}")),
+        Some(_) => not_ready("read-only (the reason: /health with a token)".into()),
     }
+}
+
+/// Whether a probe's caller may see the detail (file paths, repository errors): auth is off,
+/// or the request carries a valid token of any role. Probes without one get the status alone.
+fn shows_detail(state: &AppState, headers: &HeaderMap) -> bool {
+    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    state.authenticate(header).is_ok()
 }
 
 /// Component detail.
@@ -627,7 +639,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
         (status = 200, description = "Every component healthy", body = super::openapi::HealthDoc),
         (status = 503, description = "Some component is not", body = super::openapi::HealthDoc),
     ))]
-pub async fn health(State(state): State<AppState>) -> Response {
+pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let log = state.store().log();
     let snapshots = state.store().snapshots();
     let read_only = log.read_only_reason();
@@ -678,8 +690,24 @@ pub async fn health(State(state): State<AppState>) -> Response {
             }
         }
     }
+    let summary = if read_only.is_some() {
+        "degraded"
+    } else if warnings.is_empty() {
+        "ok"
+    } else {
+        "warn"
+    };
+    if !shows_detail(&state, &headers) {
+        // Without a token: the status, not the paths, repositories and errors behind it.
+        let body = serde_json::json!({
+            "status": summary,
+            "warning_count": warnings.len(),
+            "detail": "send a bearer token (any role) for the warnings and the components' detail",
+        });
+        return (status, axum::Json(body)).into_response();
+    }
     let body = serde_json::json!({
-        "status": if read_only.is_some() { "degraded" } else if warnings.is_empty() { "ok" } else { "warn" },
+        "status": summary,
         "warnings": warnings,
         "backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
@@ -740,7 +768,7 @@ pub async fn read_only(
     principal: Principal,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    principal.require(Action::Admin)?;
+    principal.require_unscoped(Action::Admin)?;
     let body: ReadOnlyBody = params::json_body(body)?;
     let reason = body.reason.unwrap_or_default();
     if reason.len() > storage_format::REASON_BYTES_MAX {
@@ -749,11 +777,19 @@ pub async fn read_only(
     let store = state.store().clone();
     let actor = principal.name.to_string();
     let on = body.on;
-    let info =
+    let switched =
         blocking(move || Ok(store.log().set_operator_read_only(on, &reason, &actor)?)).await?;
+    let Some(info) = switched else {
+        return ok(&serde_json::json!({
+            "read_only": on,
+            "changed": false,
+            "revision": state.store().log().head().revision,
+        }));
+    };
     tracing::warn!(on, actor = %principal.name, revision = info.revision, "operator read-only switch");
     ok(&serde_json::json!({
         "read_only": on,
+        "changed": true,
         "revision": info.revision,
         "timestamp": format_timestamp_us(info.timestamp_us),
     }))

@@ -189,6 +189,22 @@ impl Principal {
         }
     }
 
+    /// Refuses unless the role allows `action` and the token sees every key: what acts on the
+    /// whole store (snapshots, compaction, backups, the read-only switch) is not for a token
+    /// limited to some prefixes.
+    pub fn require_unscoped(&self, action: Action) -> Result<(), ApiError> {
+        self.require(action)?;
+        if self.prefixes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "token {:?} is limited to some prefixes; store-wide {} actions need a token that sees every key",
+                self.name,
+                action.name()
+            )))
+        }
+    }
+
     /// Whether the token may see `key`.
     pub fn sees(&self, key: &str) -> bool {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))

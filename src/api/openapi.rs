@@ -269,8 +269,12 @@ pub struct HealthDoc {
 #[derive(ToSchema)]
 pub struct ReadOnlyResultDoc {
     pub read_only: bool,
+    /// False when it was already in that state: nothing was recorded.
+    pub changed: bool,
+    /// The `read_only` commit's revision, or (unchanged) the head.
     pub revision: u64,
-    pub timestamp: String,
+    /// The commit's time (only when changed).
+    pub timestamp: Option<String>,
 }
 
 /// A snapshot: the state at `revision`, in `snapshots/<file>`.

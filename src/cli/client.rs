@@ -563,6 +563,10 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             if conn.json {
                 return print_json(&mut out, &v);
             }
+            if v["changed"] == json!(false) {
+                return writeln!(out, "read-only was already {state}; nothing recorded")
+                    .map_err(io);
+            }
             writeln!(out, "read-only {state} (revision {})", v["revision"]).map_err(io)
         }
     }

@@ -186,13 +186,17 @@ impl Log {
     /// switch takes effect in the critical section that queues the commit: no change commit queued
     /// after it is accepted (on), or refused (off). The `READ_ONLY` file keeps the state across
     /// restarts; it is written before switching on and removed after switching off, so a crash in
-    /// between errs on the read-only side.
+    /// between errs on the read-only side. `None`: it was already in that state (no commit).
     pub fn set_operator_read_only(
         &self,
         on: bool,
         reason: &str,
         actor: &str,
-    ) -> Result<CommitInfo, LogError> {
+    ) -> Result<Option<CommitInfo>, LogError> {
+        // A switch to the state already in force changes nothing and records nothing.
+        if self.operator_read_only().is_some() == on {
+            return Ok(None);
+        }
         let detail = serde_json::json!({ "on": on, "reason": reason }).to_string();
         let request = CommitRequest {
             kind: CommitKind::ReadOnly,
@@ -224,7 +228,7 @@ impl Log {
                 .sync_dir(&self.dir)
                 .map_err(LogError::io("sync", &self.dir))?;
         }
-        Ok(info)
+        Ok(Some(info))
     }
 
     /// The operator's read-only reason, if switched on.
