@@ -48,9 +48,40 @@ pub struct RestoreRequest {
     pub prefix: Option<String>,
     /// The restore commit's revision is at least this (and always above the source's head).
     pub bump_revision: u64,
+    /// Make the store even if no key is left at the point (under the prefix): otherwise that
+    /// is refused, naming the point, as it is almost always a wrong point or prefix.
+    pub allow_empty: bool,
     pub target: PathBuf,
     /// Recorded as the actor of the restore commit.
     pub actor: String,
+}
+
+/// What to restore from a backup repository (`backup::restore`).
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub point: RestorePoint,
+    /// Partial restore: only keys starting with this.
+    pub prefix: Option<String>,
+    /// The restore commit's revision is at least this.
+    pub bump_revision: u64,
+    /// As `RestoreRequest::allow_empty`.
+    pub allow_empty: bool,
+}
+
+impl RestoreOptions {
+    pub fn new(
+        point: RestorePoint,
+        prefix: Option<String>,
+        bump_revision: u64,
+        allow_empty: bool,
+    ) -> RestoreOptions {
+        RestoreOptions {
+            point,
+            prefix,
+            bump_revision,
+            allow_empty,
+        }
+    }
 }
 
 /// The point a restore resolved to.
@@ -104,6 +135,17 @@ pub enum RestoreError {
     Store(#[from] StoreError),
     #[error("the restored store failed verification: {0}")]
     Verification(String),
+    #[error(
+        "nothing to restore: at revision {revision} ({}) {} holds no key; check the point and \
+         the prefix, or pass --allow-empty to make an empty store anyway",
+        format_timestamp_us(*timestamp_us),
+        prefix.as_ref().map_or("the store".to_owned(), |p| format!("prefix {p:?}"))
+    )]
+    Empty {
+        revision: u64,
+        timestamp_us: u64,
+        prefix: Option<String>,
+    },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RestoreError + 'a {
@@ -572,6 +614,13 @@ pub fn restore(
     }
     if let Some(prefix) = &request.prefix {
         state.retain(|key, _| key.starts_with(prefix.as_str()));
+    }
+    if state.is_empty() && !request.allow_empty {
+        return Err(RestoreError::Empty {
+            revision: resolved.revision,
+            timestamp_us: resolved.timestamp_us,
+            prefix: request.prefix.clone(),
+        });
     }
 
     // The new store: base image first, then segment 1 and the MANIFEST (written last).

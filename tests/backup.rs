@@ -158,9 +158,12 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
                 .block_on(backup::restore(
                     &repo,
                     None,
-                    RestorePoint::Revision(*point),
-                    None,
-                    0,
+                    llmcm::restore::RestoreOptions::new(
+                        RestorePoint::Revision(*point),
+                        None,
+                        0,
+                        false,
+                    ),
                     &target,
                     &mut |_| {},
                 ))
@@ -182,9 +185,12 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
         rt.block_on(backup::restore(
             &repo,
             Some(&taken[2].id),
-            RestorePoint::Latest,
-            Some("app/k1".into()),
-            0,
+            llmcm::restore::RestoreOptions::new(
+                RestorePoint::Latest,
+                Some("app/k1".into()),
+                0,
+                false,
+            ),
             &target,
             &mut |_| {},
         ))
@@ -200,11 +206,9 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
             rt.block_on(backup::restore(
                 &repo,
                 None,
-                RestorePoint::Latest,
-                None,
-                0,
+                llmcm::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, false,),
                 &target,
-                &mut |_| {}
+                &mut |_| {},
             ))
             .is_err()
         );
@@ -242,9 +246,7 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
         rt.block_on(backup::restore(
             &repo,
             None,
-            RestorePoint::Latest,
-            None,
-            0,
+            llmcm::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, false),
             &target,
             &mut |_| {},
         ))
@@ -392,7 +394,7 @@ fn prune_drops_archived_segments_no_kept_backup_needs() {
         let mut known = BTreeMap::new();
         let ship = |store: &Arc<Store>, known: &mut BTreeMap<_, _>| {
             store.log().roll().unwrap();
-            rt.block_on(backup::archive::ship_new(store, &repo, known))
+            rt.block_on(backup::archive::ship_new(store, &repo, known, 0))
                 .unwrap();
         };
         write(&store, &mut seed, 150);
@@ -453,9 +455,7 @@ fn prune_drops_archived_segments_no_kept_backup_needs() {
             rt.block_on(backup::restore(
                 &repo,
                 None,
-                RestorePoint::Revision(point),
-                None,
-                0,
+                llmcm::restore::RestoreOptions::new(RestorePoint::Revision(point), None, 0, false),
                 &target,
                 &mut |_| {},
             ))

@@ -388,6 +388,10 @@ pub async fn archive_loop(state: AppState, r: crate::config::RepositoryConfig) {
     let history = storage_format::hex(&store.log().history_id());
     let mut shutdown = state.shutdown_signal();
     let mut known = None;
+    // Segments at or below this revision are not shipped: `backup prune` deletes archived
+    // segments up to the oldest kept backup's last revision (a restore never extends a backup
+    // with what precedes it), and shipping them again would undo the prune at every restart.
+    let mut floor = 0;
     let mut status = ArchiveStatus::default();
     loop {
         tokio::select! {
@@ -411,9 +415,16 @@ pub async fn archive_loop(state: AppState, r: crate::config::RepositoryConfig) {
             let repo = crate::backup::Repo::open(&r.url)?;
             if known.is_none() {
                 known = Some(crate::backup::archive::archived(&repo, &history).await?);
+                let (manifests, _) = crate::backup::catalog(&repo).await?;
+                floor = manifests
+                    .iter()
+                    .filter(|m| m.history_id == history)
+                    .map(|m| m.last_revision)
+                    .min()
+                    .unwrap_or(0);
             }
             let records = known.as_mut().expect("loaded above");
-            crate::backup::archive::ship_new(&store, &repo, records).await?;
+            crate::backup::archive::ship_new(&store, &repo, records, floor).await?;
             Ok::<_, crate::backup::BackupError>(records.values().map(|r| r.last_revision).max())
         };
         match pass.await {

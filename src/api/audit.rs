@@ -660,7 +660,7 @@ pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Respon
         let newest = state.last_backups().values().map(|b| b.created_us).max();
         let now = crate::clock::now_us();
         match newest {
-            None => warnings.push("no backup has been taken yet".to_owned()),
+            None => warnings.push("no backup of this history has been taken yet".to_owned()),
             Some(t) if now.saturating_sub(t) > warn_age_us => warnings.push(format!(
                 "the newest backup is from {}, older than backup.warn_age ({})",
                 format_timestamp_us(t),
@@ -706,12 +706,21 @@ pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Respon
         });
         return (status, axum::Json(body)).into_response();
     }
+    let verified = state.verifications();
+    let unverified: Vec<String> = state
+        .backed_up_repositories()
+        .into_iter()
+        .filter(|r| !verified.contains_key(r))
+        .collect();
     let body = serde_json::json!({
         "status": summary,
         "warnings": warnings,
         "backups": super::admin::last_backups_view(&state),
         "archives": super::admin::archives_view(&state),
         "verifications": super::admin::verifications_view(&state),
+        // Repositories holding backups of this history with no recorded `backup verify` yet
+        // (`llmcm doctor` warns of each).
+        "unverified_repositories": unverified,
         "scrub": super::admin::scrub_view(&scrub),
         "storage": {
             "writable": read_only.is_none(),

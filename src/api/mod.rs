@@ -71,6 +71,8 @@ struct Shared {
     /// The newest successful backup of each kind this server knows of (its own, and those found
     /// in the repositories at start): for status, health and metrics.
     last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
+    /// Repositories (by name) holding a backup of the current history.
+    backed_up_repositories: RwLock<std::collections::BTreeSet<String>>,
     /// Continuous archiving, per repository name.
     archives: RwLock<std::collections::BTreeMap<String, ArchiveStatus>>,
     /// Repositories whose continuous-archiving loop runs (started and stopped as the
@@ -126,6 +128,7 @@ impl AppState {
                 backup_poll,
                 reloaded: tokio::sync::Notify::new(),
                 last_backups: Default::default(),
+                backed_up_repositories: Default::default(),
                 archives: Default::default(),
                 verifications: Default::default(),
                 backup_running: Default::default(),
@@ -177,9 +180,19 @@ impl AppState {
         self.inner.reloaded.notified().await
     }
 
-    /// Records a successful backup (if newer than the one known for its kind) and moves the
-    /// revision compaction may not pass.
+    /// Records a successful backup of the store's current history (if newer than the one known
+    /// for its kind) and moves the revision compaction may not pass. Backups of other histories
+    /// (before a restore) are not this store's: health, status and metrics judge the current
+    /// history's backups alone.
     pub fn record_backup(&self, repo: &str, m: &crate::backup::Manifest) {
+        let store = self.store();
+        if m.history_id != storage_format::hex(&store.log().history_id()) {
+            return;
+        }
+        self.inner
+            .backed_up_repositories
+            .write()
+            .insert(repo.to_owned());
         let mut last = self.inner.last_backups.write();
         let newer = last
             .get(m.kind.name())
@@ -198,14 +211,16 @@ impl AppState {
             );
         }
         drop(last);
-        let store = self.store();
-        if m.history_id == storage_format::hex(&store.log().history_id()) {
-            let safe = store
-                .backup_safe_revision()
-                .unwrap_or(0)
-                .max(m.last_revision);
-            store.set_backup_safe_revision(Some(safe));
-        }
+        let safe = store
+            .backup_safe_revision()
+            .unwrap_or(0)
+            .max(m.last_revision);
+        store.set_backup_safe_revision(Some(safe));
+    }
+
+    /// The repositories holding a backup of the current history.
+    pub fn backed_up_repositories(&self) -> std::collections::BTreeSet<String> {
+        self.inner.backed_up_repositories.read().clone()
     }
 
     pub fn set_archive_status(&self, repo: &str, status: ArchiveStatus) {

@@ -35,6 +35,35 @@ pub struct ArchivedSegment {
 }
 
 impl ArchivedSegment {
+    /// Checks the record against the layout: of `history`, describing the segment it is stored
+    /// beside (`record_name`), with a canonical name and digest.
+    pub fn validate(&self, history: &str, record_name: &str) -> Result<(), String> {
+        if self.history_id != history {
+            return Err(format!(
+                "names history {:?} in the archive of {history}",
+                self.history_id
+            ));
+        }
+        let file = super::layout::DataFile::parse(&self.name, FileKind::Segment)?;
+        if file != super::layout::DataFile::Segment(self.seq) {
+            return Err(format!("names {:?} for segment {}", self.name, self.seq));
+        }
+        if record_object(&object(history, &self.name)) != record_name {
+            return Err(format!(
+                "describes {:?}, not the segment it is beside",
+                self.name
+            ));
+        }
+        super::layout::check_sha256(&self.sha256)?;
+        if self.first_revision > self.last_revision {
+            return Err(format!(
+                "first revision {} is after the last {}",
+                self.first_revision, self.last_revision
+            ));
+        }
+        Ok(())
+    }
+
     /// As a file of a restore (held by the archive).
     pub fn entry(&self) -> FileEntry {
         FileEntry {
@@ -64,36 +93,46 @@ pub async fn archived(
     repo: &Repo,
     history: &str,
 ) -> Result<BTreeMap<u64, ArchivedSegment>, BackupError> {
+    super::layout::check_history_id(history).map_err(BackupError::Invalid)?;
     let mut out = BTreeMap::new();
     for name in repo.list(&format!("{ARCHIVE_DIR}/{history}/log")).await? {
         if !name.ends_with(RECORD_SUFFIX) {
             continue;
         }
         let bytes = repo.get(&name).await?;
-        let record: ArchivedSegment =
-            serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
-                backup: ARCHIVE_HOLDER.into(),
-                file: name.clone(),
-                reason: format!("not a valid archive record: {e}"),
-            })?;
+        let damaged = |reason: String| BackupError::Damaged {
+            backup: ARCHIVE_HOLDER.into(),
+            file: format!("{name:?}"),
+            reason,
+        };
+        let record: ArchivedSegment = serde_json::from_slice(&bytes)
+            .map_err(|e| damaged(format!("not a valid archive record: {e}")))?;
+        record.validate(history, &name).map_err(damaged)?;
         out.insert(record.seq, record);
     }
     Ok(out)
 }
 
-/// Ships every sealed segment of `store` that `known` (the archive's records) lacks, oldest
-/// first; each is read back and compared before its record is written. Returns the new records.
+/// Ships every sealed segment of `store` that `known` (the archive's records) lacks and that
+/// ends after revision `floor` (what `backup prune` keeps), oldest first; each is read back
+/// and compared before its record is written. Returns how many were shipped.
 pub async fn ship_new(
     store: &std::sync::Arc<Store>,
     repo: &Repo,
     known: &mut BTreeMap<u64, ArchivedSegment>,
+    floor: u64,
 ) -> Result<usize, BackupError> {
     let history = hex(&store.log().history_id());
     let sealed: Vec<_> = store
         .log()
         .segments()
         .into_iter()
-        .filter(|s| s.sealed && s.last_revision >= s.first_revision && !known.contains_key(&s.seq))
+        .filter(|s| {
+            s.sealed
+                && s.last_revision >= s.first_revision
+                && s.last_revision > floor
+                && !known.contains_key(&s.seq)
+        })
         .collect();
     let mut shipped = 0;
     for s in sealed {

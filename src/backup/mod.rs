@@ -10,6 +10,7 @@
 //! manifests, never by their names. The repository lock keeps backups and prunes apart.
 
 pub mod archive;
+pub mod layout;
 pub mod repo;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +54,8 @@ pub enum BackupError {
     },
     #[error("{0}")]
     Store(String),
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +155,58 @@ impl Manifest {
     fn dir(&self) -> String {
         format!("{BACKUPS_DIR}/{}", self.id)
     }
+
+    /// Checks every name and digest against the layout (`layout`), before anything uses them:
+    /// a manifest comes from a repository, which anyone with write access to it can edit.
+    pub fn validate(&self) -> Result<(), String> {
+        layout::check_backup_id(&self.id)?;
+        for id in self.parent.iter().chain([&self.full]) {
+            layout::check_backup_id(id)?;
+        }
+        layout::check_history_id(&self.history_id)?;
+        layout::check_sha256(&self.horizon.hash).map_err(|e| format!("horizon hash: {e}"))?;
+        if self.files.len() > layout::MANIFEST_FILES_MAX {
+            return Err(format!(
+                "{} files, over the maximum {}",
+                self.files.len(),
+                layout::MANIFEST_FILES_MAX
+            ));
+        }
+        if self.first_revision > self.last_revision {
+            return Err(format!(
+                "first revision {} is after the last {}",
+                self.first_revision, self.last_revision
+            ));
+        }
+        for f in &self.files {
+            layout::DataFile::parse(&f.name, f.kind)?;
+            if f.backup != archive::ARCHIVE_HOLDER {
+                layout::check_backup_id(&f.backup)?;
+            }
+            layout::check_sha256(&f.sha256).map_err(|e| format!("{}: {e}", f.name))?;
+            if f.first_revision > f.last_revision {
+                return Err(format!(
+                    "{}: first revision {} is after the last {}",
+                    f.name, f.first_revision, f.last_revision
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FileEntry {
+    /// Where this file goes in the data directory `dir` (its name was checked when the manifest
+    /// was read; the path is built from the parsed parts, never from the text).
+    pub fn path_in(&self, dir: &Path) -> Result<PathBuf, BackupError> {
+        layout::DataFile::parse(&self.name, self.kind)
+            .map(|file| file.path_in(dir))
+            .map_err(|reason| BackupError::Damaged {
+                backup: self.backup.clone(),
+                file: format!("{:?}", self.name),
+                reason,
+            })
+    }
 }
 
 /// What `create` reports.
@@ -222,6 +277,10 @@ pub async fn catalog(repo: &Repo) -> Result<(Vec<Manifest>, Vec<String>), Backup
         let (Some(_), Some(id), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
+        // Anything that is not a backup's directory is not ours: never read, never deleted.
+        if layout::check_backup_id(id).is_err() {
+            continue;
+        }
         ids.insert(id.to_owned());
         if rest == MANIFEST_NAME {
             with_manifest.insert(id.to_owned());
@@ -242,11 +301,16 @@ pub async fn catalog(repo: &Repo) -> Result<(Vec<Manifest>, Vec<String>), Backup
                 backup: id.clone(),
                 file: MANIFEST_NAME.into(),
                 reason: format!(
-                    "names backup {} (format {}) in the directory of {id}",
+                    "names backup {:?} (format {}) in the directory of {id}",
                     manifest.id, manifest.format
                 ),
             });
         }
+        manifest.validate().map_err(|reason| BackupError::Damaged {
+            backup: id.clone(),
+            file: MANIFEST_NAME.into(),
+            reason,
+        })?;
         manifests.push(manifest);
     }
     manifests.sort_by_key(|m| m.sequence);
@@ -705,9 +769,14 @@ impl VerifyRecord {
         let Some(bytes) = repo.get_if_exists(VERIFY_RECORD).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| BackupError::Invalid(format!("{VERIFY_RECORD} in {}: {e}", repo.url)))
+        let record: VerifyRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| BackupError::Invalid(format!("{VERIFY_RECORD} in {}: {e}", repo.url)))?;
+        if let Some(id) = &record.id {
+            layout::check_backup_id(id).map_err(|e| {
+                BackupError::Invalid(format!("{VERIFY_RECORD} in {}: {e}", repo.url))
+            })?;
+        }
+        Ok(Some(record))
     }
 }
 
@@ -846,9 +915,12 @@ pub async fn verify(
             match restore(
                 repo,
                 Some(&m.id),
-                crate::restore::RestorePoint::Latest,
-                None,
-                0,
+                crate::restore::RestoreOptions::new(
+                    crate::restore::RestorePoint::Latest,
+                    None,
+                    0,
+                    true,
+                ),
                 &target,
                 &mut |_| {},
             )
@@ -889,8 +961,16 @@ pub async fn verify(
     if only.is_none() {
         let mut histories: BTreeSet<String> = BTreeSet::new();
         for name in repo.list(archive::ARCHIVE_DIR).await? {
-            if let Some(h) = name.split('/').nth(1) {
-                histories.insert(h.to_owned());
+            match name.split('/').nth(1) {
+                Some(h) if layout::check_history_id(h).is_ok() => {
+                    histories.insert(h.to_owned());
+                }
+                _ => add(
+                    archive::ARCHIVE_HOLDER,
+                    &format!("{name:?}"),
+                    true,
+                    "not part of the layout: ignored".into(),
+                ),
             }
         }
         for history in histories {
@@ -1085,13 +1165,17 @@ async fn prune_locked(repo: &Repo, keep: Keep, dry_run: bool) -> Result<Pruned, 
 pub async fn restore(
     repo: &Repo,
     id: Option<&str>,
-    point: crate::restore::RestorePoint,
-    prefix: Option<String>,
-    bump_revision: u64,
+    options: crate::restore::RestoreOptions,
     target: &Path,
     on_resolved: &mut (dyn FnMut(&crate::restore::Resolved) + Send),
 ) -> Result<crate::restore::RestoreOutcome, BackupError> {
     use crate::restore::RestorePoint;
+    let crate::restore::RestoreOptions {
+        point,
+        prefix,
+        bump_revision,
+        allow_empty,
+    } = options;
     let (manifests, _) = catalog(repo).await?;
     // Archived segments extend each backup of their history past its last revision.
     let mut archives: BTreeMap<String, BTreeMap<u64, archive::ArchivedSegment>> = BTreeMap::new();
@@ -1158,7 +1242,10 @@ pub async fn restore(
         RestorePoint::Revision(r) => Some(r),
         RestorePoint::Time(_) => None,
     };
-    stage(repo, chosen, &extra, upto, &staging).await?;
+    if let Err(error) = stage(repo, chosen, &extra, upto, &staging).await {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
     let known = manifests
         .iter()
         .map(|m| m.last_revision)
@@ -1174,11 +1261,11 @@ pub async fn restore(
         point,
         prefix,
         bump_revision: bump_revision.max(known + 1),
+        allow_empty,
         target: target.to_path_buf(),
         actor: std::env::var("USER").unwrap_or_else(|_| "llmcm-restore".into()),
     };
-    let outcome = crate::restore::restore(&request, on_resolved)
-        .map_err(|e| BackupError::Store(e.to_string()));
+    let outcome = crate::restore::restore(&request, on_resolved).map_err(BackupError::Restore);
     let _ = std::fs::remove_dir_all(&staging);
     outcome
 }
@@ -1221,7 +1308,7 @@ async fn stage(
             format!("{BACKUPS_DIR}/{}/{}", f.backup, f.name)
         };
         // Streamed into the staged file while hashed: memory stays at one chunk.
-        let mut file = std::fs::File::create(dir.join(&f.name)).map_err(io)?;
+        let mut file = std::fs::File::create(f.path_in(dir)?).map_err(io)?;
         check_object(repo, &object, f.size, &f.sha256, |chunk| {
             std::io::Write::write_all(&mut file, chunk)
         })

@@ -40,6 +40,36 @@ impl Repo {
         Repo::open_with_endpoint(url, endpoint.as_deref())
     }
 
+    /// Opens `url` for the offline commands (list, verify, prune, restore, drill), which must
+    /// not make a repository where there is none: a directory must exist, and either kind must
+    /// hold backups or an archive. Else a clear error, and nothing is created or written.
+    pub async fn open_existing(url: &str) -> Result<Repo, BackupError> {
+        let not_one = |why: &str| {
+            BackupError::Invalid(format!(
+                "{url} is not a backup repository ({why}); give the directory or s3://bucket/prefix \
+                 URL of one (the names in the server's [[backup.repositories]] only work with \
+                 `backup create`)"
+            ))
+        };
+        if !url.starts_with("s3://") {
+            match std::fs::metadata(url) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(not_one("not a directory")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(not_one("no such directory"));
+                }
+                Err(e) => return Err(not_one(&e.to_string())),
+            }
+        }
+        let repo = Repo::open(url)?;
+        for dir in [super::BACKUPS_DIR, super::archive::ARCHIVE_DIR] {
+            if !repo.list(dir).await?.is_empty() {
+                return Ok(repo);
+            }
+        }
+        Err(not_one("it holds no backups/ and no archive/"))
+    }
+
     /// `open`, with the S3 endpoint given rather than read from the environment.
     pub fn open_with_endpoint(url: &str, endpoint: Option<&str>) -> Result<Repo, BackupError> {
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -175,6 +205,11 @@ impl Repo {
         };
         let top = root.join(dir);
         self.blocking_io("sync", dir, move || {
+            // Nothing there yet (a backup that uploaded no file): nothing to make durable; the
+            // put that creates it is followed by another sync.
+            if !top.try_exists()? {
+                return Ok(());
+            }
             let mut stack = vec![top.clone()];
             while let Some(d) = stack.pop() {
                 for e in std::fs::read_dir(&d)? {
@@ -248,8 +283,20 @@ impl Repo {
         }
     }
 
+    /// A whole object (a manifest or a record), refused unread beyond `RECORD_BYTES_MAX`.
     async fn download(&self, name: &str) -> Result<Vec<u8>, object_store::Error> {
         let result = self.store.get(&self.path(name)).await?;
+        let max = super::layout::RECORD_BYTES_MAX;
+        if result.meta.size > max {
+            return Err(object_store::Error::Generic {
+                store: "repository",
+                source: format!(
+                    "{name} is {} bytes, over the maximum {max}",
+                    result.meta.size
+                )
+                .into(),
+            });
+        }
         Ok(result.bytes().await?.to_vec())
     }
 
@@ -378,7 +425,7 @@ impl Repo {
             match held {
                 Some(h) if h.expires_us > now_us() && !holder_is_dead(&h.owner) => {
                     return Err(BackupError::Locked(format!(
-                        "{} holds it for {} since {} (lease until {})",
+                        "{:?} holds it for {:?} since {} (lease until {})",
                         h.owner,
                         h.purpose,
                         crate::clock::format_timestamp_us(h.acquired_us),

@@ -150,7 +150,7 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
         super::progress::Ticker::start(&format!("drill: restoring the newest backup of {url}"));
     let started = std::time::Instant::now();
     let result = runtime.block_on(async {
-        let repo = Repo::open(url)?;
+        let repo = Repo::open_existing(url).await?;
         let (manifests, _) = backup::catalog(&repo).await?;
         let newest = manifests
             .last()
@@ -159,9 +159,12 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
         let outcome = backup::restore(
             &repo,
             Some(&newest.id),
-            crate::restore::RestorePoint::Latest,
-            None,
-            0,
+            crate::restore::RestoreOptions::new(
+                crate::restore::RestorePoint::Latest,
+                None,
+                0,
+                true,
+            ),
             &target,
             &mut |_| {},
         )
@@ -246,7 +249,7 @@ async fn offline(
     match command {
         Command::Create { .. } | Command::Drill { .. } => unreachable!("handled above"),
         Command::List { repo } => {
-            let repo = Repo::open(&repo)?;
+            let repo = Repo::open_existing(&repo).await?;
             let (manifests, incomplete) = backup::catalog(&repo).await?;
             if json {
                 let items: Vec<_> = manifests
@@ -278,7 +281,7 @@ async fn offline(
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { repo, id, deep } => {
-            let repo = Repo::open(&repo)?;
+            let repo = Repo::open_existing(&repo).await?;
             let scratch = std::env::temp_dir().join(format!(
                 "llmcm-verify-{}",
                 crate::backup::repo::random_hex::<4>()
@@ -330,7 +333,7 @@ async fn offline(
             keep_days,
             dry_run,
         } => {
-            let repo = Repo::open(&repo)?;
+            let repo = Repo::open_existing(&repo).await?;
             let keep = match (keep_full, keep_days) {
                 (Some(n), _) if n >= 1 => Keep::Full(n),
                 (Some(_), _) => {

@@ -126,10 +126,8 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
                 .map(|w| {
                     w.iter()
                         .filter_map(|x| x.as_str().map(str::to_owned))
-                        // A failed verify and scrub damage are checks of their own below.
-                        .filter(|w| {
-                            !w.starts_with("the last verify of") && !w.starts_with("scrub: ")
-                        })
+                        // Verify results and scrub damage are checks of their own below.
+                        .filter(|w| !is_verify_warning(w) && !w.starts_with("scrub: "))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -328,10 +326,34 @@ fn fsync(add: &mut impl FnMut(&'static str, Level, String), recent: &Value) {
     );
 }
 
+/// A `/health` warning about verify results (reported by `verifications`, not as a backup
+/// warning).
+fn is_verify_warning(warning: &str) -> bool {
+    warning.starts_with("the last verify of")
+}
+
 /// The latest `backup verify` result of each repository: a failure fails, one older than
 /// `VERIFY_WARN_AGE_US` (or none while backups exist) warns.
 fn verifications(add: &mut impl FnMut(&'static str, Level, String), h: &Value, backups: usize) {
     let items = h["verifications"].as_array().cloned().unwrap_or_default();
+    // Every repository holding backups of this history without a recorded verify.
+    let unverified: Vec<String> = h["unverified_repositories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str())
+        .map(|repo| {
+            format!(
+                "repository {repo} holds backups but no recorded verify: run `llmcm backup verify --repo URL`"
+            )
+        })
+        .collect();
+    for warning in &unverified {
+        add("backup verify", Level::Warn, warning.clone());
+    }
+    if items.is_empty() && !unverified.is_empty() {
+        return;
+    }
     if items.is_empty() {
         if backups == 0 {
             add("backup verify", Level::Pass, "no backup to verify".into());

@@ -36,6 +36,10 @@ pub struct Args {
     /// use it to stay above revisions a newer copy of the source may have handed out.
     #[arg(long, default_value_t = 0)]
     pub bump_revision: u64,
+    /// Make the new store even if no key is left at the point (under --prefix); without it
+    /// that is refused, naming the point.
+    #[arg(long)]
+    pub allow_empty: bool,
     /// The new data directory (must not exist or be empty).
     #[arg(long)]
     pub to: PathBuf,
@@ -90,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 point,
                 prefix: args.prefix.clone(),
                 bump_revision: args.bump_revision,
+                allow_empty: args.allow_empty,
                 target: args.to.clone(),
                 actor: std::env::var("USER").unwrap_or_else(|_| "llmcm-restore".into()),
             };
@@ -97,11 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     eprintln!("llmcm: error: {error}");
-                    return Ok(ExitCode::from(match error {
-                        RestoreError::Compacted { .. } => 8,
-                        RestoreError::Invalid(_) | RestoreError::Future(_) => 2,
-                        _ => 1,
-                    }));
+                    return Ok(ExitCode::from(exit_code(&error)));
                 }
             }
         }
@@ -110,13 +111,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let result = runtime.block_on(async {
-                let repo = crate::backup::Repo::open(url)?;
+                let repo = crate::backup::Repo::open_existing(url).await?;
                 crate::backup::restore(
                     &repo,
                     args.id.as_deref(),
-                    point,
-                    args.prefix.clone(),
-                    args.bump_revision,
+                    crate::restore::RestoreOptions::new(
+                        point,
+                        args.prefix.clone(),
+                        args.bump_revision,
+                        args.allow_empty,
+                    ),
                     &args.to,
                     &mut announce,
                 )
@@ -128,6 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     eprintln!("llmcm: error: {error}");
                     return Ok(ExitCode::from(match error {
                         crate::backup::BackupError::Invalid(_) => 2,
+                        crate::backup::BackupError::Restore(e) => exit_code(&e),
                         _ => 1,
                     }));
                 }
@@ -174,4 +179,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a failed restore: 2 for a point, prefix or target that cannot be used
+/// (including one that would make an empty store), 8 below the horizon, 1 otherwise.
+fn exit_code(error: &RestoreError) -> u8 {
+    match error {
+        RestoreError::Compacted { .. } => 8,
+        RestoreError::Invalid(_) | RestoreError::Future(_) | RestoreError::Empty { .. } => 2,
+        _ => 1,
+    }
 }

@@ -160,9 +160,7 @@ fn main() {
         .block_on(backup::restore(
             &repo,
             None,
-            RestorePoint::Latest,
-            None,
-            0,
+            llmcm::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, true),
             &target,
             &mut |_| {},
         ))

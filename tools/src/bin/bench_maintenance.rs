@@ -194,6 +194,7 @@ fn main() {
                     point: RestorePoint::Revision(point),
                     prefix: None,
                     bump_revision: 0,
+                    allow_empty: true,
                     target: target.clone(),
                     actor: "bench".into(),
                 },
