@@ -632,7 +632,11 @@ impl Config {
                 ),
             ));
         }
-        let mut names = std::collections::HashSet::new();
+        // A name may appear twice only during a rotation (DESIGN.md §3): the old and the new
+        // token of one principal, with the same role, prefixes and watch cap.
+        let mut names: std::collections::HashMap<&str, &TokenEntry> =
+            std::collections::HashMap::new();
+        let mut digests = std::collections::HashSet::new();
         for (i, token) in self.auth.tokens.iter().enumerate() {
             let field = format!("auth.tokens[{i}]");
             if token.name.is_empty() || token.name.len() > 256 {
@@ -641,10 +645,24 @@ impl Config {
             if token.name == crate::api::ANONYMOUS_ACTOR {
                 return Err(invalid(&field, "the name `anonymous` is reserved".into()));
             }
-            if !names.insert(token.name.as_str()) {
+            if let Some(other) = names.insert(token.name.as_str(), token)
+                && (other.role != token.role
+                    || other.prefixes != token.prefixes
+                    || other.watches_max != token.watches_max)
+            {
                 return Err(invalid(
                     &field,
-                    format!("name {:?} is used twice", token.name),
+                    format!(
+                        "name {:?} is used twice with a different role, prefixes or watches_max \
+                         (two entries may share a name only while rotating one principal's token)",
+                        token.name
+                    ),
+                ));
+            }
+            if !digests.insert(token.sha256.to_ascii_lowercase()) {
+                return Err(invalid(
+                    &field,
+                    "the same token (sha256) is listed twice".into(),
                 ));
             }
             if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -795,7 +813,7 @@ fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), Config
     if value < min || value > max {
         return Err(ConfigError::Invalid {
             field: field.to_owned(),
-            message: format!("{value} is outside {min}..={max}"),
+            message: format!("{value} is outside {min} to {max}"),
         });
     }
     Ok(())
@@ -814,7 +832,7 @@ fn check_duration(
     let value = parse_duration(text).map_err(invalid)?;
     if value < min || value > max {
         return Err(invalid(format!(
-            "{text} is outside {}..={}",
+            "{text} is outside {} to {}",
             format_duration(min),
             format_duration(max)
         )));
@@ -860,6 +878,38 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_shared_only_by_the_two_tokens_of_a_rotation() {
+        let entry = |sha: char, role: Role, prefixes: &[&str]| TokenEntry {
+            name: "bot".into(),
+            role,
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            sha256: sha.to_string().repeat(64),
+            watches_max: None,
+        };
+        let with = |tokens: Vec<TokenEntry>| Config {
+            auth: AuthConfig { tokens },
+            ..Config::default()
+        };
+        let old = entry('a', Role::Writer, &["app/"]);
+        assert!(
+            with(vec![old.clone(), entry('b', Role::Writer, &["app/"])])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            with(vec![old.clone(), entry('b', Role::Admin, &["app/"])])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            with(vec![old.clone(), entry('b', Role::Writer, &[])])
+                .validate()
+                .is_err()
+        );
+        assert!(with(vec![old.clone(), old]).validate().is_err());
+    }
 
     #[test]
     fn defaults_are_valid() {

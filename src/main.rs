@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use llmcm::cli::{Cli, run};
+use llmcm::cli::{parse, run};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     if !matches!(cli.command, llmcm::cli::Command::Serve(_)) {
         // A client command piped into `head` ends quietly when the pipe closes, as other command
         // line tools do, instead of failing on the write. (The server keeps SIGPIPE ignored:

@@ -296,6 +296,22 @@ fn check_reads(store: &Store, model: &Model, revisions: &[u64], times: &[u64]) {
                 page.items.iter().map(|i| i.revision).collect::<Vec<_>>(),
                 expect
             );
+            // Newest first, in pages of 3: the same versions in reverse.
+            let mut newest_first = Vec::new();
+            let mut before = None;
+            loop {
+                let page = store
+                    .history_newest_first(key, Some(from), Some(to), before, 3)
+                    .unwrap();
+                newest_first.extend(page.items.iter().map(|i| i.revision));
+                match page.next {
+                    Some(n) => before = Some(n),
+                    None => break,
+                }
+            }
+            let mut reversed = expect.clone();
+            reversed.reverse();
+            assert_eq!(newest_first, reversed, "history of {key} newest first");
         }
     }
     // Commits: ranges, filters, pagination.
@@ -336,6 +352,35 @@ fn check_reads(store: &Store, model: &Model, revisions: &[u64], times: &[u64]) {
                     got, want,
                     "commits since {t} prefix {prefix:?} actor {actor:?}"
                 );
+                // Newest first: the same commits in reverse, with the same hashes.
+                let mut f = CommitFilter {
+                    descending: true,
+                    ..filter.clone()
+                };
+                let mut newest_first = Vec::new();
+                loop {
+                    let page = store.commits(&f).unwrap();
+                    for item in &page.items {
+                        let asc = store
+                            .commits(&CommitFilter {
+                                from_revision: Some(item.commit.revision),
+                                to_revision: Some(item.commit.revision),
+                                limit: 1,
+                                ..CommitFilter::default()
+                            })
+                            .unwrap();
+                        assert_eq!(asc.items[0].hash, item.hash);
+                        assert_eq!(asc.items[0].prev_hash, item.prev_hash);
+                    }
+                    newest_first.extend(page.items.iter().map(|c| c.commit.revision));
+                    match page.next {
+                        Some(n) => f.after = Some(n),
+                        None => break,
+                    }
+                }
+                let mut reversed = want.clone();
+                reversed.reverse();
+                assert_eq!(newest_first, reversed, "commits newest first");
             }
         }
     }

@@ -271,3 +271,42 @@ fn monitoring_guide_covers_every_metric_and_alert() {
         );
     }
 }
+
+/// The backup schedule is the same in the guide, the systemd timers and the Kubernetes CronJobs
+/// (an operator once found the timers an hour-quarter off what the guide said).
+#[test]
+fn backup_schedules_agree_everywhere() {
+    let guide = read("docs/operations/backup-restore.md");
+    let cron = read("deploy/kubernetes/backup-cronjobs.yaml");
+    for (kind, on_calendar, cron_line, said) in [
+        (
+            "incremental",
+            "*-*-* *:15:00",
+            "15 * * * *",
+            "hourly incremental at :15",
+        ),
+        (
+            "differential",
+            "*-*-* 02:45:00",
+            "45 2 * * *",
+            "daily differential at 02:45",
+        ),
+        (
+            "full",
+            "Sun *-*-* 03:30:00",
+            "30 3 * * 0",
+            "weekly full on\nSunday 03:30",
+        ),
+    ] {
+        let timer = read(&format!("deploy/systemd/llmcm-backup-{kind}.timer"));
+        assert!(
+            timer.contains(&format!("OnCalendar={on_calendar}\n")),
+            "{kind} timer: {timer}"
+        );
+        assert!(
+            cron.contains(&format!("schedule: \"{cron_line}\"")),
+            "{kind} CronJob"
+        );
+        assert!(guide.contains(said), "the guide does not say {said:?}");
+    }
+}

@@ -7,7 +7,8 @@
 //! - A ```` ```text expected ```` block right after one is compared with what it printed on
 //!   stdout: `...` alone on a line matches any lines, `[..]` any text within a line.
 //! - The environment the documents assume: `LLMCM_SERVER`, `LLMCM_TOKEN` (an admin token),
-//!   `LLMCM_CONFIG`, `LLMCM_DATA_DIR`, `LLMCM_REPO` (a directory repository, named `main` in the
+//!   `LLMCM_CONFIG`, `LLMCM_DATA_DIR`, `LLMCM_PID` (the server's process, unless the document
+//!   starts its own), `LLMCM_REPO` (a directory repository, named `main` in the
 //!   server's config), `llmcm` on `PATH`.
 //! - `<!-- runbook: own-server -->` in a document: the harness starts no server (the document
 //!   starts and stops its own on `LLMCM_LISTEN`); otherwise one runs for the whole document.
@@ -247,6 +248,10 @@ fn run_doc(relative: &str) {
         (Some(s), base, config_path)
     };
     let listen = base.trim_start_matches("http://").to_owned();
+    let pid = server
+        .as_ref()
+        .map(|s| s.pid().to_string())
+        .unwrap_or_default();
     let path_var = format!(
         "{}:{}",
         bin.parent().unwrap().display(),
@@ -265,6 +270,7 @@ fn run_doc(relative: &str) {
             .env("LLMCM_CONFIG", &config_path)
             .env("LLMCM_DATA_DIR", &data)
             .env("LLMCM_REPO", &repo)
+            .env("LLMCM_PID", &pid)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

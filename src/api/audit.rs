@@ -35,8 +35,18 @@ pub struct HistoryQuery {
     /// Page size, 1 to 1000. Default: 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// Start after this revision (the previous page's `next`).
+    /// Start after this revision (the previous page's `next`); with `order=desc`, below it.
     pub after: Option<u64>,
+    /// `asc` (default, oldest first) or `desc` (newest first).
+    pub order: Option<Order>,
+}
+
+/// The order of a history or commits read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
 }
 
 #[derive(Serialize)]
@@ -82,7 +92,11 @@ pub async fn history(
     params::revisions(&[q.from, q.to, q.after])?;
     let limit = params::limit(q.limit)?;
     let store = state.store().clone();
-    let page = blocking(move || Ok(store.history(&key, q.from, q.to, q.after, limit)?)).await?;
+    let page = blocking(move || match q.order {
+        Some(Order::Desc) => Ok(store.history_newest_first(&key, q.from, q.to, q.after, limit)?),
+        _ => Ok(store.history(&key, q.from, q.to, q.after, limit)?),
+    })
+    .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for item in &page.items {
         let value = item.value.as_ref().map(|v| StoredValue::new(v.as_bytes()));
@@ -132,10 +146,12 @@ pub struct CommitsQuery {
     /// Page size, 1 to 1000. Default: 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// Start after this revision (the previous page's `next`).
+    /// Start after this revision (the previous page's `next`); with `order=desc`, below it.
     pub after: Option<u64>,
     /// `chain`: whole commits with their canonical bytes in hex (`tools/verify_chain.py`).
     pub format: Option<CommitsFormat>,
+    /// `asc` (default, oldest first) or `desc` (newest first).
+    pub order: Option<Order>,
 }
 
 /// Audit replay, in revision order: JSON pages, or NDJSON (`Accept: application/x-ndjson`)
@@ -179,6 +195,7 @@ pub async fn commits(
         after: q.after,
         limit: params::limit(q.limit)?,
         bytes_max: 0,
+        descending: q.order == Some(Order::Desc),
     };
     let stream = headers
         .get(header::ACCEPT)

@@ -108,7 +108,7 @@ pub fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
         Some(n) if (1..=PAGE_ITEMS_MAX).contains(&n) => Ok(n),
         Some(n) => Err(ApiError::bad_request(
             "invalid_query",
-            format!("limit {n} is outside 1..={PAGE_ITEMS_MAX}"),
+            format!("limit {n} is outside 1 to {PAGE_ITEMS_MAX}"),
         )),
     }
 }

@@ -931,8 +931,10 @@ pub async fn verify(
                     "",
                     true,
                     format!(
-                        "deep: restored and verified the chain to revision {} ({} keys)",
-                        outcome.resolved.revision, outcome.keys
+                        "deep: restored and verified the chain to revision {} ({} key{})",
+                        outcome.resolved.revision,
+                        outcome.keys,
+                        if outcome.keys == 1 { "" } else { "s" }
                     ),
                 ),
                 Err(e) => {
@@ -948,9 +950,10 @@ pub async fn verify(
                 "",
                 true,
                 format!(
-                    "{} backup: {} files, revisions {}..={}",
+                    "{} backup: {} file{}, revisions {} to {}",
                     m.kind.name(),
                     m.files.len(),
+                    if m.files.len() == 1 { "" } else { "s" },
                     m.first_revision,
                     m.last_revision
                 ),
@@ -1006,7 +1009,11 @@ pub async fn verify(
                 archive::ARCHIVE_HOLDER,
                 &history,
                 true,
-                format!("{} archived segment(s) checked", records.len()),
+                format!(
+                    "{} archived segment{} checked",
+                    records.len(),
+                    if records.len() == 1 { "" } else { "s" }
+                ),
             );
         }
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::client::Connection;
+use super::text;
 use crate::backup::{self, BackupError, Keep, Repo};
 use crate::clock::format_timestamp_us;
 
@@ -14,50 +15,54 @@ pub enum Command {
     /// Take a backup through the server into a repository it names in its config.
     Create {
         /// The repository's name in the server's `[[backup.repositories]]`.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         repo: String,
+        /// full, incremental (since the previous backup) or differential (since the last full).
         #[arg(long, default_value = "full", value_parser = ["full", "incremental", "differential"])]
         kind: String,
     },
     /// List the complete backups of a repository, oldest first (by their recorded sequence).
     List {
-        /// A directory path or s3://bucket/prefix.
-        #[arg(long)]
+        /// The repository: a directory path or s3://bucket/prefix.
+        #[arg(long, value_name = "URL")]
         repo: String,
     },
     /// Re-read every file of every backup (or one) against its manifest; --deep also restores
     /// each into a scratch directory, replaying and checking the hash chain. Exit 1 on a problem.
     Verify {
-        #[arg(long)]
+        /// The repository: a directory path or s3://bucket/prefix.
+        #[arg(long, value_name = "URL")]
         repo: String,
+        /// Check this backup only.
         #[arg(long)]
         id: Option<String>,
+        /// Also restore each backup into a scratch directory and check its chain and content.
         #[arg(long)]
         deep: bool,
     },
     /// Restore the newest backup into a scratch directory, verify it (checksums, chain, content),
     /// compare its head with the live server's chain (--server / LLMCM_SERVER), and report the
-    /// measured restore time: the real RTO. Exit 1 if anything fails or differs.
+    /// measured restore time (one part of the recovery time: not the time to notice, decide,
+    /// and put the store into service). Exit 1 if anything fails or differs.
     Drill {
-        #[arg(long)]
+        /// The repository: a directory path or s3://bucket/prefix.
+        #[arg(long, value_name = "URL")]
         repo: String,
         /// Skip the comparison with a live server.
         #[arg(long)]
         no_server: bool,
     },
     /// Delete backups not kept (and incomplete ones), never what a kept backup needs.
+    #[command(group = clap::ArgGroup::new("keep").required(true).args(["keep_full", "keep_days"]))]
     Prune {
-        #[arg(long)]
+        /// The repository: a directory path or s3://bucket/prefix.
+        #[arg(long, value_name = "URL")]
         repo: String,
         /// Keep the newest N full backups and their chains.
-        #[arg(
-            long,
-            conflicts_with = "keep_days",
-            required_unless_present = "keep_days"
-        )]
+        #[arg(long, value_name = "N")]
         keep_full: Option<usize>,
         /// Keep backups from the last D days and what they need.
-        #[arg(long)]
+        #[arg(long, value_name = "DAYS")]
         keep_days: Option<u64>,
         /// Print what would be deleted; delete nothing.
         #[arg(long)]
@@ -89,15 +94,15 @@ pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     println!(
-                        "backup {} ({}, parent {}): revisions {}..={}, {} files ({} uploaded), {} bytes, {:.2} s",
+                        "backup {} ({}, parent {}): revisions {} to {}, {} ({} uploaded, {}), {:.2} s",
                         v["id"].as_str().unwrap_or(""),
                         v["kind"].as_str().unwrap_or(""),
                         v["parent"].as_str().unwrap_or("none"),
                         v["first_revision"],
                         v["last_revision"],
-                        v["files"],
+                        text::count(v["files"].as_u64().unwrap_or(0), "file", "files"),
                         v["files_uploaded"],
-                        v["bytes"],
+                        text::bytes(v["bytes"].as_u64().unwrap_or(0)),
                         v["seconds"].as_f64().unwrap_or(0.0)
                     );
                 }
@@ -221,11 +226,11 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "drill: restored backup {} ({}) to revision {} ({} keys) and verified it in {rto:.2} s (the RTO for this repository from here)",
+            "drill: restored backup {} ({}) to revision {} ({}) and verified it in {rto:.2} s (the restore time from here; the recovery time adds noticing, deciding and putting the store into service)",
             newest.id,
             newest.kind.name(),
             r.revision,
-            outcome.keys
+            text::count(outcome.keys, "key", "keys")
         );
         match &comparison {
             Some(Ok(m)) => println!("drill: {m}"),
@@ -260,18 +265,18 @@ async fn offline(
                 println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
             } else {
                 println!(
-                    "{:<4} {:<44} {:<13} {:<22} {:>21} {:>12}",
-                    "seq", "id", "kind", "created", "revisions", "bytes"
+                    "{:>4}  {:<43}  {:<12}  {:<19}  {:>17}  {:>10}",
+                    "SEQ", "ID", "KIND", "CREATED (UTC)", "REVISIONS", "SIZE"
                 );
                 for m in &manifests {
                     println!(
-                        "{:<4} {:<44} {:<13} {:<22} {:>21} {:>12}",
+                        "{:>4}  {:<43}  {:<12}  {:<19}  {:>17}  {:>10}",
                         m.sequence,
                         m.id,
                         m.kind.name(),
-                        &format_timestamp_us(m.created_us)[..19],
-                        format!("{}..={}", m.first_revision, m.last_revision),
-                        m.bytes
+                        format_timestamp_us(m.created_us)[..19].replace('T', " "),
+                        format!("{} to {}", m.first_revision, m.last_revision),
+                        text::bytes(m.bytes)
                     );
                 }
                 for id in &incomplete {
@@ -362,13 +367,20 @@ async fn offline(
                 }
                 if !pruned.archive_deleted.is_empty() {
                     println!(
-                        "{verb} {} archived segment(s): {} .. {}",
-                        pruned.archive_deleted.len(),
+                        "{verb} {}: {} to {}",
+                        text::count(
+                            pruned.archive_deleted.len() as u64,
+                            "archived segment",
+                            "archived segments"
+                        ),
                         pruned.archive_deleted[0],
                         pruned.archive_deleted[pruned.archive_deleted.len() - 1]
                     );
                 }
-                println!("kept {} backup(s)", pruned.kept.len());
+                println!(
+                    "kept {}",
+                    text::count(pruned.kept.len() as u64, "backup", "backups")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

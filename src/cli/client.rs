@@ -14,28 +14,50 @@ pub const INPUT_BYTES_MAX: u64 = 16 << 20;
 /// Items fetched by `ls`, `history` and `log` when following pages, at most (`--limit`).
 pub const LIST_ITEMS_DEFAULT: usize = 1000;
 
-/// Connection options shared by every client command.
+// How a command that talks to a server reaches it: given to those commands only (offline
+// commands do not take them), listed apart from a command's own options. (A doc comment here
+// would become the about text of every command it is added to.)
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Connection options")]
 pub struct Connection {
-    /// Server URL.
+    /// Server URL: http:// or https://.
     #[arg(
         long,
         env = "LLMCM_SERVER",
         default_value = "http://127.0.0.1:7070",
-        global = true
+        value_name = "URL"
     )]
     pub server: String,
     /// Bearer token.
-    #[arg(long, env = "LLMCM_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "LLMCM_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// PEM file of the certificate authorities to trust for an https:// server (instead of the
     /// system's).
-    #[arg(long, env = "LLMCM_CA_FILE", global = true, value_name = "FILE")]
+    #[arg(long, env = "LLMCM_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
-    /// Print the server's JSON instead of a table.
-    #[arg(long, global = true)]
+    /// Print JSON instead of a table (the global `--json`).
+    #[arg(skip)]
     pub json: bool,
 }
+
+impl Default for Connection {
+    fn default() -> Connection {
+        Connection {
+            server: "http://127.0.0.1:7070".into(),
+            token: None,
+            ca_file: None,
+            json: false,
+        }
+    }
+}
+
+/// The connection options' ids, as `Connection` defines them.
+pub const CONNECTION_ARGS: [&str; 3] = ["server", "token", "ca_file"];
 
 /// How a client command failed, as its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,96 +102,149 @@ type Result<T> = std::result::Result<T, ClientError>;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Print a key's value (at a point).
+    /// Print a key's value (now, or at a point).
     Get {
+        /// The key, e.g. prod/chatbot/model.
         key: String,
-        #[arg(long, conflicts_with = "at")]
+        /// Read as of this revision.
+        #[arg(long, conflicts_with = "at", value_name = "N")]
         revision: Option<u64>,
-        /// RFC 3339 time.
-        #[arg(long)]
+        /// Read as of this time: RFC 3339 (2026-12-01T14:03:00Z), or an age (30m, 2h, 1d) ago.
+        #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
-    /// Put a JSON value: inline, `@FILE`, or `-` for stdin.
+    /// Put a JSON value.
     Put {
+        /// The key.
         key: String,
+        /// The value: inline JSON, `@FILE`, or `-` for stdin.
         value: String,
+        /// Why (recorded in the commit).
         #[arg(long)]
         reason: Option<String>,
-        /// Only if the key's revision is this (0: must not exist).
-        #[arg(long)]
+        /// Only if the key's revision is this (0: it must not exist).
+        #[arg(long, value_name = "N")]
         if_revision: Option<u64>,
     },
     /// Delete a key.
     Delete {
+        /// The key.
         key: String,
+        /// Why (recorded in the commit).
         #[arg(long)]
         reason: Option<String>,
-        #[arg(long)]
+        /// Only if the key's revision is this.
+        #[arg(long, value_name = "N")]
         if_revision: Option<u64>,
     },
-    /// List live keys under a prefix (following pages up to --limit).
+    /// List live keys under a prefix (exit 3 if none).
     Ls {
+        /// Key prefix (a plain string prefix); none: every key.
         #[arg(default_value = "")]
         prefix: String,
-        #[arg(long, conflicts_with = "at")]
+        /// List as of this revision.
+        #[arg(long, conflicts_with = "at", value_name = "N")]
         revision: Option<u64>,
-        #[arg(long)]
+        /// List as of this time: RFC 3339, or an age (30m, 2h, 1d) ago.
+        #[arg(long, value_name = "TIME")]
         at: Option<String>,
-        #[arg(long, default_value_t = LIST_ITEMS_DEFAULT)]
+        /// Keys to fetch at most, following pages; when more remain, stderr says so and
+        /// `--json` gives the cursor as `next`.
+        #[arg(long, default_value_t = LIST_ITEMS_DEFAULT, value_name = "N")]
         limit: usize,
+        /// Continue after this key (a previous `next`).
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
     },
-    /// Every version of a key.
+    /// Every version of a key, oldest first (exit 3 if it has none).
     History {
+        /// The key.
         key: String,
-        #[arg(long, default_value_t = LIST_ITEMS_DEFAULT)]
+        /// The newest N versions only, newest first.
+        #[arg(
+            short = 'n',
+            long = "max-count",
+            value_name = "N",
+            conflicts_with = "limit"
+        )]
+        newest: Option<usize>,
+        /// Versions to fetch at most, following pages.
+        #[arg(long, default_value_t = LIST_ITEMS_DEFAULT, value_name = "N")]
         limit: usize,
     },
-    /// The commit log (audit replay), oldest first.
+    /// The commit log (audit replay), oldest first; `-n 20` for the newest twenty.
     Log {
+        /// Only commits touching keys under this prefix (with only those ops).
         #[arg(long)]
         prefix: Option<String>,
+        /// Only commits by this actor (a token's name).
         #[arg(long)]
         actor: Option<String>,
-        /// RFC 3339 time.
-        #[arg(long)]
+        /// Commits at or after this time: RFC 3339, or an age (30m, 2h, 1d) ago.
+        #[arg(long, value_name = "TIME")]
         since: Option<String>,
-        #[arg(long)]
+        /// Commits at or before this time: RFC 3339, or an age ago.
+        #[arg(long, value_name = "TIME")]
         until: Option<String>,
-        #[arg(long)]
+        /// Commits from this revision on.
+        #[arg(long, value_name = "N")]
         from_revision: Option<u64>,
-        #[arg(long, default_value_t = LIST_ITEMS_DEFAULT)]
+        /// The newest N commits only, newest first.
+        #[arg(
+            short = 'n',
+            long = "max-count",
+            value_name = "N",
+            conflicts_with = "limit"
+        )]
+        newest: Option<usize>,
+        /// Commits to fetch at most, following pages; when more remain, stderr says so and
+        /// `--json` gives the cursor as `next`.
+        #[arg(long, default_value_t = LIST_ITEMS_DEFAULT, value_name = "N")]
         limit: usize,
     },
-    /// Keys added, changed or removed under a prefix between two points (revision or time).
+    /// Keys added, changed or removed under a prefix between two points.
     Diff {
+        /// Key prefix; none: every key.
         #[arg(long, default_value = "")]
         prefix: String,
-        #[arg(long)]
+        /// The first point: a revision, or a time (RFC 3339, or an age ago).
+        #[arg(long, value_name = "POINT")]
         from: String,
-        #[arg(long)]
-        to: String,
+        /// The second point, as --from. Default: the head.
+        #[arg(long, value_name = "POINT")]
+        to: Option<String>,
     },
-    /// Follow commits under a prefix as they happen (Ctrl-C to stop).
+    /// Follow commits under a prefix as they happen, resuming by itself when the connection or
+    /// the server restarts (Ctrl-C to stop).
     Watch {
+        /// Key prefix; none: every key.
         #[arg(default_value = "")]
         prefix: String,
         /// Start after this revision (default: from now on).
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         from_revision: Option<u64>,
     },
     /// Make a prefix's state equal its state at a point, in one new commit.
+    #[command(group = clap::ArgGroup::new("point").required(true).args(["revision", "at"]))]
     Rollback {
+        /// The prefix to roll back.
         prefix: String,
-        #[arg(long, conflicts_with = "at", required_unless_present = "at")]
+        /// Back to the state after this revision.
+        #[arg(long, value_name = "N")]
         revision: Option<u64>,
-        #[arg(long)]
+        /// Back to the state at this time: RFC 3339, or an age (30m, 2h, 1d) ago.
+        #[arg(long, value_name = "TIME")]
         at: Option<String>,
+        /// Why (recorded in the commit).
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Commit a txn: a JSON body `{"ops": [...], "conditions": [...], "reason": ...}` from a file
-    /// or `-` for stdin.
-    Txn { file: String },
+    /// Commit a txn: a JSON body `{"ops": [...], "conditions": [...], "reason": ...}`.
+    Txn {
+        /// The file holding the body (`@FILE` works too), or `-` for stdin.
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
     /// The server's status.
     Status,
     /// Take a snapshot of the state at the head now (on the server).
@@ -178,15 +253,18 @@ pub enum Command {
     /// recorded as a `compaction` commit.
     Compact {
         /// History to keep, e.g. `30d`, `12h`, `0s` (everything up to the last sealed segment).
-        #[arg(long)]
+        #[arg(long, value_name = "DURATION")]
         retain: Option<String>,
+        /// Why (recorded in the commit).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Switch the store read-only (on) or writable (off); audited.
     ReadOnly {
+        /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        /// Why (recorded in the commit).
         #[arg(long)]
         reason: Option<String>,
     },
@@ -248,7 +326,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
         Command::Get { key, revision, at } => {
             let v = api.send(
                 api.get(&format!("/v1/kv/{key}"))
-                    .query(&point(revision, at)),
+                    .query(&point(revision, at.as_deref().map(time_arg).transpose()?)),
             )?;
             if conn.json {
                 print_json(&mut out, &v)
@@ -292,63 +370,93 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             revision,
             at,
             limit,
+            after,
         } => {
-            let mut query = point(revision, at);
-            query.push(("prefix", prefix));
+            let mut query = point(revision, at.as_deref().map(time_arg).transpose()?);
+            query.push(("prefix", prefix.clone()));
             let Pages {
                 items,
                 revision: revision_seen,
-                next: after,
-            } = api.pages("/v1/kv", query, limit)?;
+                next,
+            } = api.pages("/v1/kv", query, limit, after)?;
             if conn.json {
-                return print_json(
+                print_json(
                     &mut out,
-                    &json!({"revision": revision_seen, "items": items, "next": after}),
-                );
+                    &json!({"revision": revision_seen, "items": items, "next": next}),
+                )?;
+            } else {
+                let rows = items
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            text(&i["key"]),
+                            text(&i["revision"]),
+                            text(&i["version"]),
+                            text(&i["timestamp"]),
+                            short(&i["value"]),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &mut out,
+                    &["KEY", "REVISION", "VERSION", "UPDATED", "VALUE"],
+                    rows,
+                )?;
+                more_remain(next.as_deref(), items.len(), "--after");
             }
-            let rows = items
-                .iter()
-                .map(|i| {
-                    vec![
-                        text(&i["key"]),
-                        text(&i["revision"]),
-                        text(&i["version"]),
-                        text(&i["timestamp"]),
-                        short(&i["value"]),
-                    ]
-                })
-                .collect();
-            print_table(
-                &mut out,
-                &["KEY", "REVISION", "VERSION", "UPDATED", "VALUE"],
-                rows,
-            )
+            if items.is_empty() {
+                return Err(ClientError::new(
+                    ExitKind::NotFound,
+                    format!(
+                        "no live key under {prefix:?} at revision {}",
+                        revision_seen.unwrap_or(0)
+                    ),
+                ));
+            }
+            Ok(())
         }
-        Command::History { key, limit } => {
-            let items = api
-                .pages(&format!("/v1/history/{key}"), Vec::new(), limit)?
-                .items;
+        Command::History { key, limit, newest } => {
+            let (query, limit) = match newest {
+                Some(n) => (vec![("order", "desc".to_owned())], n),
+                None => (Vec::new(), limit),
+            };
+            let pages = api.pages(&format!("/v1/history/{key}"), query, limit, None)?;
             if conn.json {
-                return print_json(&mut out, &json!({"key": key, "items": items}));
+                print_json(
+                    &mut out,
+                    &json!({"key": key, "items": pages.items, "next": pages.next}),
+                )?;
+            } else {
+                let rows = pages
+                    .items
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            text(&i["revision"]),
+                            text(&i["timestamp"]),
+                            text(&i["op"]),
+                            text(&i["actor"]),
+                            text(&i["reason"]),
+                            short(&i["value"]),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &mut out,
+                    &["REVISION", "TIME", "OP", "ACTOR", "REASON", "VALUE"],
+                    rows,
+                )?;
+                if newest.is_none() {
+                    more_remain(pages.next.as_deref(), pages.items.len(), "--limit");
+                }
             }
-            let rows = items
-                .iter()
-                .map(|i| {
-                    vec![
-                        text(&i["revision"]),
-                        text(&i["timestamp"]),
-                        text(&i["op"]),
-                        text(&i["actor"]),
-                        text(&i["reason"]),
-                        short(&i["value"]),
-                    ]
-                })
-                .collect();
-            print_table(
-                &mut out,
-                &["REVISION", "TIME", "OP", "ACTOR", "REASON", "VALUE"],
-                rows,
-            )
+            if pages.items.is_empty() {
+                return Err(ClientError::new(
+                    ExitKind::NotFound,
+                    format!("key {key:?} has no history"),
+                ));
+            }
+            Ok(())
         }
         Command::Log {
             prefix,
@@ -356,14 +464,15 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             since,
             until,
             from_revision,
+            newest,
             limit,
         } => {
             let mut q = Vec::new();
             for (name, value) in [
                 ("prefix", prefix),
                 ("actor", actor),
-                ("since", since),
-                ("until", until),
+                ("since", since.as_deref().map(time_arg).transpose()?),
+                ("until", until.as_deref().map(time_arg).transpose()?),
             ] {
                 if let Some(v) = value {
                     q.push((name, v));
@@ -372,9 +481,19 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             if let Some(r) = from_revision {
                 q.push(("from_revision", r.to_string()));
             }
-            let items = api.pages("/v1/commits", q, limit)?.items;
+            let limit = match newest {
+                Some(n) => {
+                    q.push(("order", "desc".to_owned()));
+                    n
+                }
+                None => limit,
+            };
+            let Pages { items, next, .. } = api.pages("/v1/commits", q, limit, None)?;
             if conn.json {
-                return print_json(&mut out, &json!({"items": items}));
+                return print_json(&mut out, &json!({"items": items, "next": next}));
+            }
+            if newest.is_none() {
+                more_remain(next.as_deref(), items.len(), "--from-revision");
             }
             let rows = items
                 .iter()
@@ -402,7 +521,14 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             )
         }
         Command::Diff { prefix, from, to } => {
-            let q = [("prefix", prefix), ("from", from), ("to", to)];
+            let mut q = vec![("prefix", prefix), ("from", point_arg(&from)?)];
+            if let Some(to) = to {
+                q.push(("to", point_arg(&to)?));
+            } else {
+                // The head: as of now, which the server resolves to its newest revision.
+                let head = api.send(api.get("/v1/kv").query(&[("limit", "1")]))?;
+                q.push(("to", text(&head["revision"])));
+            }
             let d = api.send(api.get("/v1/diff").query(&q))?;
             if conn.json {
                 return print_json(&mut out, &d);
@@ -433,6 +559,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             at,
             reason,
         } => {
+            let at = at.as_deref().map(time_arg).transpose()?;
             let body = json!({"prefix": prefix, "revision": revision, "at": at, "reason": reason});
             let v = api.send(api.auth(api.http.post(api.url("/v1/rollback")).json(&body)))?;
             if conn.json {
@@ -455,7 +582,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             .map_err(io)
         }
         Command::Txn { file } => {
-            let body = read_input(&file)?;
+            let body = read_file(&file)?;
             let req = api
                 .http
                 .post(api.url("/v1/txn"))
@@ -524,10 +651,10 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             }
             writeln!(
                 out,
-                "snapshot at revision {} ({} keys, {} bytes): {}",
+                "snapshot at revision {} ({}, {}): {}",
                 v["revision"],
-                v["keys"],
-                v["bytes"],
+                super::text::count(v["keys"].as_u64().unwrap_or(0), "key", "keys"),
+                super::text::bytes(v["bytes"].as_u64().unwrap_or(0)),
                 text(&v["file"])
             )
             .map_err(io)
@@ -543,14 +670,18 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             }
             writeln!(
                 out,
-                "compacted to horizon revision {} ({}): {} segment(s) dropped, {} bytes reclaimed, \
-                 base image {} bytes with {} keys, {:.2} s; recorded as revision {}",
+                "compacted to horizon revision {} ({}): {} dropped, {} reclaimed, \
+                 base image of {} with {}, {:.2} s; recorded as revision {}",
                 v["horizon"]["revision"],
                 text(&v["horizon"]["timestamp"]),
-                v["segments_dropped"],
-                v["bytes_reclaimed"],
-                v["base_image_bytes"],
-                v["keys"],
+                super::text::count(
+                    v["segments_dropped"].as_u64().unwrap_or(0),
+                    "segment",
+                    "segments"
+                ),
+                super::text::bytes(v["bytes_reclaimed"].as_u64().unwrap_or(0)),
+                super::text::bytes(v["base_image_bytes"].as_u64().unwrap_or(0)),
+                super::text::count(v["keys"].as_u64().unwrap_or(0), "key", "keys"),
                 v["seconds"].as_f64().unwrap_or(0.0),
                 v["revision"]
             )
@@ -609,23 +740,28 @@ impl Api {
 
     /// Sends and returns the JSON answer, or the error it describes.
     fn send(&self, req: RequestBuilder) -> Result<Value> {
-        let resp = req.send().map_err(|e| {
-            ClientError::new(
-                ExitKind::Unavailable,
-                format!("cannot reach {}: {e}", self.base),
-            )
-        })?;
+        let resp = req.send().map_err(|e| unreachable(&self.base, &e))?;
         answer(resp)
     }
 
-    /// Follows `next` through pages of `items` until `limit` items. A page that says which
-    /// revision it reflects (a list) pins the later pages to that revision.
-    fn pages(&self, path: &str, mut query: Vec<(&str, String)>, limit: usize) -> Result<Pages> {
+    /// Follows `next` through pages of `items` until `limit` items (or the end), starting
+    /// after `after` if given. A page that says which revision it reflects (a list) pins the
+    /// later pages to that revision. `next` is where a following call would continue.
+    fn pages(
+        &self,
+        path: &str,
+        mut query: Vec<(&str, String)>,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<Pages> {
         let mut pages = Pages {
             items: Vec::new(),
             revision: None,
-            next: None,
+            next: after,
         };
+        if limit == 0 {
+            return Ok(pages);
+        }
         loop {
             let mut q = query.clone();
             q.push((
@@ -673,10 +809,18 @@ fn answer(resp: Response) -> Result<Value> {
     let raw_body = resp
         .text()
         .map_err(|e| ClientError::new(ExitKind::Failure, format!("reading the answer: {e}")))?;
-    let body: Value = serde_json::from_str(&raw_body).unwrap_or(Value::Null);
+    let parsed = parse_answer(&raw_body);
     if status.is_success() {
-        return Ok(body);
+        // Never print what could not be read: a value nested deeper than a parser's default
+        // limit once came out as `null`.
+        return parsed.map_err(|e| {
+            ClientError::new(
+                ExitKind::Failure,
+                format!("the server's answer is not JSON that can be read: {e}"),
+            )
+        });
     }
+    let body = parsed.unwrap_or(Value::Null);
     let kind = match status.as_u16() {
         404 => ExitKind::NotFound,
         409 => ExitKind::Conflict,
@@ -716,35 +860,110 @@ fn answer(resp: Response) -> Result<Value> {
     Err(ClientError::new(kind, message))
 }
 
+/// Levels of nesting an answer may have: a value's limit plus the answer's own envelope
+/// (never lower than what the server stores).
+const ANSWER_DEPTH_MAX: usize = storage_format::json::VALUE_DEPTH_MAX + 8;
+
+/// Parses an answer of the server: its depth checked first without recursion, then parsed
+/// without serde's lower default depth limit.
+fn parse_answer(text: &str) -> std::result::Result<Value, String> {
+    storage_format::json::check(text.as_bytes(), ANSWER_DEPTH_MAX, false)
+        .map_err(|e| e.to_string())?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    let value = serde::Deserialize::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// How long `watch` waits before reconnecting: doubling from the first to the last, with jitter.
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(200);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Follows a watch, printing each commit; when the stream breaks (a restart, a network cut)
+/// or the server says `lagged`, connects again from the last revision seen (`Last-Event-ID`),
+/// so nothing is missed or printed twice. Ends on an error the server states (a revoked token,
+/// a position compacted away) or when the first connection fails.
 fn watch(api: &Api, json_out: bool, prefix: String, from_revision: Option<u64>) -> Result<()> {
-    let mut q = vec![("prefix", prefix)];
-    if let Some(r) = from_revision {
-        q.push(("from_revision", r.to_string()));
-    }
-    let req = api.auth(api.http.get(api.url("/v1/watch")).query(&q));
-    let resp = req.send().map_err(|e| {
-        ClientError::new(
-            ExitKind::Unavailable,
-            format!("cannot reach {}: {e}", api.base),
-        )
-    })?;
-    if !resp.status().is_success() {
-        return answer(resp).map(|_| ());
-    }
+    let mut position = from_revision;
+    let mut connected_once = false;
+    let mut retry = WATCH_RETRY_FIRST;
     let mut out = std::io::stdout().lock();
-    let (mut event, mut data) = (String::new(), String::new());
+    loop {
+        let mut q = vec![("prefix", prefix.clone())];
+        if let Some(r) = position {
+            q.push(("from_revision", r.to_string()));
+        }
+        let req = api.auth(api.http.get(api.url("/v1/watch")).query(&q));
+        let why = match req.send() {
+            Err(e) if !connected_once => return Err(unreachable(&api.base, &e)),
+            Err(e) => unreachable(&api.base, &e).message,
+            Ok(resp) if resp.status().as_u16() == 503 && connected_once => {
+                format!("the server is not ready ({})", resp.status())
+            }
+            Ok(resp) if !resp.status().is_success() => return answer(resp).map(|_| ()),
+            Ok(resp) => {
+                if connected_once {
+                    eprintln!("llmcm: watch: reconnected");
+                }
+                connected_once = true;
+                retry = WATCH_RETRY_FIRST;
+                match follow(resp, json_out, &mut out, &mut position)? {
+                    StreamEnd::Lagged(revision) => {
+                        eprintln!("llmcm: watch: fell behind; resuming after revision {revision}");
+                        position = Some(revision);
+                        continue;
+                    }
+                    StreamEnd::Broken(why) => why,
+                }
+            }
+        };
+        let jitter = Duration::from_millis(crate::clock::now_us() % 100);
+        eprintln!(
+            "llmcm: watch: {why}; reconnecting in {:.1} s",
+            (retry + jitter).as_secs_f64()
+        );
+        std::thread::sleep(retry + jitter);
+        retry = (retry * 2).min(WATCH_RETRY_MAX);
+    }
+}
+
+/// How a watch stream ended, when not with an error to stop on.
+enum StreamEnd {
+    /// The server said `lagged`: resume after this revision.
+    Lagged(u64),
+    /// The stream broke or ended: reconnect.
+    Broken(String),
+}
+
+/// Prints a watch stream's commits; `position` follows every event id.
+fn follow(
+    resp: Response,
+    json_out: bool,
+    out: &mut dyn Write,
+    position: &mut Option<u64>,
+) -> Result<StreamEnd> {
+    let (mut event, mut id, mut data) = (String::new(), None, String::new());
     for line in BufReader::new(resp).lines() {
-        let line = line.map_err(|e| {
-            ClientError::new(ExitKind::Unavailable, format!("the stream broke: {e}"))
-        })?;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => return Ok(StreamEnd::Broken(format!("the stream broke ({e})"))),
+        };
         if let Some(v) = line.strip_prefix("event:") {
             event = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().parse::<u64>().ok();
         } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.trim_start());
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
         } else if line.is_empty() && !event.is_empty() {
-            let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            let value = parse_answer(&data).map_err(|e| {
+                ClientError::new(ExitKind::Failure, format!("an event is not JSON: {e}"))
+            })?;
             match (event.as_str(), json_out) {
-                ("commit", true) => print_json_line(&mut out, &value)?,
+                ("commit", true) => print_json_line(out, &value)?,
                 ("commit", false) => {
                     for op in value["ops"].as_array().cloned().unwrap_or_default() {
                         let change = match op["op"].as_str() {
@@ -764,25 +983,36 @@ fn watch(api: &Api, json_out: bool, prefix: String, from_revision: Option<u64>) 
                     }
                 }
                 ("lagged", _) => {
+                    let revision = value["revision"].as_u64().or(*position).unwrap_or(0);
+                    return Ok(StreamEnd::Lagged(revision));
+                }
+                ("error", _) => {
+                    let error = &value["error"];
+                    let kind = match error["code"].as_str() {
+                        Some("unauthorized" | "forbidden") => ExitKind::Denied,
+                        Some("compacted") => ExitKind::Compacted,
+                        _ => ExitKind::Failure,
+                    };
                     return Err(ClientError::new(
-                        ExitKind::Unavailable,
+                        kind,
                         format!(
-                            "fell behind; resume with --from-revision {}",
-                            value["revision"]
+                            "{}: {}",
+                            error["code"].as_str().unwrap_or("error"),
+                            error["message"].as_str().unwrap_or("the watch ended")
                         ),
                     ));
                 }
                 _ => {} // progress
+            }
+            if let Some(id) = id.take() {
+                *position = Some(id);
             }
             out.flush().map_err(io)?;
             event.clear();
             data.clear();
         }
     }
-    Err(ClientError::new(
-        ExitKind::Unavailable,
-        "the server ended the stream",
-    ))
+    Ok(StreamEnd::Broken("the server ended the stream".into()))
 }
 
 fn point(revision: Option<u64>, at: Option<String>) -> Vec<(&'static str, String)> {
@@ -835,6 +1065,82 @@ fn read_input(arg: &str) -> Result<Vec<u8>> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// A txn body: the file `arg` (with or without a leading `@`), or stdin for `-`.
+fn read_file(arg: &str) -> Result<Vec<u8>> {
+    if arg == "-" || arg.starts_with('@') {
+        return read_input(arg);
+    }
+    read_input(&format!("@{arg}"))
+}
+
+/// A time argument as the server takes it: RFC 3339 as given, or an age such as `90s`, `30m`,
+/// `2h`, `1d` (optionally followed by ` ago`) as the time that long before now.
+pub fn time_arg(text: &str) -> Result<String> {
+    let trimmed = text.trim();
+    if crate::clock::parse_timestamp_us(trimmed).is_ok() {
+        return Ok(trimmed.to_owned());
+    }
+    let age = trimmed.strip_suffix("ago").map_or(trimmed, str::trim_end);
+    match crate::config::parse_duration(age) {
+        Ok(age) => {
+            let at = crate::clock::now_us().saturating_sub(age.as_micros() as u64);
+            Ok(crate::clock::format_timestamp_us(at))
+        }
+        Err(_) => Err(ClientError::new(
+            ExitKind::Rejected,
+            format!(
+                "{text:?} is not a time: give RFC 3339 (2026-12-01T14:03:00Z) or an age such as 30m, 2h or 1d"
+            ),
+        )),
+    }
+}
+
+/// A point argument: a revision (digits) as given, else a time (`time_arg`).
+fn point_arg(text: &str) -> Result<String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(text.to_owned());
+    }
+    time_arg(text)
+}
+
+/// Says on stderr that a listing stopped at its limit with more to come, and how to go on.
+fn more_remain(next: Option<&str>, shown: usize, continue_with: &str) {
+    if let Some(next) = next {
+        eprintln!(
+            "llmcm: {shown} shown, more remain: raise --limit, or continue with {continue_with} {next}"
+        );
+    }
+}
+
+/// What went wrong reaching the server, said plainly.
+fn unreachable(base: &str, error: &reqwest::Error) -> ClientError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut io_kind = None;
+    let mut chain = String::new();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        chain = e.to_string();
+        source = e.source();
+    }
+    let why = match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => {
+            "connection refused: is the server running, and listening there?".to_owned()
+        }
+        Some(std::io::ErrorKind::TimedOut) => "no answer in time".to_owned(),
+        _ if error.is_timeout() => "no answer in time".to_owned(),
+        _ if chain.contains("dns error") || chain.contains("failed to lookup") => {
+            "the host name does not resolve".to_owned()
+        }
+        _ if chain.contains("certificate") || chain.contains("UnknownIssuer") => format!(
+            "the server's TLS certificate is not trusted ({chain}); give its authority with --ca-file"
+        ),
+        _ => chain,
+    };
+    ClientError::new(ExitKind::Unavailable, format!("cannot reach {base}: {why}"))
 }
 
 fn io(e: std::io::Error) -> ClientError {

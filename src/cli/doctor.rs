@@ -139,7 +139,10 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
                     if backups == 0 {
                         "no repository configured".into()
                     } else {
-                        format!("{backups} kind(s) of backup recorded, no warning")
+                        format!(
+                            "{} of backup recorded, no warning",
+                            super::text::count(backups as u64, "kind", "kinds")
+                        )
                     },
                 );
             } else {
@@ -181,7 +184,7 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
                     if head < from {
                         "no commits yet".to_owned()
                     } else {
-                        format!("revisions {from}..={head} recomputed")
+                        format!("revisions {from} to {head} recomputed")
                     },
                 ),
                 Ok((200, v, _)) => add(
@@ -234,10 +237,10 @@ fn config(add: &mut impl FnMut(&'static str, Level, String), s: &Value) {
         .iter()
         .any(|r| r["archive"].as_bool() == Some(true));
     let summary = format!(
-        "history {}, version {}, {} token(s), repositories: {}; RPO: {}",
+        "history {}, version {}, {}, repositories: {}; RPO: {}",
         s["history_id"].as_str().unwrap_or("?"),
         s["version"].as_str().unwrap_or("?"),
-        c["tokens"],
+        super::text::count(c["tokens"].as_u64().unwrap_or(0), "token", "tokens"),
         if repositories.is_empty() {
             "none".to_owned()
         } else {
@@ -394,8 +397,8 @@ fn verifications(add: &mut impl FnMut(&'static str, Level, String), h: &Value, b
                 "backup verify",
                 Level::Pass,
                 format!(
-                    "{repo}: {} backup(s) verified{} at {when}",
-                    v["backups"],
+                    "{repo}: {} verified{} at {when}",
+                    super::text::count(v["backups"].as_u64().unwrap_or(0), "backup", "backups"),
                     if v["deep"].as_bool() == Some(true) {
                         " deeply"
                     } else {

@@ -8,6 +8,7 @@ pub mod logging;
 mod progress;
 mod restore;
 pub mod serve;
+mod text;
 mod token;
 mod verify;
 
@@ -15,13 +16,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use client::Connection;
+
 /// LLM Config Manager: a configuration store with full, verifiable history.
 #[derive(Debug, Parser)]
-#[command(name = "llmcm", version, about)]
+#[command(name = "llmcm", version, about, next_help_heading = "Global options")]
 pub struct Cli {
     /// Log filter (e.g. `info`, `llmcm=debug`); `RUST_LOG` overrides it. Default: the config's
-    /// `log_level` for `serve`, else `info`.
-    #[arg(long, global = true)]
+    /// `log_level` for `serve`; `warn` for other commands (`info` with -v).
+    #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Log lines as text or JSON (one object per line).
     #[arg(
@@ -29,13 +32,92 @@ pub struct Cli {
         global = true,
         value_enum,
         default_value = "text",
-        env = "LLMCM_LOG_FORMAT"
+        env = "LLMCM_LOG_FORMAT",
+        value_name = "FORMAT"
     )]
     pub log_format: logging::LogFormat,
-    #[command(flatten)]
+    /// Print JSON instead of tables and sentences.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log progress at `info` (commands other than `serve` log only warnings and errors).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// How to reach the server, for the commands that talk to one (see `parse`).
+    #[arg(skip)]
     pub connection: client::Connection,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The commands that talk to a server, by their subcommand path: they take the connection
+/// options (`client::Connection`); the others are offline and do not.
+const ONLINE_COMMANDS: &[&[&str]] = &[
+    &["get"],
+    &["put"],
+    &["delete"],
+    &["ls"],
+    &["history"],
+    &["log"],
+    &["diff"],
+    &["watch"],
+    &["rollback"],
+    &["txn"],
+    &["status"],
+    &["snapshot"],
+    &["compact"],
+    &["read-only"],
+    &["doctor"],
+    &["backup", "create"],
+    &["backup", "drill"],
+];
+
+/// The clap command of `llmcm`: `Cli` with the connection options added to each online
+/// command, and accepted (hidden) before the command name too (`llmcm --server URL get k`).
+pub fn command() -> clap::Command {
+    use clap::{Args, CommandFactory};
+    let mut command = client::Connection::augment_args(Cli::command());
+    for id in client::CONNECTION_ARGS {
+        command = command.mut_arg(id, |a| a.hide(true));
+    }
+    for path in ONLINE_COMMANDS {
+        command = command.mut_subcommand(path[0], |sub| match path.get(1) {
+            None => client::Connection::augment_args(sub),
+            Some(name) => sub.mut_subcommand(name, client::Connection::augment_args),
+        });
+    }
+    command
+}
+
+/// Parses the process's arguments (exits with clap's message on a usage error).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut leaf = &matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    if leaf.try_contains_id("server").unwrap_or(false) {
+        let mut connection =
+            client::Connection::from_arg_matches(leaf).unwrap_or_else(|e| e.exit());
+        // An option given before the command name counts unless given after it too.
+        let top = client::Connection::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let given = |m: &clap::ArgMatches, id: &str| {
+            m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        };
+        if !given(leaf, "server") && given(&matches, "server") {
+            connection.server = top.server;
+        }
+        if !given(leaf, "token") && given(&matches, "token") {
+            connection.token = top.token;
+        }
+        if !given(leaf, "ca_file") && given(&matches, "ca_file") {
+            connection.ca_file = top.ca_file;
+        }
+        cli.connection = connection;
+    }
+    cli.connection.json = cli.json;
+    cli
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,8 +143,11 @@ pub enum Command {
     Token(token::Command),
     #[command(flatten)]
     Client(client::Command),
-    /// Print shell completions (bash, zsh, fish, elvish, powershell).
-    Completions { shell: clap_complete::Shell },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs a parsed command and returns the process exit code.
@@ -73,7 +158,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         logging::init(&level, cli.log_format);
         return serve::run(args.clone(), config, cli.log_level.is_some());
     }
-    logging::init(cli.log_level.as_deref().unwrap_or("info"), cli.log_format);
+    let level = match (&cli.log_level, cli.verbose) {
+        (Some(level), _) => level.as_str(),
+        (None, true) => "info",
+        (None, false) => "warn",
+    };
+    logging::init(level, cli.log_format);
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args),
@@ -87,14 +177,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Completions { shell } => {
-            use clap::CommandFactory;
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "llmcm", &mut script);
+            clap_complete::generate(shell, &mut command(), "llmcm", &mut script);
             // A closed pipe (`| head`) is not an error worth a message.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token(command) => token::run(command),
+        Command::Token(command) => token::run(command, cli.json),
         Command::Backup(command) => backup::run(&cli.connection, command),
         Command::Doctor => doctor::run(&cli.connection),
     }

@@ -12,36 +12,38 @@ use crate::clock::format_timestamp_us;
 use crate::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
 
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["data_dir", "repo"]))]
 pub struct Args {
     /// The data directory to restore from (only read; a running server may keep using it).
-    #[arg(long, conflicts_with = "repo", required_unless_present = "repo")]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Or a backup repository (directory path or s3://bucket/prefix): the newest backup reaching
     /// the point is used, unless --id names one.
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     pub repo: Option<String>,
     /// With --repo: the backup to restore from.
     #[arg(long, requires = "repo")]
     pub id: Option<String>,
-    /// Restore the state after the last commit at or before this RFC 3339 time.
-    #[arg(long, conflicts_with = "revision")]
+    /// Restore the state after the last commit at or before this time: RFC 3339, or an age
+    /// (30m, 2h, 1d) ago.
+    #[arg(long, conflicts_with = "revision", value_name = "TIME")]
     pub at: Option<String>,
     /// Restore the state after this revision. Neither `--at` nor `--revision`: the latest.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub revision: Option<u64>,
     /// Partial restore: only keys starting with this prefix.
     #[arg(long)]
     pub prefix: Option<String>,
     /// The restore commit's revision is at least this (it is always above the source's head):
     /// use it to stay above revisions a newer copy of the source may have handed out.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub bump_revision: u64,
     /// Make the new store even if no key is left at the point (under --prefix); without it
     /// that is refused, naming the point.
     #[arg(long)]
     pub allow_empty: bool,
     /// The new data directory (must not exist or be empty).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Print one JSON document.
     #[arg(long)]
@@ -51,7 +53,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let point = match (&args.at, args.revision) {
         (Some(t), _) => RestorePoint::Time(
-            crate::clock::parse_timestamp_us(t).map_err(|e| anyhow::anyhow!("--at: {e}"))?,
+            crate::clock::parse_timestamp_us(
+                &super::client::time_arg(t).map_err(|e| anyhow::anyhow!("--at: {}", e.message))?,
+            )
+            .map_err(|e| anyhow::anyhow!("--at: {e}"))?,
         ),
         (None, Some(r)) => RestorePoint::Revision(r),
         (None, None) => RestorePoint::Latest,
@@ -164,12 +169,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "restored revision {} ({}) into {}: {} keys, new history {}, restore commit at \
+            "restored revision {} ({}) into {}: {}, new history {}, restore commit at \
              revision {}; from {} + {} commits replayed, {} bytes read in {:.2} s; verified",
             r.revision,
             format_timestamp_us(r.timestamp_us),
             args.to.display(),
-            outcome.keys,
+            super::text::count(outcome.keys, "key", "keys"),
             hex(&outcome.history_id),
             outcome.restore_revision,
             outcome.base,

@@ -13,7 +13,7 @@ pub enum Command {
         /// Recorded as the actor of the token's commits.
         #[arg(long)]
         name: String,
-        /// reader | writer | auditor | operator | admin
+        /// What it may do: reader, writer, auditor, operator or admin.
         #[arg(long)]
         role: Role,
         /// Limit the token to keys under this prefix (repeatable); none: every key.
@@ -22,7 +22,7 @@ pub enum Command {
     },
 }
 
-pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+pub fn run(command: Command, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         Command::New {
             name,
@@ -35,6 +35,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config: crate::config::Config =
                 toml::from_str(&entry).context("parse the generated entry")?;
             config.validate()?;
+            if json {
+                let token_entry = &config.auth.tokens[0];
+                let doc = serde_json::json!({
+                    "token": token,
+                    "entry": token_entry,
+                    "toml": entry,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "# token (shown once; give it to the client as `Authorization: Bearer <token>`):"
             );

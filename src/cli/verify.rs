@@ -50,21 +50,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{:<8} {:<34} {}", label(f.severity), f.file, f.message);
         }
         println!(
-            "{}: {} commits{}, {} problem(s)",
+            "{}: {}{}, {}",
             args.data_dir.display(),
-            report.commits,
+            super::text::count(report.commits, "commit", "commits"),
             match (
                 report.first_revision,
                 report.last_revision,
                 report.head_hash
             ) {
                 (Some(a), Some(b), Some(h)) => format!(
-                    ", revisions {a}..={b}, head hash {}",
+                    ", revisions {a} to {b}, head hash {}",
                     storage_format::hex(&h)
                 ),
                 _ => String::new(),
             },
-            report.problems()
+            super::text::count(report.problems() as u64, "problem", "problems")
         );
     }
     Ok(if report.problems() == 0 {

@@ -173,7 +173,7 @@ pub(super) fn load(
     // before it (the commits in between are gone from the log).
     if cp.first_revision > first_revision || cp.through_revision + 1 < first_revision {
         return Err(format!(
-            "index covers revisions {}..={}, the log starts at {first_revision}",
+            "index covers revisions {} to {}, the log starts at {first_revision}",
             cp.first_revision, cp.through_revision
         ));
     }

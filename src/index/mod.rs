@@ -431,7 +431,7 @@ impl State {
     pub(crate) fn rev(&self, revision: u64) -> Result<RevEntry, IndexError> {
         if revision < self.first_revision || revision > self.through_revision {
             return Err(IndexError::Inconsistent(format!(
-                "revision {revision} is outside {}..={}",
+                "revision {revision} is outside {} to {}",
                 self.first_revision, self.through_revision
             )));
         }

@@ -292,7 +292,7 @@ pub fn verify_dir(fs: &dyn Fs, dir: &Path) -> VerifyReport {
             "no commits".to_owned()
         } else {
             format!(
-                "revisions {}..={}, {} commits",
+                "revisions {} to {}, {} commits",
                 outcome.header.first_revision, outcome.last_revision, outcome.commit_count
             )
         };

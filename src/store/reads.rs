@@ -85,6 +85,8 @@ pub struct CommitFilter {
     pub limit: usize,
     /// A page ends once it holds this many bytes (`commit_bytes`); 0: `PAGE_BYTES_MAX`.
     pub bytes_max: usize,
+    /// Newest first: then `after` means "below this revision" (the previous page's `next`).
+    pub descending: bool,
 }
 
 /// A commit with its chain hashes.
@@ -446,6 +448,22 @@ impl Store {
             if let Some(until) = filter.until_us {
                 high = high.min(state.revision_at(until)?);
             }
+            if filter.descending {
+                // `after` bounds from above instead; it was taken as a lower bound just now.
+                low = state
+                    .first_live_revision()
+                    .max(filter.from_revision.unwrap_or(0));
+                if let Some(since) = filter.since_us {
+                    low = low.max(match since.checked_sub(1) {
+                        Some(before) => state.revision_at(before)? + 1,
+                        None => 0,
+                    });
+                }
+                if let Some(after) = filter.after {
+                    high = high.min(after.saturating_sub(1));
+                }
+                return self.commits_newest_first(state, maps, filter, low, high);
+            }
             let mut page = CommitsPage {
                 items: Vec::new(),
                 next: None,
@@ -487,6 +505,155 @@ impl Store {
             }
             if scan_end < high {
                 page.next = Some(scan_end);
+            }
+            Ok(page)
+        })
+    }
+
+    /// `commits` newest first over `low..=high` (already bounded by the filter): at most
+    /// `COMMITS_SCAN_MAX` commits examined per call; `next` (pass it as `after`) is the lowest
+    /// revision examined whenever more may follow below it.
+    fn commits_newest_first(
+        &self,
+        state: &State,
+        maps: &SegmentMaps,
+        filter: &CommitFilter,
+        low: u64,
+        high: u64,
+    ) -> Result<CommitsPage, ReadError> {
+        let mut page = CommitsPage {
+            items: Vec::new(),
+            next: None,
+        };
+        if low > high || high == 0 {
+            return Ok(page);
+        }
+        let bytes_max = match filter.bytes_max {
+            0 => PAGE_BYTES_MAX,
+            n => n.min(PAGE_BYTES_MAX),
+        };
+        let scan_end = low.max(high.saturating_sub(COMMITS_SCAN_MAX - 1));
+        let mut bytes = 0;
+        // Going down, a commit's predecessor hash is known once the commit below is read.
+        let mut waiting_for_prev: Option<usize> = None;
+        let mut revision = high;
+        loop {
+            let (mut commit, hash) = self.read_commit(state, maps, revision)?;
+            if let Some(i) = waiting_for_prev.take() {
+                page.items[i].prev_hash = hash;
+            }
+            let visible = filter.actor.as_ref().is_none_or(|a| *a == commit.actor)
+                && match &filter.prefix {
+                    None => true,
+                    Some(prefix) => {
+                        commit
+                            .ops
+                            .retain(|op| op.key().starts_with(prefix.as_str()));
+                        !commit.ops.is_empty()
+                    }
+                };
+            if visible {
+                if page.items.len() == filter.limit || bytes >= bytes_max {
+                    page.next = Some(revision + 1);
+                    return Ok(page);
+                }
+                bytes += commit_bytes(&commit);
+                page.items.push(CommitRecord {
+                    commit,
+                    hash,
+                    prev_hash: [0; 32],
+                });
+                waiting_for_prev = Some(page.items.len() - 1);
+            }
+            if revision == scan_end {
+                break;
+            }
+            revision -= 1;
+        }
+        if let Some(i) = waiting_for_prev {
+            page.items[i].prev_hash = self.hash_of(state, maps, revision - 1)?;
+        }
+        if scan_end > low {
+            page.next = Some(scan_end);
+        }
+        Ok(page)
+    }
+
+    /// Versions of `key` with revision in `from..=to` and below `before`, newest first, at most
+    /// `limit` (and `PAGE_BYTES_MAX`); `next` (pass it as `before`) when older ones remain.
+    pub fn history_newest_first(
+        &self,
+        key: &str,
+        from: Option<u64>,
+        to: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, ReadError> {
+        check_key(key)?;
+        check_limit(limit)?;
+        self.with_index(|state, maps| {
+            let head = state.through_revision();
+            if let Some(requested) = to.filter(|&t| t > head) {
+                return Err(ReadError::FutureRevision { requested, head });
+            }
+            check_range_horizon(state, "history", from, None, None)?;
+            let low = from.unwrap_or(0).max(state.first_live_revision());
+            let high = to
+                .unwrap_or(head)
+                .min(before.map_or(u64::MAX, |b| b.saturating_sub(1)));
+            let mut page = HistoryPage {
+                key: key.to_owned(),
+                items: Vec::new(),
+                next: None,
+            };
+            let Some(key_id) = state.key_id(key) else {
+                return Ok(page);
+            };
+            if low > high || high == 0 {
+                return Ok(page);
+            }
+            let Some((top_index, top)) = state.lookup(key_id, Bound::Revision(high))? else {
+                return Ok(page);
+            };
+            let first_depth = match low.checked_sub(1) {
+                Some(below) => state
+                    .lookup(key_id, Bound::Revision(below))?
+                    .map_or(0, |(_, e)| e.depth + 1),
+                None => 0,
+            };
+            if top.depth < first_depth {
+                return Ok(page);
+            }
+            // A lookup may answer from the version directory, whose entries carry no links:
+            // the walk reads the entries themselves.
+            let (mut index, mut entry) = (top_index, state.version(top_index)?);
+            let mut bytes = 0;
+            loop {
+                let (commit, _) = self.read_commit(state, maps, entry.revision)?;
+                let value = if entry.is_delete() {
+                    None
+                } else {
+                    Some(state.value(index, &entry, maps)?)
+                };
+                bytes += value.as_ref().map_or(0, |v| v.as_bytes().len())
+                    + commit.actor.len()
+                    + commit.reason.len();
+                page.items.push(HistoryItem {
+                    revision: entry.revision,
+                    timestamp_us: entry.timestamp_us,
+                    value,
+                    actor: commit.actor,
+                    reason: commit.reason,
+                });
+                if entry.depth == first_depth {
+                    break;
+                }
+                if page.items.len() == limit || bytes >= PAGE_BYTES_MAX {
+                    page.next = Some(entry.revision);
+                    break;
+                }
+                index = entry.parent;
+                entry = state.version(index)?;
             }
             Ok(page)
         })
@@ -608,7 +775,7 @@ impl Store {
         {
             if rev < from || rev > head.revision {
                 return Err(ReadError::Invalid(format!(
-                    "expected revision {rev} is outside the verified range {from}..={}",
+                    "expected revision {rev} is outside the verified range {from} to {}",
                     head.revision
                 )));
             }

@@ -53,11 +53,11 @@ pub struct WriteRequest {
 
 #[derive(Debug, Error)]
 pub enum WriteError {
-    #[error("{} condition(s) failed", .0.len())]
+    #[error("{} failed", plural(.0.len(), "condition", "conditions"))]
     Conflict(Vec<Conflict>),
     #[error("key {key:?} does not exist")]
     NotFound { key: String },
-    #[error("{} schema violation(s)", .0.len())]
+    #[error("{}", plural(.0.len(), "schema violation", "schema violations"))]
     SchemaViolation(Vec<SchemaViolation>),
     #[error("the value of {key:?} is not a usable JSON Schema")]
     InvalidSchema {
@@ -327,4 +327,9 @@ impl From<ReadError> for Failed {
     fn from(error: ReadError) -> Self {
         Failed::Read(error)
     }
+}
+
+/// `1 condition`, `2 conditions`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

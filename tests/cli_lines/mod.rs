@@ -17,7 +17,6 @@ pub fn assert_mentions_parse(origin: &str, commands: &[String]) {
 }
 
 fn check(origin: &str, commands: &[String], mention: bool) {
-    use clap::Parser;
     for line in commands {
         let mut words =
             words_of(line).unwrap_or_else(|| panic!("{origin}: cannot split {line:?} into words"));
@@ -26,7 +25,7 @@ fn check(origin: &str, commands: &[String], mention: bool) {
                 *w = "1".into();
             }
         }
-        if let Err(e) = llmcm::cli::Cli::try_parse_from(&words)
+        if let Err(e) = llmcm::cli::command().try_get_matches_from(&words)
             && !matches!(
                 e.kind(),
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion

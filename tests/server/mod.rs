@@ -64,8 +64,12 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(args)
+            .arg(
+                args.windows(2)
+                    .find(|w| w[0] == "--listen")
+                    .map_or("127.0.0.1:0", |w| w[1]),
+            )
+            .args(without_listen(args))
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -186,6 +190,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// `args` without a `--listen ADDR` pair (given to `--listen` once, by `start_full`).
+fn without_listen<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for &a in args {
+        if skip {
+            skip = false;
+        } else if a == "--listen" {
+            skip = true;
+        } else {
+            out.push(a);
+        }
+    }
+    out
 }
 
 fn unsafe_kill(pid: u32, signal: &str) {
