@@ -199,19 +199,18 @@ async fn serve_one(
         .keep_alive(!reserve)
         .max_buf_size(CONNECTION_BUFFER_BYTES_MAX)
         .max_headers(REQUEST_HEADERS_MAX);
+    // Each connection's state is boxed at the size of its own kind: inline, every plain
+    // connection's task would be as large as a TLS one's (5.6 KB instead of a pointer).
     match &connections.tls {
         None => {
             let io = TimedIo::new(stream, phase, timeouts);
-            drive(
-                builder.serve_connection(TokioIo::new(io), service),
-                &mut stop,
-            )
-            .await;
+            let connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+            drive(connection, &mut stop).await;
         }
         Some(tls) => {
             let acceptor = tls.acceptor();
             let handshake =
-                tokio::time::timeout(timeouts.header_read, acceptor.accept(stream)).await;
+                tokio::time::timeout(timeouts.header_read, Box::pin(acceptor.accept(stream))).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -226,21 +225,17 @@ async fn serve_one(
                 }
             };
             let io = TimedIo::new(stream, phase, timeouts);
-            drive(
-                builder.serve_connection(TokioIo::new(io), service),
-                &mut stop,
-            )
-            .await;
+            let connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+            drive(connection, &mut stop).await;
         }
     }
 }
 
 /// Runs one connection to its end; on shutdown, lets its request in flight finish.
-async fn drive<C>(connection: C, stop: &mut tokio::sync::watch::Receiver<bool>)
+async fn drive<C>(mut connection: Pin<Box<C>>, stop: &mut tokio::sync::watch::Receiver<bool>)
 where
     C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
 {
-    let mut connection = std::pin::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {

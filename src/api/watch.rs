@@ -139,41 +139,80 @@ impl Drop for Admission {
     }
 }
 
-/// The bytes one watcher holds for its client: taken when an event is queued, given back when
-/// the connection takes it (or the queue is dropped).
+/// The events one watcher holds for its client, and their bytes: queued by the watcher's task,
+/// taken by the connection (`EventStream`). No allocation while empty: an idle watcher costs
+/// its task and this.
 struct Buffered {
     hub: Arc<WatchHub>,
+    events: Mutex<std::collections::VecDeque<Bytes>>,
     bytes: AtomicUsize,
+    /// Notified when the connection takes an event (or goes away): the task may queue again.
     taken: tokio::sync::Notify,
+    /// The connection's read of the queue, woken when an event is queued or the task ends.
+    reader: futures_util::task::AtomicWaker,
+    /// The task has queued its last event.
+    ended: std::sync::atomic::AtomicBool,
+    /// The connection is gone: nothing more will be taken.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 impl Buffered {
-    /// Reserves `len` bytes if the bounds allow (always for the first event in an empty queue).
-    fn try_reserve(&self, len: usize) -> bool {
-        let mine = self.bytes.load(Ordering::SeqCst);
-        let total = self.hub.buffered_total.fetch_add(len, Ordering::SeqCst) + len;
-        let fits = mine == 0
-            || (mine + len <= self.hub.buffer_bytes_max
-                && total <= self.hub.buffer_bytes_total_max);
-        if fits {
-            self.bytes.fetch_add(len, Ordering::SeqCst);
-        } else {
-            self.hub.buffered_total.fetch_sub(len, Ordering::SeqCst);
+    fn new(hub: Arc<WatchHub>) -> Buffered {
+        Buffered {
+            hub,
+            events: Mutex::new(std::collections::VecDeque::new()),
+            bytes: AtomicUsize::new(0),
+            taken: tokio::sync::Notify::new(),
+            reader: futures_util::task::AtomicWaker::new(),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            gone: std::sync::atomic::AtomicBool::new(false),
         }
-        fits
     }
 
-    fn release(&self, len: usize) {
-        self.bytes.fetch_sub(len, Ordering::SeqCst);
-        self.hub.buffered_total.fetch_sub(len, Ordering::SeqCst);
+    /// Queues `event` if the bounds allow (always the first event into an empty queue, and
+    /// `force`d ones: the small last word of a watcher).
+    fn try_push(&self, event: &Bytes, force: bool) -> bool {
+        let len = event.len();
+        let mut events = self.events.lock();
+        let mine = self.bytes.load(Ordering::SeqCst);
+        let total = self.hub.buffered_total.fetch_add(len, Ordering::SeqCst) + len;
+        let fits = force
+            || events.is_empty()
+            || (events.len() < WATCH_EVENTS_QUEUED_MAX
+                && mine + len <= self.hub.buffer_bytes_max
+                && total <= self.hub.buffer_bytes_total_max);
+        if !fits {
+            self.hub.buffered_total.fetch_sub(len, Ordering::SeqCst);
+            return false;
+        }
+        self.bytes.fetch_add(len, Ordering::SeqCst);
+        events.push_back(event.clone());
+        drop(events);
+        self.reader.wake();
+        true
+    }
+
+    /// The next queued event, its bytes given back.
+    fn pop(&self) -> Option<Bytes> {
+        let event = self.events.lock().pop_front()?;
+        self.bytes.fetch_sub(event.len(), Ordering::SeqCst);
+        self.hub
+            .buffered_total
+            .fetch_sub(event.len(), Ordering::SeqCst);
         self.taken.notify_one();
+        Some(event)
+    }
+
+    /// The task is done: once the queue is empty, the stream ends.
+    fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.reader.wake();
     }
 }
 
-/// The queue's receiving end as a body stream: gives each event's bytes back as the connection
-/// takes it, and what is left when the connection goes away.
+/// The queue's reading end as a body stream: ends once the task has ended and the queue is
+/// empty; gives back what is left when the connection goes away.
 struct EventStream {
-    receiver: tokio::sync::mpsc::Receiver<Bytes>,
     buffered: Arc<Buffered>,
 }
 
@@ -181,23 +220,30 @@ impl futures_util::Stream for EventStream {
     type Item = Result<Bytes, std::convert::Infallible>;
 
     fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let polled = self.receiver.poll_recv(cx);
-        if let std::task::Poll::Ready(Some(event)) = &polled {
-            self.buffered.release(event.len());
+        let buffered = &self.buffered;
+        if let Some(event) = buffered.pop() {
+            return std::task::Poll::Ready(Some(Ok(event)));
         }
-        polled.map(|event| event.map(Ok))
+        buffered.reader.register(cx.waker());
+        // Queued or ended between the first look and the registration: look again.
+        if let Some(event) = buffered.pop() {
+            return std::task::Poll::Ready(Some(Ok(event)));
+        }
+        if buffered.ended.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::Poll::Pending
     }
 }
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        self.receiver.close();
-        while let Ok(event) = self.receiver.try_recv() {
-            self.buffered.release(event.len());
-        }
+        self.buffered.gone.store(true, Ordering::SeqCst);
+        while self.buffered.pop().is_some() {}
+        self.buffered.taken.notify_one();
     }
 }
 
@@ -309,12 +355,7 @@ pub async fn watch(
     }
     let hub = state.watch_hub();
     let admission = hub.admit(&principal)?;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(WATCH_EVENTS_QUEUED_MAX);
-    let buffered = Arc::new(Buffered {
-        hub: hub.clone(),
-        bytes: AtomicUsize::new(0),
-        taken: tokio::sync::Notify::new(),
-    });
+    let buffered = Arc::new(Buffered::new(hub.clone()));
     let mut reloads = state.auth_reloads();
     let tokens_seen = *reloads.borrow_and_update();
     let watcher = Watcher {
@@ -325,7 +366,6 @@ pub async fn watch(
         tokens_seen,
         prefix,
         position: start,
-        sender,
         buffered: buffered.clone(),
         _admission: admission,
     };
@@ -334,7 +374,7 @@ pub async fn watch(
     let mut watcher = watcher;
     watcher.authenticate_again()?;
     tokio::spawn(watcher.run(indexed));
-    let body = Body::from_stream(EventStream { receiver, buffered });
+    let body = Body::from_stream(EventStream { buffered });
     Ok((
         [
             (
@@ -369,7 +409,6 @@ struct Watcher {
     prefix: String,
     /// The last revision passed on or skipped.
     position: u64,
-    sender: tokio::sync::mpsc::Sender<Bytes>,
     buffered: Arc<Buffered>,
     _admission: Admission,
 }
@@ -391,7 +430,9 @@ impl Watcher {
                 break End::Lagged;
             }
             if self.position < head {
-                match self.step(head).await {
+                // Boxed: a step's state (a page read, events waiting to be queued) exists only
+                // while it runs, not in every idle watcher's task.
+                match Box::pin(self.step(head)).await {
                     Ok(true) => last_event = tokio::time::Instant::now(),
                     Ok(false) => {}
                     Err(end) => break end,
@@ -407,7 +448,7 @@ impl Watcher {
                 _ = tokio::time::sleep_until(last_event + WATCH_PROGRESS_INTERVAL) => {
                     let data = json!({ "revision": self.position }).to_string();
                     let event = sse_event("progress", Some(self.position), data.as_bytes());
-                    if let Err(end) = self.queue(event).await {
+                    if let Err(end) = Box::pin(self.queue(event)).await {
                         break end;
                     }
                     last_event = tokio::time::Instant::now();
@@ -430,20 +471,8 @@ impl Watcher {
             )),
         };
         if let Some(event) = final_event {
-            // After whatever is queued; past every byte bound (it is small), but not waited for
-            // longer than the drain wait.
-            self.buffered.bytes.fetch_add(event.len(), Ordering::SeqCst);
-            self.buffered
-                .hub
-                .buffered_total
-                .fetch_add(event.len(), Ordering::SeqCst);
-            let len = event.len();
-            if !matches!(
-                tokio::time::timeout(WATCH_DRAIN_WAIT, self.sender.send(event)).await,
-                Ok(Ok(()))
-            ) {
-                self.buffered.release(len);
-            }
+            // After whatever is queued, past every bound (it is small).
+            self.buffered.try_push(&event, true);
         }
     }
 
@@ -486,29 +515,20 @@ impl Watcher {
         Ok(queued)
     }
 
-    /// Queues `event` once the byte bounds allow, waiting up to `WATCH_DRAIN_WAIT` for the
-    /// client to take what is queued; `lagged` if it does not.
+    /// Queues `event` once the bounds allow, waiting up to `WATCH_DRAIN_WAIT` for the client
+    /// to take what is queued; `lagged` if it does not.
     async fn queue(&mut self, event: Bytes) -> Result<(), End> {
         let deadline = tokio::time::Instant::now() + WATCH_DRAIN_WAIT;
         loop {
             let taken = self.buffered.taken.notified();
-            if self.buffered.try_reserve(event.len()) {
-                break;
+            if self.buffered.gone.load(Ordering::SeqCst) {
+                return Err(End::Quietly); // the client went away
+            }
+            if self.buffered.try_push(&event, false) {
+                return Ok(());
             }
             if tokio::time::timeout_at(deadline, taken).await.is_err() {
                 return Err(End::Lagged);
-            }
-        }
-        let len = event.len();
-        match tokio::time::timeout_at(deadline, self.sender.send(event)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => {
-                self.buffered.release(len);
-                Err(End::Quietly) // the client went away
-            }
-            Err(_) => {
-                self.buffered.release(len);
-                Err(End::Lagged)
             }
         }
     }
@@ -545,6 +565,13 @@ impl Watcher {
         }
         self.principal = principal;
         Ok(())
+    }
+}
+
+impl Drop for Watcher {
+    /// However the task ends (returned, aborted, panicked), the stream ends after what is queued.
+    fn drop(&mut self) {
+        self.buffered.end();
     }
 }
 
