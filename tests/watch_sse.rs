@@ -91,3 +91,31 @@ fn watch_delivers_resumes_and_survives_restart() {
     let ids: Vec<u64> = resumed.iter().map(|e| e.id.unwrap()).collect();
     assert_eq!(ids, later);
 }
+
+/// Watchers at the head share a cache of the newest commits; one resuming from further back
+/// reads the store until it reaches the cache, then the cache: every commit once, in order.
+#[test]
+fn a_watcher_behind_the_shared_cache_catches_up_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), "", &[]);
+    let mut expected: Vec<u64> = (0..30)
+        .map(|i| put(&s, &format!("app/k{}", i % 4), "1"))
+        .collect();
+    // A watcher at the head; the next commit starts the cache there.
+    let mut at_head = server::SseReader::open(client().get(s.url("/v1/watch?prefix=app/")));
+    expected.push(put(&s, "app/last", "2"));
+    let first = loop {
+        let e = at_head.next_event().unwrap();
+        if e.event == "commit" {
+            break e.id.unwrap();
+        }
+    };
+    assert_eq!(first, *expected.last().unwrap());
+    let events = read_events(
+        &s.url("/v1/watch?prefix=app/&from_revision=0"),
+        None,
+        expected.len(),
+    );
+    let ids: Vec<u64> = events.iter().map(|e| e.id.unwrap()).collect();
+    assert_eq!(ids, expected);
+}

@@ -2,10 +2,12 @@
 //! duplicates.
 //!
 //! A watcher holds only its position (the last revision it has passed on or skipped). It waits for
-//! the indexed head to move, then reads the commits after its position from the store, a page at
-//! a time (at most `WATCH_PAGE_COMMITS` commits and `store::PAGE_BYTES_MAX` bytes), and queues
-//! the events of those touching its prefix; commits live in the log, so writers never wait for
-//! a watcher. When nothing under the prefix changes, a `progress` event carries the head every
+//! the indexed head to move, then takes the commits after its position from the hub's cache of
+//! the newest commits (`Recent`, filled from the store by one watcher for all; a whole commit's
+//! event is encoded once and shared) or, when it is behind the cache, reads them from the store
+//! itself, a page at a time (at most `WATCH_PAGE_COMMITS` commits and `WATCH_PAGE_BYTES_MAX`
+//! bytes), and queues the events of those touching its prefix; commits live in the log, so
+//! writers never wait for a watcher. When nothing under the prefix changes, a `progress` event carries the head every
 //! `WATCH_PROGRESS_INTERVAL`, so a resuming client's `Last-Event-ID` keeps up.
 //!
 //! Bounds (DESIGN.md §3: a watcher too slow to keep up is ended with `lagged`): events wait for
@@ -55,6 +57,12 @@ pub const WATCH_DRAIN_WAIT: Duration = Duration::from_secs(5);
 pub const WATCH_LAG_COMMITS_MAX: u64 = 100_000;
 /// How often a quiet watcher gets a `progress` event.
 pub const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// The newest commits kept for every watcher to read (`Recent`), at most this many ...
+pub const RECENT_COMMITS_MAX: usize = 4096;
+/// ... and this many bytes of them (`store::commit_bytes` twice: the commit and its event).
+pub const RECENT_BYTES_MAX: usize = 8 << 20;
+/// Commits read from the store into `Recent` at once, at most.
+const RECENT_FILL_COMMITS: usize = 256;
 
 /// The watchers of one server: how many, whose, and the bytes they hold for their clients.
 pub struct WatchHub {
@@ -64,6 +72,82 @@ pub struct WatchHub {
     open: Arc<AtomicUsize>,
     per_token: Mutex<HashMap<Arc<str>, usize>>,
     buffered_total: AtomicUsize,
+    /// The newest commits, read from the store once for all watchers.
+    recent: parking_lot::RwLock<Recent>,
+    /// Held by the one watcher reading the next commits into `recent` (the others wait for it
+    /// rather than read the same commits themselves).
+    filling: tokio::sync::Mutex<()>,
+}
+
+/// The newest commits, contiguous by revision, each with the event of its whole commit once a
+/// watcher has encoded it: with thousands of watchers of the same prefix, a commit is read from
+/// the store once and, for tokens that see every key, encoded once.
+#[derive(Default)]
+struct Recent {
+    commits: std::collections::VecDeque<Arc<RecentCommit>>,
+    bytes: usize,
+}
+
+struct RecentCommit {
+    record: CommitRecord,
+    /// The `commit` event of the whole commit (for a token and prefix that see all of it).
+    whole_event: std::sync::OnceLock<Option<Bytes>>,
+}
+
+impl Recent {
+    /// The first and last revisions held.
+    fn range(&self) -> Option<(u64, u64)> {
+        Some((
+            self.commits.front()?.record.commit.revision,
+            self.commits.back()?.record.commit.revision,
+        ))
+    }
+
+    /// Up to `limit` commits after `position` (through `head`), if `position + 1` is held.
+    fn after(&self, position: u64, head: u64, limit: usize) -> Option<Vec<Arc<RecentCommit>>> {
+        let (first, last) = self.range()?;
+        if position < first.saturating_sub(1) || position >= last {
+            return None;
+        }
+        let skip = (position + 1 - first) as usize;
+        Some(
+            self.commits
+                .iter()
+                .skip(skip)
+                .take_while(|c| c.record.commit.revision <= head)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Appends commits that continue the held ones (or start afresh), dropping the oldest
+    /// beyond the bounds.
+    fn extend(&mut self, records: Vec<CommitRecord>) {
+        for record in records {
+            let revision = record.commit.revision;
+            match self.range() {
+                Some((_, last)) if revision == last + 1 => {}
+                Some((_, last)) if revision <= last => continue,
+                _ => {
+                    self.commits.clear();
+                    self.bytes = 0;
+                }
+            }
+            // The commit and, once encoded, its event of about the same size.
+            self.bytes += 2 * crate::store::commit_bytes(&record.commit);
+            self.commits.push_back(Arc::new(RecentCommit {
+                record,
+                whole_event: std::sync::OnceLock::new(),
+            }));
+            while self.commits.len() > RECENT_COMMITS_MAX || self.bytes > RECENT_BYTES_MAX {
+                let Some(old) = self.commits.pop_front() else {
+                    break;
+                };
+                self.bytes -= 2 * crate::store::commit_bytes(&old.record.commit);
+            }
+        }
+    }
 }
 
 impl WatchHub {
@@ -75,6 +159,8 @@ impl WatchHub {
             open: Arc::new(AtomicUsize::new(0)),
             per_token: Mutex::new(HashMap::new()),
             buffered_total: AtomicUsize::new(0),
+            recent: parking_lot::RwLock::new(Recent::default()),
+            filling: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -478,6 +564,21 @@ impl Watcher {
 
     /// Reads the next page after the position and queues its events; whether any was queued.
     async fn step(&mut self, head: u64) -> Result<bool, End> {
+        let hub = self.state.watch_hub();
+        if let Some(commits) = self.recent_commits(&hub, head).await? {
+            let mut queued = false;
+            for commit in commits {
+                self.follow_reload()?;
+                let revision = commit.record.commit.revision;
+                if let Some(event) = self.event_of(&commit) {
+                    self.queue(event).await?;
+                    queued = true;
+                }
+                self.position = revision;
+            }
+            return Ok(queued);
+        }
+        // Behind what `Recent` holds: this watcher's own page from the store.
         let filter = CommitFilter {
             after: Some(self.position),
             to_revision: Some(head),
@@ -489,12 +590,7 @@ impl Watcher {
         let reader = self.state.store().clone();
         let page = match tokio::task::spawn_blocking(move || reader.commits(&filter)).await {
             Ok(Ok(page)) => page,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "a watcher could not read commits; ending it");
-                // Say why before ending (e.g. `compacted` when a compaction passed a slow
-                // watcher's position): the same body as the error answer of a request.
-                return Err(End::Error(ApiError::from(error)));
-            }
+            Ok(Err(error)) => return Err(read_failed(error)),
             Err(_) => return Err(End::Quietly),
         };
         let mut queued = false;
@@ -513,6 +609,90 @@ impl Watcher {
         }
         self.position = page.next.unwrap_or(head).max(self.position);
         Ok(queued)
+    }
+
+    /// The next commits after the position from `Recent`, reading them into it first when this
+    /// watcher is at its end; `None` when the position is older than what it holds.
+    async fn recent_commits(
+        &self,
+        hub: &WatchHub,
+        head: u64,
+    ) -> Result<Option<Vec<Arc<RecentCommit>>>, End> {
+        if let Some(commits) = hub
+            .recent
+            .read()
+            .after(self.position, head, WATCH_PAGE_COMMITS)
+        {
+            return Ok(Some(commits));
+        }
+        let behind = |recent: &Recent| {
+            recent
+                .range()
+                .is_some_and(|(first, _)| self.position + 1 < first)
+        };
+        if behind(&hub.recent.read()) {
+            return Ok(None);
+        }
+        // At (or past) the end of what is held: one watcher reads the next commits for all.
+        let _filling = hub.filling.lock().await;
+        if let Some(commits) = hub
+            .recent
+            .read()
+            .after(self.position, head, WATCH_PAGE_COMMITS)
+        {
+            return Ok(Some(commits));
+        }
+        if behind(&hub.recent.read()) {
+            return Ok(None);
+        }
+        let from = match hub.recent.read().range() {
+            // Continue what is held (a watcher a little ahead of it too: the others will read
+            // the same commits next); one far ahead starts it afresh.
+            Some((_, last)) if self.position.saturating_sub(last) <= RECENT_FILL_COMMITS as u64 => {
+                last
+            }
+            _ => self.position,
+        };
+        let filter = CommitFilter {
+            after: Some(from),
+            to_revision: Some(head),
+            limit: RECENT_FILL_COMMITS,
+            ..Default::default()
+        };
+        let reader = self.state.store().clone();
+        let page = match tokio::task::spawn_blocking(move || reader.commits(&filter)).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(error)) => return Err(read_failed(error)),
+            Err(_) => return Err(End::Quietly),
+        };
+        hub.recent.write().extend(page.items);
+        Ok(hub
+            .recent
+            .read()
+            .after(self.position, head, WATCH_PAGE_COMMITS))
+    }
+
+    /// The event of a commit from `Recent` as this watcher may see it: narrowed to its prefix
+    /// and its token's prefixes; the whole commit's event is encoded once and shared.
+    fn event_of(&self, commit: &RecentCommit) -> Option<Bytes> {
+        let ops = &commit.record.commit.ops;
+        let under_prefix = |key: &str| key.starts_with(self.prefix.as_str());
+        let whole = self.principal.prefixes.is_empty()
+            && (self.prefix.is_empty() || ops.iter().all(|op| under_prefix(op.key())));
+        if whole {
+            return commit
+                .whole_event
+                .get_or_init(|| commit_event(&self.principal, &commit.record))
+                .clone();
+        }
+        if !self.prefix.is_empty() && !ops.iter().any(|op| under_prefix(op.key())) {
+            return None;
+        }
+        let mut record = commit.record.clone();
+        if !self.prefix.is_empty() {
+            record.commit.ops.retain(|op| under_prefix(op.key()));
+        }
+        commit_event(&self.principal, &record)
     }
 
     /// Queues `event` once the bounds allow, waiting up to `WATCH_DRAIN_WAIT` for the client
@@ -573,6 +753,13 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         self.buffered.end();
     }
+}
+
+/// Why a watcher ends when the store refuses a read (e.g. `compacted` when a compaction passed
+/// a slow watcher's position): said in an `error` event, the body of a request's error.
+fn read_failed(error: crate::store::ReadError) -> End {
+    tracing::warn!(%error, "a watcher could not read commits; ending it");
+    End::Error(ApiError::from(error))
 }
 
 /// The commit event for `record` (already narrowed to the prefix by the store) as the token may

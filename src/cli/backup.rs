@@ -24,15 +24,15 @@ pub enum Command {
     /// List the complete backups of a repository, oldest first (by their recorded sequence).
     List {
         /// The repository: a directory path or s3://bucket/prefix.
-        #[arg(long, value_name = "URL")]
-        repo: String,
+        #[arg(long, value_name = "URL", env = "LLMCM_REPO")]
+        repo: Option<String>,
     },
     /// Re-read every file of every backup (or one) against its manifest; --deep also restores
     /// each into a scratch directory, replaying and checking the hash chain. Exit 1 on a problem.
     Verify {
         /// The repository: a directory path or s3://bucket/prefix.
-        #[arg(long, value_name = "URL")]
-        repo: String,
+        #[arg(long, value_name = "URL", env = "LLMCM_REPO")]
+        repo: Option<String>,
         /// Check this backup only.
         #[arg(long)]
         id: Option<String>,
@@ -46,8 +46,8 @@ pub enum Command {
     /// and put the store into service). Exit 1 if anything fails or differs.
     Drill {
         /// The repository: a directory path or s3://bucket/prefix.
-        #[arg(long, value_name = "URL")]
-        repo: String,
+        #[arg(long, value_name = "URL", env = "LLMCM_REPO")]
+        repo: Option<String>,
         /// Skip the comparison with a live server.
         #[arg(long)]
         no_server: bool,
@@ -56,8 +56,8 @@ pub enum Command {
     #[command(group = clap::ArgGroup::new("keep").required(true).args(["keep_full", "keep_days"]))]
     Prune {
         /// The repository: a directory path or s3://bucket/prefix.
-        #[arg(long, value_name = "URL")]
-        repo: String,
+        #[arg(long, value_name = "URL", env = "LLMCM_REPO")]
+        repo: Option<String>,
         /// Keep the newest N full backups and their chains.
         #[arg(long, value_name = "N")]
         keep_full: Option<usize>,
@@ -115,14 +115,22 @@ pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
         });
     }
     if let Command::Drill { repo, no_server } = &command {
-        return drill(conn, repo, *no_server);
+        let Ok(url) = repo_url(repo.clone()) else {
+            eprintln!("llmcm: error: give the repository: --repo URL, or LLMCM_REPO");
+            return Ok(ExitCode::from(2));
+        };
+        return drill(conn, &url, *no_server);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let label = match &command {
-        Command::Verify { repo, .. } => format!("verifying {repo}"),
-        Command::Prune { repo, .. } => format!("pruning {repo}"),
+        Command::Verify {
+            repo: Some(repo), ..
+        } => format!("verifying {repo}"),
+        Command::Prune {
+            repo: Some(repo), ..
+        } => format!("pruning {repo}"),
         _ => String::new(),
     };
     let ticker = (!label.is_empty()).then(|| super::progress::Ticker::start(&label));
@@ -139,6 +147,14 @@ pub fn run(conn: &Connection, command: Command) -> anyhow::Result<ExitCode> {
             }))
         }
     }
+}
+
+/// The repository of an offline command: `--repo`, or `LLMCM_REPO` (so usage does not show it
+/// as required when the environment gives it).
+fn repo_url(repo: Option<String>) -> Result<String, BackupError> {
+    repo.ok_or_else(|| {
+        BackupError::Invalid("give the repository: --repo URL, or LLMCM_REPO".into())
+    })
 }
 
 /// `backup drill`: restore the newest backup to scratch, time it, compare with the live chain.
@@ -254,7 +270,7 @@ async fn offline(
     match command {
         Command::Create { .. } | Command::Drill { .. } => unreachable!("handled above"),
         Command::List { repo } => {
-            let repo = Repo::open_existing(&repo).await?;
+            let repo = Repo::open_existing(&repo_url(repo)?).await?;
             let (manifests, incomplete) = backup::catalog(&repo).await?;
             if json {
                 let items: Vec<_> = manifests
@@ -286,7 +302,7 @@ async fn offline(
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { repo, id, deep } => {
-            let repo = Repo::open_existing(&repo).await?;
+            let repo = Repo::open_existing(&repo_url(repo)?).await?;
             let scratch = std::env::temp_dir().join(format!(
                 "llmcm-verify-{}",
                 crate::backup::repo::random_hex::<4>()
@@ -338,7 +354,7 @@ async fn offline(
             keep_days,
             dry_run,
         } => {
-            let repo = Repo::open_existing(&repo).await?;
+            let repo = Repo::open_existing(&repo_url(repo)?).await?;
             let keep = match (keep_full, keep_days) {
                 (Some(n), _) if n >= 1 => Keep::Full(n),
                 (Some(_), _) => {
