@@ -13,11 +13,13 @@
 //! Bounds (DESIGN.md §3: a watcher too slow to keep up is ended with `lagged`): events wait for
 //! the client in a queue bounded by bytes — `http.watch_buffer_bytes_max` per watcher and
 //! `http.watch_buffer_bytes_total_max` over all of them. A watcher whose client leaves the
-//! queue full for `WATCH_DRAIN_WAIT` (or that falls `WATCH_LAG_COMMITS_MAX` revisions behind)
-//! gets `lagged` naming the revision to resume from, after the events already queued, and ends.
-//! One event is always let through, however large, so a commit bigger than the bound is still
-//! delivered. So a watcher holds at most its buffer bound plus one page being encoded (one
-//! commit over `PAGE_BYTES_MAX` at worst), and the connection's own buffers.
+//! queue full for `WATCH_DRAIN_WAIT` gets `lagged` naming the revision to resume from, after the
+//! events already queued, and ends. (How far behind the head a watcher is does not matter: one
+//! resuming from long ago reads the store a page at a time, as fast as its client takes them.)
+//! An event into an empty queue passes the per-watcher bound, however large, so a commit bigger
+//! than it is still delivered, but not the total bound unless every queue is empty. So a
+//! watcher holds at most its buffer bound plus one event being queued, and the connection's own
+//! buffers; all of them at most the total bound plus one event.
 //!
 //! Watches are counted per token (`watches_max`) and in all (`http.watchers_max`). After a
 //! SIGHUP each watcher authenticates its token again: a token that is gone ends the stream with
@@ -53,8 +55,6 @@ pub const WATCH_PAGE_BYTES_MAX: usize = 256 << 10;
 pub const WATCH_EVENTS_QUEUED_MAX: usize = 256;
 /// How long a watcher waits for its client to take queued events before it is `lagged`.
 pub const WATCH_DRAIN_WAIT: Duration = Duration::from_secs(5);
-/// A watcher this many revisions behind the head is ended with `lagged`.
-pub const WATCH_LAG_COMMITS_MAX: u64 = 100_000;
 /// How often a quiet watcher gets a `progress` event.
 pub const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// The newest commits kept for every watcher to read (`Recent`), at most this many ...
@@ -230,8 +230,11 @@ impl Drop for Admission {
 /// its task and this.
 struct Buffered {
     hub: Arc<WatchHub>,
-    events: Mutex<std::collections::VecDeque<Bytes>>,
+    /// Events with the position (revision) the client is at once it has taken each.
+    events: Mutex<std::collections::VecDeque<(u64, Bytes)>>,
     bytes: AtomicUsize,
+    /// The position of the last event the connection took (the watch's start before any).
+    taken_position: std::sync::atomic::AtomicU64,
     /// Notified when the connection takes an event (or goes away): the task may queue again.
     taken: tokio::sync::Notify,
     /// The connection's read of the queue, woken when an event is queued or the task ends.
@@ -243,11 +246,12 @@ struct Buffered {
 }
 
 impl Buffered {
-    fn new(hub: Arc<WatchHub>) -> Buffered {
+    fn new(hub: Arc<WatchHub>, start: u64) -> Buffered {
         Buffered {
             hub,
             events: Mutex::new(std::collections::VecDeque::new()),
             bytes: AtomicUsize::new(0),
+            taken_position: std::sync::atomic::AtomicU64::new(start),
             taken: tokio::sync::Notify::new(),
             reader: futures_util::task::AtomicWaker::new(),
             ended: std::sync::atomic::AtomicBool::new(false),
@@ -255,38 +259,55 @@ impl Buffered {
         }
     }
 
-    /// Queues `event` if the bounds allow (always the first event into an empty queue, and
-    /// `force`d ones: the small last word of a watcher).
-    fn try_push(&self, event: &Bytes, force: bool) -> bool {
+    /// Queues `event` (which takes the client to `position`) if the bounds allow: the per-watcher
+    /// bound always lets the first event into an empty queue, the total bound only when no
+    /// watcher holds anything; `force`d events (the small last word of a watcher) always pass.
+    /// Nothing is queued for a connection that is gone.
+    fn try_push(&self, position: u64, event: &Bytes, force: bool) -> Result<bool, Gone> {
         let len = event.len();
         let mut events = self.events.lock();
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(Gone);
+        }
         let mine = self.bytes.load(Ordering::SeqCst);
-        let total = self.hub.buffered_total.fetch_add(len, Ordering::SeqCst) + len;
-        let fits = force
-            || events.is_empty()
-            || (events.len() < WATCH_EVENTS_QUEUED_MAX
-                && mine + len <= self.hub.buffer_bytes_max
-                && total <= self.hub.buffer_bytes_total_max);
-        if !fits {
+        let total_before = self.hub.buffered_total.fetch_add(len, Ordering::SeqCst);
+        let within_total =
+            total_before == 0 || total_before + len <= self.hub.buffer_bytes_total_max;
+        let within_mine = events.is_empty()
+            || (events.len() < WATCH_EVENTS_QUEUED_MAX && mine + len <= self.hub.buffer_bytes_max);
+        if !(force || (within_mine && within_total)) {
             self.hub.buffered_total.fetch_sub(len, Ordering::SeqCst);
-            return false;
+            return Ok(false);
         }
         self.bytes.fetch_add(len, Ordering::SeqCst);
-        events.push_back(event.clone());
+        events.push_back((position, event.clone()));
         drop(events);
         self.reader.wake();
-        true
+        Ok(true)
     }
 
     /// The next queued event, its bytes given back.
     fn pop(&self) -> Option<Bytes> {
-        let event = self.events.lock().pop_front()?;
-        self.bytes.fetch_sub(event.len(), Ordering::SeqCst);
-        self.hub
-            .buffered_total
-            .fetch_sub(event.len(), Ordering::SeqCst);
+        let (position, event) = self.events.lock().pop_front()?;
+        self.give_back(event.len());
+        self.taken_position.store(position, Ordering::SeqCst);
         self.taken.notify_one();
         Some(event)
+    }
+
+    /// Drops every queued event (they were made for a token as it was before a reload): the
+    /// position the client has really reached, to read again from.
+    fn clear(&self) -> u64 {
+        let mut events = self.events.lock();
+        for (_, event) in events.drain(..) {
+            self.give_back(event.len());
+        }
+        self.taken_position.load(Ordering::SeqCst)
+    }
+
+    fn give_back(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::SeqCst);
+        self.hub.buffered_total.fetch_sub(len, Ordering::SeqCst);
     }
 
     /// The task is done: once the queue is empty, the stream ends.
@@ -327,11 +348,17 @@ impl futures_util::Stream for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
+        // Under the queue's lock: no event is queued after this (`try_push` checks `gone`).
+        let events = self.buffered.events.lock();
         self.buffered.gone.store(true, Ordering::SeqCst);
-        while self.buffered.pop().is_some() {}
+        drop(events);
+        self.buffered.clear();
         self.buffered.taken.notify_one();
     }
 }
+
+/// The connection of a watch is gone.
+struct Gone;
 
 /// One SSE event: `event:`, `id:` if any, and `data:` lines (JSON values stored verbatim may
 /// hold line breaks between tokens; each line of them becomes a `data:` line).
@@ -441,7 +468,7 @@ pub async fn watch(
     }
     let hub = state.watch_hub();
     let admission = hub.admit(&principal)?;
-    let buffered = Arc::new(Buffered::new(hub.clone()));
+    let buffered = Arc::new(Buffered::new(hub.clone(), start));
     let mut reloads = state.auth_reloads();
     let tokens_seen = *reloads.borrow_and_update();
     let watcher = Watcher {
@@ -503,7 +530,11 @@ impl Watcher {
     async fn run(mut self, mut indexed: tokio::sync::watch::Receiver<u64>) {
         let mut shutdown = self.state.shutdown_signal();
         let mut reloads = self.reloads.clone();
-        let mut last_event = tokio::time::Instant::now();
+        let buffered = self.buffered.clone();
+        // Started at the head: a `progress` event at once, so a client that loses the
+        // connection before any commit resumes from here, not from a later head.
+        let now = tokio::time::Instant::now();
+        let mut last_event = now.checked_sub(WATCH_PROGRESS_INTERVAL).unwrap_or(now);
         let end = loop {
             if *shutdown.borrow() {
                 break End::Quietly;
@@ -512,9 +543,6 @@ impl Watcher {
                 break end;
             }
             let head = *indexed.borrow_and_update();
-            if head.saturating_sub(self.position) > WATCH_LAG_COMMITS_MAX {
-                break End::Lagged;
-            }
             if self.position < head {
                 // Boxed: a step's state (a page read, events waiting to be queued) exists only
                 // while it runs, not in every idle watcher's task.
@@ -534,13 +562,20 @@ impl Watcher {
                 _ = tokio::time::sleep_until(last_event + WATCH_PROGRESS_INTERVAL) => {
                     let data = json!({ "revision": self.position }).to_string();
                     let event = sse_event("progress", Some(self.position), data.as_bytes());
-                    if let Err(end) = Box::pin(self.queue(event)).await {
+                    if let Err(end) = Box::pin(self.queue(self.position, event)).await {
                         break end;
                     }
                     last_event = tokio::time::Instant::now();
                 }
                 _ = reloads.changed() => {}
                 _ = shutdown.changed() => {}
+                // The connection went away (or took an event): a gone client frees its
+                // places at once, not at the next progress event.
+                _ = buffered.taken.notified() => {
+                    if buffered.gone.load(Ordering::SeqCst) {
+                        break End::Quietly;
+                    }
+                }
             }
         };
         let final_event = match end {
@@ -550,15 +585,20 @@ impl Watcher {
                 let data = json!({ "revision": self.position }).to_string();
                 Some(sse_event("lagged", None, data.as_bytes()))
             }
-            End::Error(error) => Some(sse_event(
-                "error",
-                None,
-                error.body().to_string().as_bytes(),
-            )),
+            End::Error(error) => {
+                // Nothing more of what was queued for the token as it was (revoked, say).
+                self.buffered.clear();
+                Some(sse_event(
+                    "error",
+                    None,
+                    error.body().to_string().as_bytes(),
+                ))
+            }
         };
         if let Some(event) = final_event {
-            // After whatever is queued, past every bound (it is small).
-            self.buffered.try_push(&event, true);
+            // After whatever is queued, past every bound (it is small); not for a connection
+            // that is gone.
+            let _ = self.buffered.try_push(self.position, &event, true);
         }
     }
 
@@ -568,10 +608,12 @@ impl Watcher {
         if let Some(commits) = self.recent_commits(&hub, head).await? {
             let mut queued = false;
             for commit in commits {
-                self.follow_reload()?;
+                if self.follow_reload()? {
+                    return Ok(false); // read again from where the client really is
+                }
                 let revision = commit.record.commit.revision;
                 if let Some(event) = self.event_of(&commit) {
-                    self.queue(event).await?;
+                    self.queue(revision, event).await?;
                     queued = true;
                 }
                 self.position = revision;
@@ -597,12 +639,14 @@ impl Watcher {
         // Each commit is dropped once encoded: a page is not held while its events wait.
         for record in page.items {
             // A reload between two commits applies from the next one on.
-            self.follow_reload()?;
+            if self.follow_reload()? {
+                return Ok(false); // read again from where the client really is
+            }
             let revision = record.commit.revision;
             let event = commit_event(&self.principal, &record);
             drop(record);
             if let Some(event) = event {
-                self.queue(event).await?;
+                self.queue(revision, event).await?;
                 queued = true;
             }
             self.position = revision;
@@ -697,15 +741,14 @@ impl Watcher {
 
     /// Queues `event` once the bounds allow, waiting up to `WATCH_DRAIN_WAIT` for the client
     /// to take what is queued; `lagged` if it does not.
-    async fn queue(&mut self, event: Bytes) -> Result<(), End> {
+    async fn queue(&mut self, position: u64, event: Bytes) -> Result<(), End> {
         let deadline = tokio::time::Instant::now() + WATCH_DRAIN_WAIT;
         loop {
             let taken = self.buffered.taken.notified();
-            if self.buffered.gone.load(Ordering::SeqCst) {
-                return Err(End::Quietly); // the client went away
-            }
-            if self.buffered.try_push(&event, false) {
-                return Ok(());
+            match self.buffered.try_push(position, &event, false) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(Gone) => return Err(End::Quietly), // the client went away
             }
             if tokio::time::timeout_at(deadline, taken).await.is_err() {
                 return Err(End::Lagged);
@@ -714,13 +757,21 @@ impl Watcher {
     }
 
     /// After a SIGHUP swapped the tokens: goes on as the token is configured now, or ends.
-    fn follow_reload(&mut self) -> Result<(), End> {
+    /// When what the token may see changed, the events queued for it as it was are dropped and
+    /// the position goes back to the last event the client took: `true`, read again from there.
+    fn follow_reload(&mut self) -> Result<bool, End> {
         let tokens_now = *self.reloads.borrow_and_update();
-        if tokens_now != self.tokens_seen {
-            self.tokens_seen = tokens_now;
-            self.authenticate_again().map_err(End::Error)?;
+        if tokens_now == self.tokens_seen {
+            return Ok(false);
         }
-        Ok(())
+        self.tokens_seen = tokens_now;
+        let (role, prefixes) = (self.principal.role, self.principal.prefixes.clone());
+        self.authenticate_again().map_err(End::Error)?;
+        if self.principal.role == role && self.principal.prefixes == prefixes {
+            return Ok(false);
+        }
+        self.position = self.buffered.clear();
+        Ok(true)
     }
 
     /// After a reload: the token as configured now, or why the watch must end.
