@@ -107,6 +107,13 @@ fn a_diff_over_its_byte_bound_is_refused() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // A rollback over the same prefix is not an answer: its own limits apply, not the diff's.
+    let resp = client()
+        .post(s.url("/v1/rollback"))
+        .json(&serde_json::json!({"prefix": "d/", "revision": 0, "reason": "undo"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Clients that hold on to a server without doing their part cannot take its memory, its
 //! descriptors or its probes: slow watchers are ended with `lagged` and hold a bounded number
-//! of bytes; connections are capped with room kept for `/health*` and `/metrics`; silent, slow-
-//! header, idle, slow-body and never-reading connections are timed out.
+//! of bytes; connections are capped, an idle one makes room for a newcomer, and room is kept
+//! for `/health*` and `/metrics` when all are busy; silent, slow-header, idle, slow-body and
+//! never-reading connections are timed out.
 //!
 //! How: against the real binary with low limits, raw TCP connections play the hostile clients;
 //! the server's anonymous memory (RssAnon) and its own metrics are the measure. Every wait is
@@ -52,6 +53,19 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) 
 
 fn metric(s: &Server, name: &str) -> f64 {
     s.metric(name).unwrap_or(0.0)
+}
+
+/// `metric` over a connection the server closes after answering (`Connection: close`), so the
+/// check leaves no idle connection behind.
+fn metric_closing(s: &Server, name: &str) -> f64 {
+    let mut stream = raw(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let (text, _) = read_until_closed(&mut stream, Duration::from_secs(10));
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Polls `check` every 100 ms until it holds or `limit` passes.
@@ -182,43 +196,64 @@ fn slow_watchers_are_lagged_and_hold_bounded_memory() {
 }
 
 #[test]
-fn connections_beyond_the_limit_get_probes_only_then_nothing() {
+fn connections_over_the_limit_make_room_or_get_probes_only() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
         &dir.path().join("data"),
         "[http]\nconnections_max = 16\nidle_timeout = \"30s\"\nheader_read_timeout = \"30s\"\n",
         &[],
     );
-    let reserved = llmcm::api::connection::CONNECTIONS_RESERVED;
-    let idle: Vec<TcpStream> = (0..16)
+    // Sixteen connections that hold a slot without a request: a new one makes room by closing
+    // the oldest, and is served in full.
+    let mut silent: Vec<TcpStream> = (0..16)
         .map(|_| TcpStream::connect(addr(&s)).unwrap())
         .collect();
-    // Probes and metrics answer on the reserve.
-    let mut probe = raw(&s, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
-    let (answer, closed) = read_until_closed(&mut probe, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut api = raw(
+        &s,
+        "GET /v1/kv?prefix= HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let (answer, _) = read_until_closed(&mut api, Duration::from_secs(10));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(closed, "a reserve connection serves one request");
+    let (_, closed) = read_until_closed(&mut silent[0], Duration::from_secs(5));
+    assert!(closed, "the oldest idle connection made room");
+    assert!(metric_closing(&s, "llmcm_http_connections_evicted_total") >= 1.0);
+    drop(silent);
+
+    // Sixteen busy connections (watches): nothing to close, so a newcomer gets the probes'
+    // reserve — health and metrics, one request, nothing else.
+    let watches: Vec<TcpStream> = (0..16)
+        .map(|_| raw(&s, "GET /v1/watch HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || metric_closing(
+        &s,
+        "llmcm_watchers"
+    ) >= 16.0));
     let mut api = raw(&s, "GET /v1/kv/k HTTP/1.1\r\nHost: t\r\n\r\n");
     let (answer, _) = read_until_closed(&mut api, Duration::from_secs(10));
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("too_many_connections"), "{answer}");
-    assert!(s.metric("llmcm_http_connections").unwrap() >= 16.0);
-    // Fill the reserve; the next connection is closed at once.
-    let reserve: Vec<TcpStream> = (0..reserved)
-        .map(|_| TcpStream::connect(addr(&s)).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut over = raw(&s, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
-    let (answer, closed) = read_until_closed(&mut over, Duration::from_secs(5));
-    assert!(closed && answer.is_empty(), "{answer:?}");
-    drop((idle, reserve));
+    let mut probe = raw(&s, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (answer, closed) = read_until_closed(&mut probe, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "a reserve connection serves one request");
+    // A reserve slot cannot be held: silent, it is closed within the short header timeout.
+    let started = Instant::now();
+    let mut holder = TcpStream::connect(addr(&s)).unwrap();
+    let (_, closed) = read_until_closed(&mut holder, Duration::from_secs(10));
+    assert!(closed);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(watches);
     assert!(eventually(Duration::from_secs(10), || {
         client()
             .get(s.url("/v1/kv?prefix="))
             .send()
             .is_ok_and(|r| r.status() == 200)
     }));
-    assert!(s.metric("llmcm_http_connections_refused_total").unwrap() >= 1.0);
 }
 
 #[test]
@@ -332,4 +367,37 @@ fn a_client_that_stops_reading_is_cut_by_the_send_timeout() {
     let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(10));
     assert!(closed, "the server cut the connection");
     assert!(metric(&s, "llmcm_http_timeouts_total{kind=\"send\"}") >= 1.0);
+}
+
+/// The total bound holds even for first events: with every queue empty an event always passes
+/// (however large), but a watcher's first event does not pass the total once others hold it.
+#[test]
+fn the_total_watch_buffer_bound_holds_for_first_events_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        "[http]\nwatch_buffer_bytes_max = 65536\nwatch_buffer_bytes_total_max = 1048576\nsend_timeout = \"60s\"\n",
+        &[],
+    );
+    let silent: Vec<TcpStream> = (0..12)
+        .map(|_| raw(&s, "GET /v1/watch?prefix=big/ HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || metric(
+        &s,
+        "llmcm_watchers"
+    ) >= 12.0));
+    let mut most = 0.0f64;
+    // 12 MB for each watcher: past what the kernel's socket buffers take.
+    for i in 0..40 {
+        put_big(&s, &format!("big/k{}", i % 8), 300 << 10);
+        most = most.max(metric(&s, "llmcm_watch_buffered_bytes"));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    most = most.max(metric(&s, "llmcm_watch_buffered_bytes"));
+    assert!(most > 0.0);
+    assert!(
+        most <= (1 << 20) as f64,
+        "buffered {most} bytes over the 1 MiB total"
+    );
+    drop(silent);
 }

@@ -199,13 +199,21 @@ fn failed_authentications_are_counted_by_reason() {
         }
         assert_eq!(req.send().unwrap().status(), 401);
     }
+    // A probe is no way to try tokens unseen: a bad token there counts too (none does not).
+    let probe = c
+        .get(s.url("/health"))
+        .header("Authorization", "Bearer llmcm_guess")
+        .send()
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    assert_eq!(c.get(s.url("/health")).send().unwrap().status(), 200);
     assert_eq!(
         s.metric("llmcm_auth_failures_total{reason=\"missing\"}"),
         Some(1.0)
     );
     assert_eq!(
         s.metric("llmcm_auth_failures_total{reason=\"invalid\"}"),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         s.metric("llmcm_auth_failures_total{reason=\"malformed\"}"),

@@ -6,11 +6,13 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 use storage_format::hex;
 
 use super::AppState;
-use super::auth::{Action, Principal};
+use super::auth::{Action, Peer, Principal};
 use super::error::ApiError;
 use super::json::ok;
 use super::params::{self, blocking};
@@ -273,6 +275,11 @@ fn stream_commits(
     tokio::spawn(async move {
         let _permit = permit;
         loop {
+            // A client gone while nothing matched (no chunk sent) is noticed here, not at the
+            // end of the log.
+            if sender.is_closed() {
+                return;
+            }
             let reader = store.clone();
             let page_filter = filter.clone();
             let read = tokio::task::spawn_blocking(move || reader.commits(&page_filter));
@@ -624,6 +631,7 @@ pub async fn live() -> Result<Response, ApiError> {
 pub async fn ready(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Peer(peer): Peer,
 ) -> Result<Response, ApiError> {
     let not_ready = |reason: String| {
         Err(ApiError::new(
@@ -638,16 +646,28 @@ pub async fn ready(
     match state.store().log().read_only_reason() {
         None => ok(&serde_json::json!({ "status": "ready" })),
         // The reason may name files (an I/O failure): only for a caller with a token.
-        Some(reason) if shows_detail(&state, &headers) => not_ready(format!("read-only: {reason}")),
+        Some(reason) if shows_detail(&state, &headers, peer) => {
+            not_ready(format!("read-only: {reason}"))
+        }
         Some(_) => not_ready("read-only (the reason: /health with a token)".into()),
     }
 }
 
 /// Whether a probe's caller may see the detail (file paths, repository errors): auth is off,
-/// or the request carries a valid token of any role. Probes without one get the status alone.
-fn shows_detail(state: &AppState, headers: &HeaderMap) -> bool {
+/// or the request carries a valid token of any role. Probes without one get the status alone;
+/// a token that is not valid is counted and logged as anywhere else (a probe must not be a way
+/// to try tokens unseen).
+fn shows_detail(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> bool {
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    state.authenticate(header).is_ok()
+    match state.authenticate(header) {
+        Ok(_) => true,
+        Err(error) => {
+            if header.is_some() {
+                super::auth::note_failure(&error, peer, "/health");
+            }
+            false
+        }
+    }
 }
 
 /// Component detail.
@@ -656,7 +676,11 @@ fn shows_detail(state: &AppState, headers: &HeaderMap) -> bool {
         (status = 200, description = "Every component healthy", body = super::openapi::HealthDoc),
         (status = 503, description = "Some component is not", body = super::openapi::HealthDoc),
     ))]
-pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn health(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+) -> Response {
     let log = state.store().log();
     let snapshots = state.store().snapshots();
     let read_only = log.read_only_reason();
@@ -714,7 +738,7 @@ pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Respon
     } else {
         "warn"
     };
-    if !shows_detail(&state, &headers) {
+    if !shows_detail(&state, &headers, peer) {
         // Without a token: the status, not the paths, repositories and errors behind it.
         let body = serde_json::json!({
             "status": summary,

@@ -274,27 +274,59 @@ impl FromRequestParts<AppState> for Principal {
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         state.authenticate(header).inspect_err(|error| {
-            // For the monitoring guide's "suspicious activity" alert: counted by reason, and
-            // logged with the peer (never with the token).
-            let reason = error
-                .details
-                .get("reason")
-                .and_then(|r| r.as_str())
-                .unwrap_or("invalid");
-            let reason = match reason {
-                "missing" => "missing",
-                "malformed" => "malformed",
-                _ => "invalid",
-            };
-            metrics::counter!("llmcm_auth_failures_total", "reason" => reason).increment(1);
             let peer = parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.to_string())
-                .unwrap_or_default();
-            tracing::warn!(%peer, reason, path = %parts.uri.path(), "authentication failed");
+                .map(|c| c.0);
+            note_failure(error, peer, parts.uri.path());
         })
     }
+}
+
+/// The peer's address, when the connection layer recorded it (always, behind `serve`).
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+/// Failed-authentication log lines per second, at most; the rest are counted and summed up in
+/// the next line (a flood of bad tokens must not flood the log).
+const FAILURE_LOG_LINES_PER_SEC: u64 = 10;
+
+/// Counts a refused token (`llmcm_auth_failures_total` by reason) and logs it with the peer,
+/// never the token — for the monitoring guide's "suspicious activity" alert.
+pub fn note_failure(error: &ApiError, peer: Option<std::net::SocketAddr>, path: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WINDOW_S: AtomicU64 = AtomicU64::new(0);
+    static IN_WINDOW: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let reason = match error.details.get("reason").and_then(|r| r.as_str()) {
+        Some("missing") => "missing",
+        Some("malformed") => "malformed",
+        _ => "invalid",
+    };
+    metrics::counter!("llmcm_auth_failures_total", "reason" => reason).increment(1);
+    let now_s = crate::clock::now_us() / 1_000_000;
+    if WINDOW_S.swap(now_s, Ordering::Relaxed) != now_s {
+        IN_WINDOW.store(0, Ordering::Relaxed);
+    }
+    if IN_WINDOW.fetch_add(1, Ordering::Relaxed) >= FAILURE_LOG_LINES_PER_SEC {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    tracing::warn!(%peer, reason, %path, suppressed, "authentication failed");
 }
 
 /// A fresh random token and its config entry text.

@@ -51,6 +51,8 @@ pub const CONNECTION_BUFFER_BYTES_MAX: usize = 64 << 10;
 pub const REQUEST_HEADERS_MAX: usize = 100;
 /// How long the accept loop pauses after an accept error (out of descriptors, say).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// A reserve connection (probes and metrics only) must send its request this fast.
+pub const RESERVE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The time bounds of every connection.
 #[derive(Debug, Clone, Copy)]
@@ -106,11 +108,13 @@ pub fn fit_descriptor_limit(configured: usize) -> usize {
 }
 
 /// Serves `listener` until `stop` turns true, then lets every connection finish its request in
-/// flight; returns once none is left.
+/// flight; returns once none is left, or (`drain` false) as soon as it stops accepting (the
+/// connections finish on their own).
 pub async fn serve(
     listener: TcpListener,
     connections: Connections,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    drain: bool,
 ) {
     let connections = Arc::new(connections);
     let all_closed = Arc::new(tokio::sync::Notify::new());
@@ -134,18 +138,26 @@ pub async fn serve(
         };
         let open = OPEN.fetch_add(1, Ordering::SeqCst) + 1;
         let count = OpenCount(all_closed.clone());
-        let reserve = open > connections.connections_max;
-        if open > connections.connections_max + CONNECTIONS_RESERVED {
+        // Over the cap: the oldest connection with no request in progress (an idle kept-alive
+        // one, or one that never finished a request head) makes room; only when every one is
+        // busy does the newcomer get the probes' reserve, or nothing.
+        let reserve = open > connections.connections_max && !evict_one_idle();
+        if reserve && open > connections.connections_max + CONNECTIONS_RESERVED {
             metrics::counter!("llmcm_http_connections_refused_total").increment(1);
             drop((stream, count));
             continue;
         }
+        let phase = Arc::new(Phase::default());
+        register(&phase, connections.connections_max);
         let connections = connections.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let _count = count;
-            serve_one(stream, peer, &connections, reserve, stop).await;
+            serve_one(stream, peer, &connections, reserve, phase, stop).await;
         });
+    }
+    if !drain {
+        return;
     }
     // Wait for the connections to finish (each was told through `stop`).
     loop {
@@ -155,6 +167,51 @@ pub async fn serve(
         }
         closed.await;
     }
+}
+
+/// Every open connection's phase, oldest first (closed ones drop out lazily): where an idle
+/// connection is found to make room for a new one.
+static CONNECTIONS: parking_lot::Mutex<std::collections::VecDeque<std::sync::Weak<Phase>>> =
+    parking_lot::Mutex::new(std::collections::VecDeque::new());
+
+fn register(phase: &Arc<Phase>, connections_max: usize) {
+    let mut all = CONNECTIONS.lock();
+    all.push_back(Arc::downgrade(phase));
+    // Closed connections' entries are dropped before they outnumber the open ones.
+    if all.len() > 2 * (connections_max + CONNECTIONS_RESERVED) + 64 {
+        all.retain(|w| w.strong_count() > 0);
+    }
+}
+
+/// Tells the oldest connection with no request in progress to close; whether there was one.
+fn evict_one_idle() -> bool {
+    let mut all = CONNECTIONS.lock();
+    while let Some(weak) = all.pop_front() {
+        let Some(phase) = weak.upgrade() else {
+            continue;
+        };
+        if phase.busy.load(Ordering::SeqCst) || phase.evicted.load(Ordering::SeqCst) {
+            // Busy now; it stays, in its place.
+            all.push_front(weak);
+            break;
+        }
+        phase.evicted.store(true, Ordering::SeqCst);
+        phase.reader.wake();
+        metrics::counter!("llmcm_http_connections_evicted_total").increment(1);
+        return true;
+    }
+    // The front is busy: look further (a busy watch at the front must not shield idle ones).
+    for weak in all.iter() {
+        if let Some(phase) = weak.upgrade()
+            && !phase.busy.load(Ordering::SeqCst)
+            && !phase.evicted.swap(true, Ordering::SeqCst)
+        {
+            phase.reader.wake();
+            metrics::counter!("llmcm_http_connections_evicted_total").increment(1);
+            return true;
+        }
+    }
+    false
 }
 
 /// Counts a connection open until dropped.
@@ -173,11 +230,15 @@ async fn serve_one(
     peer: SocketAddr,
     connections: &Connections,
     reserve: bool,
+    phase: Arc<Phase>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let timeouts = connections.timeouts;
-    let phase = Arc::new(Phase::default());
+    let mut timeouts = connections.timeouts;
+    if reserve {
+        // A probe sends its request at once; a reserve slot is not for holding.
+        timeouts.header_read = timeouts.header_read.min(RESERVE_HEADER_TIMEOUT);
+    }
     let app = if reserve {
         connections.reserve_app.clone()
     } else {
@@ -273,9 +334,11 @@ struct Phase {
     busy: AtomicBool,
     /// Bumped at every change, so the I/O wrapper restarts its clock once per change.
     changes: AtomicUsize,
-    /// The read that waited while a request was in progress, woken when it ends so that the
-    /// idle clock starts (hyper may not read again by itself until bytes arrive).
+    /// The read waiting for the next bytes: woken when a request ends (so that the idle
+    /// clock starts: hyper may not read again by itself until bytes arrive) and on eviction.
     reader: AtomicWaker,
+    /// Told to close (to make room for a new connection) while no request was in progress.
+    evicted: AtomicBool,
 }
 
 impl Phase {
@@ -400,13 +463,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 Poll::Ready(result)
             }
             Poll::Pending => {
+                this.phase.reader.register(cx.waker());
                 if this.phase.busy.load(Ordering::SeqCst) {
-                    this.phase.reader.register(cx.waker());
                     // It may have ended in between: then the clock must start now.
                     if this.phase.busy.load(Ordering::SeqCst) {
                         return Poll::Pending;
                     }
                     this.follow_phase();
+                }
+                if this.phase.evicted.load(Ordering::SeqCst) {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "closed to make room for a new connection",
+                    )));
                 }
                 match this.read_deadline.as_mut().poll(cx) {
                     Poll::Ready(()) if this.reading_head => {

@@ -1,7 +1,7 @@
 //! The one layer every API request passes, applied per route (so the route template is known):
 //! at most `http.concurrent_requests_max` requests at once (the rest wait; health probes and
-//! metrics never wait behind them), a body within `http.body_read_timeout` of the request's
-//! start (else 408 `body_timeout`), an answer within `http.request_timeout` (else 503
+//! metrics never wait behind them), a body within `http.body_read_timeout` of its first read and
+//! arriving at `BODY_RATE_MIN_BYTES_PER_SEC` after a short grace (else 408 `body_timeout`), an answer within `http.request_timeout` (else 503
 //! `timeout`; a write may still commit), a panic answered 500 in the error shape, and the
 //! request counted and timed by route, method and status. One boxed future per request: the
 //! same work as three middlewares, without their per-layer boxing.
@@ -47,16 +47,57 @@ impl Limits {
     }
 }
 
-/// The error a request body's read fails with once `http.body_read_timeout` has passed.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {0:?}")]
-pub struct BodyTimeout(pub Duration);
+/// A body must keep arriving at this rate on average, after `BODY_RATE_GRACE`: a client that
+/// declares a body and trickles it holds a request permit for seconds, not for the whole
+/// `http.body_read_timeout`.
+pub const BODY_RATE_MIN_BYTES_PER_SEC: u64 = 16 << 10;
+/// How long a body may take before the rate applies.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(2);
 
-/// A request body that fails with `BodyTimeout` once its deadline passes.
+/// Why a request body's read failed: not within `http.body_read_timeout`, or slower than
+/// `BODY_RATE_MIN_BYTES_PER_SEC`.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyTimeout {
+    #[error("the request body did not arrive within {0:?}")]
+    Total(Duration),
+    #[error(
+        "the request body arrives too slowly: {received} bytes in {elapsed:?}, under {BODY_RATE_MIN_BYTES_PER_SEC} bytes per second"
+    )]
+    TooSlow { received: u64, elapsed: Duration },
+}
+
+/// A request body read under `BodyTimeout`'s rules. The clock starts at the first read (once
+/// the handler runs, after any wait for a permit), not when the request arrived.
 struct DeadlineBody {
     body: Body,
-    deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
+    /// From the first read: its start, and the next check (of the total and of the rate).
+    clock: Option<(tokio::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
+    received: u64,
+}
+
+impl DeadlineBody {
+    /// After a check time passed: the failure, if the body is late or slow; else the next
+    /// check is armed.
+    fn check(&mut self) -> Option<BodyTimeout> {
+        let (started, next) = self.clock.as_mut()?;
+        let elapsed = started.elapsed();
+        if elapsed >= self.timeout {
+            return Some(BodyTimeout::Total(self.timeout));
+        }
+        let due = elapsed.saturating_sub(BODY_RATE_GRACE).as_secs_f64()
+            * BODY_RATE_MIN_BYTES_PER_SEC as f64;
+        if elapsed >= BODY_RATE_GRACE && (self.received as f64) < due {
+            return Some(BodyTimeout::TooSlow {
+                received: self.received,
+                elapsed,
+            });
+        }
+        let at =
+            (*started + self.timeout).min(tokio::time::Instant::now() + Duration::from_secs(1));
+        next.as_mut().reset(at);
+        None
+    }
 }
 
 impl http_body::Body for DeadlineBody {
@@ -67,15 +108,32 @@ impl http_body::Body for DeadlineBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        match Pin::new(&mut self.body).poll_frame(cx) {
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    metrics::counter!("llmcm_http_timeouts_total", "kind" => "body").increment(1);
-                    Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(self.timeout)))))
+        let this = &mut *self;
+        if this.clock.is_none() {
+            let now = tokio::time::Instant::now();
+            let first_check = (now + BODY_RATE_GRACE).min(now + this.timeout);
+            this.clock = Some((now, Box::pin(tokio::time::sleep_until(first_check))));
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => loop {
+                let Some((_, next)) = this.clock.as_mut() else {
+                    return Poll::Pending;
+                };
+                if next.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if let Some(failure) = this.check() {
+                    metrics::counter!("llmcm_http_timeouts_total", "kind" => "body").increment(1);
+                    return Poll::Ready(Some(Err(axum::Error::new(failure))));
+                }
             },
-            ready => ready,
+            other => other,
         }
     }
 
@@ -142,8 +200,9 @@ where
         let request = request.map(|body| {
             Body::new(DeadlineBody {
                 body,
-                deadline: Box::pin(tokio::time::sleep(body_timeout)),
                 timeout: body_timeout,
+                clock: None,
+                received: 0,
             })
         });
         let queued = !unqueued(route);

@@ -93,6 +93,10 @@ fn describe() {
         "Connections closed at once: more than http.connections_max plus the reserve for probes."
     );
     describe_counter!(
+        "llmcm_http_connections_evicted_total",
+        "Connections with no request in progress closed to make room for a new one (over http.connections_max)."
+    );
+    describe_counter!(
         "llmcm_http_accept_errors_total",
         "Failed accepts (out of descriptors, say)."
     );

@@ -56,12 +56,11 @@ pub fn json_body<T: DeserializeOwned>(
     let invalid = |e: &dyn std::fmt::Display| {
         ApiError::bad_request("invalid_json", format!("the request body: {e}"))
     };
-    storage_format::json::check(
-        &bytes,
-        storage_format::json::VALUE_DEPTH_MAX + BODY_ENVELOPE_DEPTH_MAX,
-        true,
-    )
-    .map_err(|e| invalid(&e))?;
+    let rules = storage_format::json::Rules {
+        depth_max: storage_format::json::VALUE_DEPTH_MAX + BODY_ENVELOPE_DEPTH_MAX,
+        ..storage_format::json::WRITE_RULES
+    };
+    storage_format::json::check(&bytes, &rules).map_err(|e| invalid(&e))?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     deserializer.disable_recursion_limit();
     let value = T::deserialize(&mut deserializer).map_err(|e| invalid(&e))?;

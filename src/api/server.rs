@@ -152,6 +152,9 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
             tls: tls.clone(),
         },
         recovering_stop_rx,
+        // Returns as soon as it stops accepting: the API takes the socket at once, and the
+        // recovering phase's connections finish on their own.
+        false,
     ));
 
     let dir = config.data_dir.clone();
@@ -205,6 +208,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
             tls: tls.clone(),
         },
         serving_stop_rx,
+        true,
     );
     let mut server = std::pin::pin!(server);
     tracing::info!(head = store.log().head().revision, "ready");

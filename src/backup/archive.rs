@@ -96,7 +96,14 @@ pub async fn archived(
     super::layout::check_history_id(history).map_err(BackupError::Invalid)?;
     let mut out = BTreeMap::new();
     for name in repo.list(&format!("{ARCHIVE_DIR}/{history}/log")).await? {
-        if !name.ends_with(RECORD_SUFFIX) {
+        // Only the records the layout names (`…/log/seg-<20 digits>.log.json`): anything else
+        // in the directory is not ours and is ignored, not taken for damage.
+        let is_record = name
+            .strip_suffix(RECORD_SUFFIX)
+            .and_then(|segment| segment.rsplit('/').next())
+            .and_then(storage_format::segment::parse_segment_file_name)
+            .is_some();
+        if !is_record {
             continue;
         }
         let bytes = repo.get(&name).await?;

@@ -257,12 +257,30 @@ async fn check_object(
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<Result<(), String>, BackupError> {
     let mut hasher = Sha256::new();
-    let got = repo
+    let mut seen = 0u64;
+    let streamed = repo
         .stream(object, |chunk| {
+            // Stop at the first byte past the size the manifest gives: a repository object
+            // cannot fill the disk (or the hash) beyond what was promised.
+            seen += chunk.len() as u64;
+            if seen > size {
+                return Err(std::io::Error::other(format!(
+                    "more than the {size} bytes the manifest says"
+                )));
+            }
             hasher.update(chunk);
             sink(chunk)
         })
-        .await?;
+        .await;
+    let got = match streamed {
+        Ok(got) => got,
+        Err(_) if seen > size => {
+            return Ok(Err(format!(
+                "is larger than the {size} bytes the manifest says"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     Ok(content_matches(got, &hex(&hasher.finalize()), size, sha256))
 }
 

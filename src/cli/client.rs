@@ -867,8 +867,11 @@ const ANSWER_DEPTH_MAX: usize = storage_format::json::VALUE_DEPTH_MAX + 8;
 /// Parses an answer of the server: its depth checked first without recursion, then parsed
 /// without serde's lower default depth limit.
 fn parse_answer(text: &str) -> std::result::Result<Value, String> {
-    storage_format::json::check(text.as_bytes(), ANSWER_DEPTH_MAX, false)
-        .map_err(|e| e.to_string())?;
+    let rules = storage_format::json::Rules {
+        depth_max: ANSWER_DEPTH_MAX,
+        ..storage_format::json::STORED_RULES
+    };
+    storage_format::json::check(text.as_bytes(), &rules).map_err(|e| e.to_string())?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
     deserializer.disable_recursion_limit();
     let value = serde::Deserialize::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
@@ -908,11 +911,18 @@ fn watch(api: &Api, json_out: bool, prefix: String, from_revision: Option<u64>) 
                 }
                 connected_once = true;
                 retry = WATCH_RETRY_FIRST;
+                let resumed_from = position;
                 match follow(resp, json_out, &mut out, &mut position)? {
-                    StreamEnd::Lagged(revision) => {
+                    // Fell behind after making progress: resume at once. Lagged again where it
+                    // started (a client too slow for this stream): back off first.
+                    StreamEnd::Lagged(revision) if resumed_from != Some(revision) => {
                         eprintln!("llmcm: watch: fell behind; resuming after revision {revision}");
                         position = Some(revision);
                         continue;
+                    }
+                    StreamEnd::Lagged(revision) => {
+                        position = Some(revision);
+                        format!("fell behind again at revision {revision}")
                     }
                     StreamEnd::Broken(why) => why,
                 }

@@ -660,7 +660,20 @@ impl Store {
     }
 
     /// Keys under `prefix` added, changed (value differs) or removed between two points.
+    /// At most `DIFF_CHANGES_MAX` changes and `DIFF_BYTES_MAX` bytes of values (an answer).
     pub fn diff(&self, prefix: &str, from: Point, to: Point) -> Result<Diff, ReadError> {
+        self.diff_bounded(prefix, from, to, DIFF_BYTES_MAX)
+    }
+
+    /// `diff` with the byte bound given: a rollback holds the values as shared mappings and
+    /// writes only the old ones, so the answer's bound is not its own.
+    pub(super) fn diff_bounded(
+        &self,
+        prefix: &str,
+        from: Point,
+        to: Point,
+        bytes_max: usize,
+    ) -> Result<Diff, ReadError> {
         self.with_index(|state, maps| {
             let (from_revision, from_bound) = self.resolve(state, from)?;
             let (to_revision, to_bound) = self.resolve(state, to)?;
@@ -689,9 +702,9 @@ impl Store {
                 bytes += key.len()
                     + old.as_ref().map_or(0, |v| v.value.as_bytes().len())
                     + new.as_ref().map_or(0, |v| v.value.as_bytes().len());
-                if bytes > DIFF_BYTES_MAX {
+                if bytes > bytes_max {
                     return Err(ReadError::TooLarge {
-                        max: DIFF_BYTES_MAX,
+                        max: bytes_max,
                         unit: "bytes of values",
                     });
                 }

@@ -186,7 +186,8 @@ impl Store {
     ) -> Result<RollbackOutcome, WriteError> {
         for _ in 0..WRITE_ATTEMPTS_MAX {
             let head = self.log.head().revision;
-            let diff = self.diff(prefix, point, Point::Revision(head))?;
+            // The rollback commit's own limits bound it (ops, bytes), not a diff answer's.
+            let diff = self.diff_bounded(prefix, point, Point::Revision(head), usize::MAX)?;
             if diff.changes.is_empty() {
                 return Ok(RollbackOutcome::Unchanged { revision: head });
             }

@@ -54,31 +54,56 @@ impl JsonError {
     }
 }
 
-/// The check every write applies: `check_stored` plus no duplicate member names.
+/// What a check refuses beyond the grammar and UTF-8.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Arrays and objects nested this deep at most (≤ `CHECK_DEPTH_MAX`).
+    pub depth_max: usize,
+    /// Two members of one object with the same name (after unescaping).
+    pub refuse_duplicates: bool,
+    /// A `\u` escape of a surrogate that is not half of a pair.
+    pub refuse_lone_surrogates: bool,
+}
+
+/// What every write accepts.
+pub const WRITE_RULES: Rules = Rules {
+    depth_max: VALUE_DEPTH_MAX,
+    refuse_duplicates: true,
+    refuse_lone_surrogates: true,
+};
+
+/// What a stored value must be to be served verbatim: whatever an older server's check (serde_json,
+/// which let duplicate names and lone surrogate escapes through) may have stored, if it is JSON.
+pub const STORED_RULES: Rules = Rules {
+    depth_max: VALUE_DEPTH_MAX,
+    refuse_duplicates: false,
+    refuse_lone_surrogates: false,
+};
+
+/// The check every write applies.
 pub fn check_value(bytes: &[u8]) -> Result<(), JsonError> {
-    check(bytes, VALUE_DEPTH_MAX, true)
+    check(bytes, &WRITE_RULES)
 }
 
-/// The check before a stored value is written verbatim into an answer: UTF-8, grammar, depth
-/// (values stored before duplicates were refused still read).
+/// The check before a stored value is written verbatim into an answer: UTF-8, grammar, depth.
 pub fn check_stored(bytes: &[u8]) -> Result<(), JsonError> {
-    check(bytes, VALUE_DEPTH_MAX, false)
+    check(bytes, &STORED_RULES)
 }
 
-/// A whole JSON document nested at most `depth_max` (≤ `CHECK_DEPTH_MAX`) deep — a request body
-/// that embeds values, say — with or without the duplicate-name check.
-pub fn check(bytes: &[u8], depth_max: usize, refuse_duplicates: bool) -> Result<(), JsonError> {
+/// A whole JSON document (a value, or a request body or an answer that embeds values) under
+/// `rules`.
+pub fn check(bytes: &[u8], rules: &Rules) -> Result<(), JsonError> {
     if let Err(e) = std::str::from_utf8(bytes) {
         return Err(JsonError::InvalidUtf8 {
             offset: e.valid_up_to(),
         });
     }
-    let depth_max = depth_max.min(CHECK_DEPTH_MAX);
     Scanner {
         bytes,
         at: 0,
-        depth_max,
-        names: refuse_duplicates.then(Vec::new),
+        depth_max: rules.depth_max.min(CHECK_DEPTH_MAX),
+        names: rules.refuse_duplicates.then(Vec::new),
+        refuse_lone_surrogates: rules.refuse_lone_surrogates,
     }
     .document()
 }
@@ -87,6 +112,7 @@ struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
     depth_max: usize,
+    refuse_lone_surrogates: bool,
     /// Member names of each open object, innermost last (only when duplicates are refused).
     names: Option<Vec<HashSet<Vec<u8>>>>,
 }
@@ -281,23 +307,36 @@ impl Scanner<'_> {
         }
     }
 
-    /// `\uXXXX` (the `u` at `self.at`), or a surrogate pair of two; the character it names.
+    /// `\uXXXX` (the `u` at `self.at`), or a surrogate pair of two; the character it names
+    /// (U+FFFD for a lone surrogate where those are let through).
     fn unicode_escape(&mut self) -> Result<char, JsonError> {
         let offset = self.at - 1;
         let high = self.hex4()?;
+        let lone = |scanner: &Self| {
+            if scanner.refuse_lone_surrogates {
+                Err(JsonError::LoneSurrogate { offset })
+            } else {
+                Ok('\u{FFFD}')
+            }
+        };
         let code = match high {
             0xD800..=0xDBFF => {
-                if self.bytes.get(self.at..self.at + 2) != Some(b"\\u") {
-                    return Err(JsonError::LoneSurrogate { offset });
-                }
-                self.at += 1;
-                let low = self.hex4()?;
-                if !(0xDC00..=0xDFFF).contains(&low) {
-                    return Err(JsonError::LoneSurrogate { offset });
-                }
+                // A low surrogate escape must follow; else this one stands alone (and what
+                // follows is read as itself).
+                let low = self
+                    .bytes
+                    .get(self.at..self.at + 6)
+                    .filter(|next| next.starts_with(b"\\u"))
+                    .and_then(|next| std::str::from_utf8(&next[2..]).ok())
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                    .filter(|low| (0xDC00..=0xDFFF).contains(low));
+                let Some(low) = low else {
+                    return lone(self);
+                };
+                self.at += 6;
                 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
             }
-            0xDC00..=0xDFFF => return Err(JsonError::LoneSurrogate { offset }),
+            0xDC00..=0xDFFF => return lone(self),
             _ => high,
         };
         char::from_u32(code).ok_or(JsonError::LoneSurrogate { offset })
@@ -479,6 +518,20 @@ mod tests {
             check_value(b"\"\\ud800\\u0041\""),
             Err(JsonError::LoneSurrogate { .. })
         ));
+        // An older server stored such escapes (serde_json let them through): they still read.
+        for stored in [
+            &b"\"\\ud800\""[..],
+            b"\"\\udc00\\ud800\"",
+            b"\"\\ud800\\u0041\"",
+            b"{\"\\ud800\":1}",
+        ] {
+            assert!(
+                check_stored(stored).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(stored)
+            );
+        }
+        assert!(check_stored(b"\"\\ud800\\u00\"").is_err());
     }
 
     #[test]
@@ -512,10 +565,14 @@ mod tests {
         ));
         // A million levels is refused quickly, not by overflowing the stack.
         assert!(!ok(&nested(1_000_000)));
-        assert!(check(&nested(10), 9, false).is_err());
-        assert!(check(&nested(9), 9, false).is_ok());
-        assert!(check(&nested(CHECK_DEPTH_MAX), CHECK_DEPTH_MAX, false).is_ok());
-        assert!(check(&nested(CHECK_DEPTH_MAX + 1), usize::MAX, false).is_err());
+        let depth = |depth_max| Rules {
+            depth_max,
+            ..STORED_RULES
+        };
+        assert!(check(&nested(10), &depth(9)).is_err());
+        assert!(check(&nested(9), &depth(9)).is_ok());
+        assert!(check(&nested(CHECK_DEPTH_MAX), &depth(CHECK_DEPTH_MAX)).is_ok());
+        assert!(check(&nested(CHECK_DEPTH_MAX + 1), &depth(usize::MAX)).is_err());
         // Objects and arrays alternating across the two words of the stack.
         let mut mixed = String::new();
         for i in 0..200 {
@@ -525,8 +582,12 @@ mod tests {
         for i in (0..200).rev() {
             mixed.push(if i % 2 == 0 { '}' } else { ']' });
         }
-        assert!(check(mixed.as_bytes(), 200, true).is_ok());
-        assert!(check(mixed.as_bytes(), 199, true).is_err());
+        let strict = |depth_max| Rules {
+            depth_max,
+            ..WRITE_RULES
+        };
+        assert!(check(mixed.as_bytes(), &strict(200)).is_ok());
+        assert!(check(mixed.as_bytes(), &strict(199)).is_err());
     }
 
     #[test]
