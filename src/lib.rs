@@ -9,12 +9,21 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod fault;
-pub mod fs;
 pub mod image;
-pub mod index;
-pub mod log;
 pub mod restore;
 pub mod store;
+
+/// The storage engine's own modules: public with the `internals` feature (the engine's tests,
+/// tools/), private to the crate otherwise — everything above the engine goes through `store`.
+macro_rules! engine_modules {
+    ($($name:ident),*) => {$(
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unused_imports)]
+        pub(crate) mod $name;
+    )*};
+}
+engine_modules!(fault, fs, index, log);
 
 pub use storage_format;

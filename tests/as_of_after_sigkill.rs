@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::run_child_and_kill;
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{Point, Store};
 
 const CHILD_ENV: &str = "LLMCM_STORE_CRASH_CHILD_DIR";

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use llmcm::clock::ManualClock;
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
 use llmcm::store::{ChangeKind, CommitFilter, Point, Store};
+use llmcm::store::{CommitRequest, LogConfig};
 use proptest::prelude::*;
 
 const KEYS: [&str; 7] = ["a", "a/b", "a/c", "ab/x", "b/x", "b/y/z", "c"];

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use llmcm::backup::{self, BackupKind, Keep, Repo};
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::restore::RestorePoint;
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{MaintenanceConfig, Point, Store};
 
 mod common;

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use llmcm::clock::ManualClock;
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
 use llmcm::store::{CommitFilter, MaintenanceConfig, Point, ReadError, Store};
+use llmcm::store::{CommitRequest, LogConfig};
 
 const KEYS: [&str; 9] = [
     "a",

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{Point, Store};
 
 fn config() -> LogConfig {

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use llmcm::log::LogConfig;
 use llmcm::storage_format::commit::Op;
+use llmcm::store::LogConfig;
 use llmcm::store::{Condition, Point, Store, WriteError, WriteRequest};
 
 fn put_if(store: &Store, key: &str, value: &str, revision: u64) -> Result<u64, WriteError> {

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{MaintenanceConfig, Point, ReadError, Store};
 use server::{Server, client};
 

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
 use llmcm::storage_format::index::{INDEX_HEADER_LEN, REV_ENTRY_LEN, VERSION_ENTRY_LEN};
 use llmcm::store::{CommitFilter, Point, Store};
+use llmcm::store::{CommitRequest, LogConfig};
 
 fn config() -> LogConfig {
     LogConfig {

@@ -105,7 +105,7 @@ proptest! {
                     } else {
                         format!("{{\"n\":{n}}}")
                     };
-                    match l.append(llmcm::log::CommitRequest::change("p", "", vec![put(&key, &value)])) {
+                    match l.append(llmcm::store::CommitRequest::change("p", "", vec![put(&key, &value)])) {
                         Ok(info) => {
                             prop_assert!(model.unknown.is_empty(), "acknowledged after a failure");
                             prop_assert_eq!(info.revision, model.acked.len() as u64 + 1);

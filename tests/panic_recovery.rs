@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use llmcm::fault;
-use llmcm::log::{CommitRequest, LogConfig, LogError};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig, StoreError};
 use llmcm::store::{Point, Store};
 
 /// The panic points are process-wide: one test at a time.
@@ -31,7 +31,7 @@ fn value(n: u64) -> Vec<u8> {
 /// Per revision (index = revision): every key's live `n`.
 type Model = Vec<BTreeMap<String, u64>>;
 
-fn put(store: &Store, model: &mut Model, n: u64) -> Result<u64, LogError> {
+fn put(store: &Store, model: &mut Model, n: u64) -> Result<u64, StoreError> {
     let key = format!("app/k{:02}", n % KEYS);
     let committed = store.append(CommitRequest::change(
         "t",
@@ -133,7 +133,7 @@ fn a_batch_write_panic_fails_the_batch_and_latches_the_log() {
     }
     fault::arm_panic("log.write_batch", 1);
     match put(&store, &mut model, 31) {
-        Err(LogError::ReadOnly { reason }) => assert!(reason.contains("panicked"), "{reason}"),
+        Err(StoreError::ReadOnly { reason }) => assert!(reason.contains("panicked"), "{reason}"),
         other => panic!("expected ReadOnly, got {other:?}"),
     }
     assert_eq!(fault::armed_panics(), 0);
@@ -152,7 +152,7 @@ fn a_batch_write_panic_fails_the_batch_and_latches_the_log() {
                         }],
                     ));
                     assert!(
-                        matches!(result, Err(LogError::ReadOnly { .. })),
+                        matches!(result, Err(StoreError::ReadOnly { .. })),
                         "{result:?}"
                     );
                 }

@@ -28,7 +28,7 @@ fn workload(fs: &MemFs, commits: u64) -> Vec<u64> {
     for n in 0..commits {
         // ~1 KiB values: 64 KiB segments roll every ~60 commits.
         let value = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(1000));
-        match log.append(llmcm::log::CommitRequest::change(
+        match log.append(llmcm::store::CommitRequest::change(
             "t",
             "",
             vec![put(&format!("k/{}", n % 7), &value)],

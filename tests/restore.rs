@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use llmcm::clock::ManualClock;
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
 use llmcm::storage_format::commit::Op;
 use llmcm::store::{CommitFilter, MaintenanceConfig, Point, Store};
+use llmcm::store::{CommitRequest, LogConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

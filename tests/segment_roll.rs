@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use llmcm::clock::ManualClock;
 use llmcm::fs::{Fs, MemFs};
-use llmcm::log::LogConfig;
+use llmcm::store::LogConfig;
 
 #[test]
 fn segments_roll_by_size_and_sealed_bytes_never_change() {
@@ -19,7 +19,7 @@ fn segments_roll_by_size_and_sealed_bytes_never_change() {
     let mut sealed_bytes: HashMap<u64, Vec<u8>> = HashMap::new();
     for n in 0..600u64 {
         let value = format!("{{\"pad\":\"{}\",\"n\":{n}}}", "x".repeat(400));
-        log.append(llmcm::log::CommitRequest::change(
+        log.append(llmcm::store::CommitRequest::change(
             "t",
             "",
             vec![put("k", &value)],

@@ -10,8 +10,8 @@
 
 mod server;
 
-use llmcm::log::LogConfig;
 use llmcm::storage_format::commit::Op;
+use llmcm::store::LogConfig;
 use llmcm::store::{MaintenanceConfig, Store, WriteRequest};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

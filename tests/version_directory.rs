@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use llmcm::clock::ManualClock;
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{Point, Store};
 
 const T0: u64 = 1_800_000_000_000_000;

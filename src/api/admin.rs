@@ -24,7 +24,7 @@ impl From<MaintenanceError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "read_only", message)
             }
             MaintenanceError::Invalid(_) => ApiError::bad_request("invalid_argument", message),
-            MaintenanceError::Log(error) => error.into(),
+            MaintenanceError::Log(error) => crate::store::StoreError::from(error).into(),
             _ => ApiError::internal(message),
         }
     }
@@ -385,7 +385,7 @@ pub fn start_archiving(state: &AppState) {
 pub async fn archive_loop(state: AppState, r: crate::config::RepositoryConfig) {
     use crate::api::ArchiveStatus;
     let store = state.store().clone();
-    let history = storage_format::hex(&store.log().history_id());
+    let history = storage_format::hex(&store.history_id());
     let mut shutdown = state.shutdown_signal();
     let mut known = None;
     // Segments at or below this revision are not shipped: `backup prune` deletes archived

@@ -491,7 +491,7 @@ pub async fn verify(
         /// Set when history was compacted: verification starts from the horizon's hash.
         horizon: Option<serde_json::Value>,
     }
-    let horizon = state.store().log().horizon();
+    let horizon = state.store().horizon();
     ok(&VerifyView {
         horizon: (horizon.revision > 0).then(|| {
             serde_json::json!({
@@ -550,15 +550,15 @@ pub async fn status(
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Action::Admin)?;
-    let log = state.store().log();
-    let head = log.head();
-    let horizon = log.horizon();
-    let segments = log.segments_summary();
-    let stats = log.stats();
-    let read_only = log.read_only_reason();
+    let store = state.store();
+    let head = store.head();
+    let horizon = store.horizon();
+    let segments = store.segments_summary();
+    let stats = store.stats();
+    let read_only = store.read_only_reason();
     let scrub = state.store().scrub_status();
     ok(&serde_json::json!({
-        "history_id": hex(&log.history_id()),
+        "history_id": hex(&store.history_id()),
         "head": {
             "revision": head.revision,
             "timestamp": (head.revision > horizon.revision).then(|| format_timestamp_us(head.timestamp_us)),
@@ -643,7 +643,7 @@ pub async fn ready(
     if state.shutting_down() {
         return not_ready("shutting down".into());
     }
-    match state.store().log().read_only_reason() {
+    match state.store().read_only_reason() {
         None => ok(&serde_json::json!({ "status": "ready" })),
         // The reason may name files (an I/O failure): only for a caller with a token.
         Some(reason) if shows_detail(&state, &headers, peer) => {
@@ -681,9 +681,9 @@ pub async fn health(
     headers: HeaderMap,
     Peer(peer): Peer,
 ) -> Response {
-    let log = state.store().log();
+    let store = state.store();
     let snapshots = state.store().snapshots();
-    let read_only = log.read_only_reason();
+    let read_only = store.read_only_reason();
     let status = if read_only.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -766,10 +766,10 @@ pub async fn health(
         "storage": {
             "writable": read_only.is_none(),
             "read_only_reason": read_only,
-            "head_revision": log.head().revision,
-            "segments": log.segments_summary().count,
+            "head_revision": store.head().revision,
+            "segments": store.segments_summary().count,
             "disk_free_bytes": super::metrics::disk_free_bytes(&state.config().data_dir),
-            "fsync_recent": log.recent_fsync().map(|f| serde_json::json!({
+            "fsync_recent": store.recent_fsync().map(|f| serde_json::json!({
                 "count": f.count,
                 "mean_ms": f.mean_us / 1e3,
                 "max_ms": f.max_us as f64 / 1e3,
@@ -783,7 +783,7 @@ pub async fn health(
             "failures_since_start": state.store().maintenance_stats().snapshot_failures,
         },
         "compaction": {
-            "horizon_revision": log.horizon().revision,
+            "horizon_revision": store.horizon().revision,
             "last": state.store().last_compaction().as_ref().map(super::admin::compaction_view),
         },
     });
@@ -827,13 +827,12 @@ pub async fn read_only(
     let store = state.store().clone();
     let actor = principal.name.to_string();
     let on = body.on;
-    let switched =
-        blocking(move || Ok(store.log().set_operator_read_only(on, &reason, &actor)?)).await?;
+    let switched = blocking(move || Ok(store.set_operator_read_only(on, &reason, &actor)?)).await?;
     let Some(info) = switched else {
         return ok(&serde_json::json!({
             "read_only": on,
             "changed": false,
-            "revision": state.store().log().head().revision,
+            "revision": state.store().head().revision,
         }));
     };
     tracing::warn!(on, actor = %principal.name, revision = info.revision, "operator read-only switch");

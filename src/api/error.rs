@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use storage_format::commit::CommitError;
 
-use crate::log::{LogError, Rejection};
-use crate::store::{ReadError, WriteError};
+use crate::store::{ReadError, Rejection, StoreError, WriteError};
 
 /// An error answer.
 #[derive(Debug)]
@@ -107,17 +106,17 @@ impl From<ReadError> for ApiError {
                     "earliest_timestamp",
                     json!(crate::clock::format_timestamp_us(earliest_timestamp_us)),
                 ),
-            ReadError::Log(error) => error.into(),
+            ReadError::Log(error) => StoreError::from(error).into(),
             ReadError::Index(_) => ApiError::internal(message),
         }
     }
 }
 
-impl From<LogError> for ApiError {
-    fn from(error: LogError) -> ApiError {
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
         let message = error.to_string();
         match error {
-            LogError::Rejected(rejection) => match rejection {
+            StoreError::Rejected(rejection) => match rejection {
                 Rejection::TooManyOps { .. }
                 | Rejection::ValueTooLarge { .. }
                 | Rejection::CommitTooLarge { .. } => ApiError::too_large(message),
@@ -133,10 +132,10 @@ impl From<LogError> for ApiError {
                     _ => ApiError::bad_request("invalid_argument", message),
                 },
             },
-            LogError::ReadOnly { .. } => {
+            StoreError::ReadOnly { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "read_only", message)
             }
-            LogError::Closed => {
+            StoreError::Closed => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }
             _ => ApiError::internal(message),
@@ -164,7 +163,7 @@ impl From<WriteError> for ApiError {
                     .with("violations", json!(violations))
             }
             WriteError::Contended => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            WriteError::Log(error) => error.into(),
+            WriteError::Log(error) => StoreError::from(error).into(),
             WriteError::Read(error) => error.into(),
         }
     }

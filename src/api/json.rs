@@ -58,8 +58,8 @@ pub struct WriteView {
     pub timestamp: String,
 }
 
-impl From<crate::log::CommitInfo> for WriteView {
-    fn from(info: crate::log::CommitInfo) -> Self {
+impl From<crate::store::CommitInfo> for WriteView {
+    fn from(info: crate::store::CommitInfo) -> Self {
         WriteView {
             revision: info.revision,
             timestamp: format_timestamp_us(info.timestamp_us),

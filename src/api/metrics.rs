@@ -320,19 +320,19 @@ const LABEL_VALUES_MAX: usize = 256;
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub async fn serve_metrics(State(state): State<AppState>) -> Response {
-    let log = state.store().log();
-    let head = log.head();
-    let segments = log.segments_summary();
+    let store = state.store();
+    let head = store.head();
+    let segments = store.segments_summary();
     gauge!("llmcm_head_revision").set(head.revision as f64);
-    gauge!("llmcm_commits_since_start").set(log.stats().commits as f64);
+    gauge!("llmcm_commits_since_start").set(store.stats().commits as f64);
     gauge!("llmcm_log_bytes").set(segments.bytes as f64);
     gauge!("llmcm_segments").set(segments.count as f64);
-    gauge!("llmcm_read_only").set(if log.read_only_reason().is_some() {
+    gauge!("llmcm_read_only").set(if store.read_only_reason().is_some() {
         1.0
     } else {
         0.0
     });
-    let ready = log.read_only_reason().is_none() && !state.shutting_down();
+    let ready = store.read_only_reason().is_none() && !state.shutting_down();
     gauge!("llmcm_ready").set(if ready { 1.0 } else { 0.0 });
     if let Some(free) = disk_free_bytes(&state.config().data_dir) {
         gauge!("llmcm_disk_free_bytes").set(free as f64);
@@ -341,7 +341,6 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     gauge!("llmcm_watchers").set(hub.open() as f64);
     gauge!("llmcm_http_connections").set(super::connection::open_connections() as f64);
     gauge!("llmcm_watch_buffered_bytes").set(hub.buffered_bytes() as f64);
-    let store = state.store();
     let now_us = crate::clock::now_us();
     let age = |us: u64| now_us.saturating_sub(us) as f64 / 1e6;
     let snapshots = store.snapshots();
@@ -350,7 +349,7 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     if let Some(newest) = snapshots.last() {
         gauge!("llmcm_snapshot_age_seconds").set(age(newest.created_unix_us));
     }
-    let horizon = log.horizon();
+    let horizon = store.horizon();
     gauge!("llmcm_compaction_horizon_revision").set(horizon.revision as f64);
     if horizon.revision > 0 {
         gauge!("llmcm_compaction_horizon_age_seconds").set(age(horizon.timestamp_us));

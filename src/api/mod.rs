@@ -186,7 +186,7 @@ impl AppState {
     /// history's backups alone.
     pub fn record_backup(&self, repo: &str, m: &crate::backup::Manifest) {
         let store = self.store();
-        if m.history_id != storage_format::hex(&store.log().history_id()) {
+        if m.history_id != storage_format::hex(&store.history_id()) {
             return;
         }
         self.inner

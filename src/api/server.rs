@@ -48,7 +48,7 @@ pub enum ServeError {
     #[error("serving: {0}")]
     Serve(std::io::Error),
     #[error("closing the store: {0}")]
-    Close(crate::log::LogError),
+    Close(crate::store::StoreError),
 }
 
 /// What `serve` needs besides the configuration: how to re-read it on SIGHUP, and how to change
@@ -211,7 +211,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         true,
     );
     let mut server = std::pin::pin!(server);
-    tracing::info!(head = store.log().head().revision, "ready");
+    tracing::info!(head = store.head().revision, "ready");
     println!("ready");
     let _ = std::io::stdout().flush();
     tokio::spawn(reload_on_sighup(state, limits, tls, options));

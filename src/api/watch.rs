@@ -450,7 +450,7 @@ pub async fn watch(
     let store = state.store().clone();
     let indexed = store.subscribe();
     let head = *indexed.borrow();
-    let horizon = store.log().horizon();
+    let horizon = store.horizon();
     let start = requested.unwrap_or(head);
     if start > head {
         return Err(ApiError::bad_request(

@@ -211,7 +211,7 @@ const ASYNC_WRITE_VALUE_BYTES_MAX: usize = 64 << 10;
 pub(super) async fn commit(
     state: &AppState,
     request: WriteRequest,
-) -> Result<crate::log::CommitInfo, ApiError> {
+) -> Result<crate::store::CommitInfo, ApiError> {
     let value_bytes: usize = request
         .ops
         .iter()

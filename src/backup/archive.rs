@@ -129,9 +129,8 @@ pub async fn ship_new(
     known: &mut BTreeMap<u64, ArchivedSegment>,
     floor: u64,
 ) -> Result<usize, BackupError> {
-    let history = hex(&store.log().history_id());
+    let history = hex(&store.history_id());
     let sealed: Vec<_> = store
-        .log()
         .segments()
         .into_iter()
         .filter(|s| {

@@ -398,7 +398,7 @@ async fn create_locked(
     mark("roll and plan");
     let (manifests, _) = catalog(repo).await?;
     mark("catalog");
-    let history = hex(&store.log().history_id());
+    let history = hex(&store.history_id());
     let same_history: Vec<&Manifest> = manifests
         .iter()
         .filter(|m| m.history_id == history)
@@ -614,17 +614,14 @@ struct Plan {
 }
 
 fn plan_files(store: &Store) -> Result<Plan, BackupError> {
-    let log = store.log();
-    log.roll_deferring_checkpoint()
+    let crate::store::SealedFiles {
+        dir,
+        base_image_seq,
+        horizon,
+        sealed,
+    } = store
+        .seal_for_backup()
         .map_err(|e| BackupError::Store(e.to_string()))?;
-    let dir = log.dir().to_path_buf();
-    let manifest = log.manifest();
-    let horizon = log.horizon();
-    let sealed: Vec<_> = log
-        .segments()
-        .into_iter()
-        .filter(|s| s.sealed && s.last_revision >= s.first_revision)
-        .collect();
     if sealed.is_empty() {
         return Err(BackupError::Invalid(
             "the store holds no commits yet: nothing to back up".into(),
@@ -641,8 +638,8 @@ fn plan_files(store: &Store) -> Result<Plan, BackupError> {
         first_revision: first,
         last_revision: last,
     };
-    if manifest.base_image_seq != 0 {
-        let name = storage_format::image::base_image_file_name(manifest.base_image_seq);
+    if base_image_seq != 0 {
+        let name = storage_format::image::base_image_file_name(base_image_seq);
         let path = dir.join(&name);
         let size = file_size(&path)?;
         files.push((
@@ -716,7 +713,7 @@ fn plan_files(store: &Store) -> Result<Plan, BackupError> {
             revision: horizon.revision,
             timestamp_us: horizon.timestamp_us,
             hash: hex(&horizon.hash),
-            base_image_seq: manifest.base_image_seq,
+            base_image_seq,
         },
         first_revision: horizon.revision,
         last_revision,

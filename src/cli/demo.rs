@@ -23,7 +23,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&args.data_dir, LogConfig::default())
         .with_context(|| format!("opening {}", args.data_dir.display()))?;
-    let start = store.log().head().revision;
+    let start = store.head().revision;
     let changes: [(&str, Vec<Op>); 3] = [
         (
             "initial chatbot config",
@@ -106,9 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("\nthe new commits, as the chain export writes them:");
     let mut out = std::io::stdout().lock();
-    crate::chain::export_chain(store.log(), start + 1, u64::MAX, &mut out)?;
+    store.export_chain(start + 1, u64::MAX, &mut out)?;
     drop(out);
-    let dir = store.log().dir().to_path_buf();
+    let dir = store.dir().to_path_buf();
     store.close()?;
     drop(store);
     let report = crate::log::verify::verify_dir(&RealFs, &dir);

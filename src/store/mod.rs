@@ -36,10 +36,19 @@ pub use write::{
     WriteRequest,
 };
 
+/// What callers of the store build requests from and read results into: the log's plain data
+/// types, owned here so that nothing above the store imports `log`.
+pub use crate::log::{
+    CommitInfo, CommitRequest, Corruption, Head, LogConfig, LogStats, RecentFsync, Rejection,
+    SegmentMeta, SegmentsSummary,
+};
+pub use storage_format::HistoryId;
+pub use storage_format::commit::{CommitKind, Op};
+
 use crate::clock::{Clock, SystemClock};
 use crate::fs::RealFs;
 use crate::index::{Bound, Index, IndexError, SegmentMaps, State};
-use crate::log::{CommitInfo, CommitRequest, Log, LogConfig, LogError};
+use crate::log::{Log, LogError};
 
 /// Items in one page of a list, history or commits read, at most.
 pub const PAGE_ITEMS_MAX: usize = 1000;
@@ -101,10 +110,22 @@ impl ReadError {
     }
 }
 
+/// An error of the store, as the layers above tell them apart: a refused request, a store that
+/// takes no writes now, or a failure of storage (the log's error, naming file and offset).
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// Refused before anything was written (limits, keys, values): the caller's to fix.
+    #[error("request refused: {0}")]
+    Rejected(Rejection),
+    /// Writes are refused (the operator's switch, a full disk, a failed write); reads go on.
+    #[error("the store is read-only: {reason}")]
+    ReadOnly { reason: String },
+    /// The store is closing or closed.
+    #[error("the log is closed")]
+    Closed,
+    /// Storage failed, is damaged, or cannot be opened.
     #[error(transparent)]
-    Log(#[from] LogError),
+    Storage(LogError),
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -116,6 +137,35 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
+}
+
+impl From<LogError> for StoreError {
+    fn from(error: LogError) -> StoreError {
+        match error {
+            LogError::Rejected(rejection) => StoreError::Rejected(rejection),
+            LogError::ReadOnly { reason } => StoreError::ReadOnly { reason },
+            LogError::Closed => StoreError::Closed,
+            other => StoreError::Storage(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the disk is full (the store turned read-only for lack of space).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Storage(e) if e.is_disk_full())
+    }
+}
+
+/// The store's files after `Store::seal_for_backup`: what a backup may copy.
+#[derive(Debug, Clone)]
+pub struct SealedFiles {
+    pub dir: std::path::PathBuf,
+    /// The base image's sequence (0: none).
+    pub base_image_seq: u64,
+    pub horizon: Head,
+    /// Sealed segments holding at least one commit, oldest first.
+    pub sealed: Vec<SegmentMeta>,
 }
 
 /// How often the housekeeping thread checks whether the active segment is due to roll by age.
@@ -377,19 +427,109 @@ impl Store {
         self.index.subscribe()
     }
 
+    /// The log under the store (tools and tests of the log itself).
+    #[cfg(feature = "internals")]
     pub fn log(&self) -> &Log {
         &self.log
     }
 
     /// Appends one commit; returns once it is durable and visible.
-    pub fn append(&self, request: CommitRequest) -> Result<CommitInfo, LogError> {
-        self.log.append(request)
+    pub fn append(&self, request: CommitRequest) -> Result<CommitInfo, StoreError> {
+        Ok(self.log.append(request)?)
+    }
+
+    /// The durable head: the newest revision readers see.
+    pub fn head(&self) -> Head {
+        self.log.head()
+    }
+
+    /// The compaction horizon: the oldest point still readable (revision 0 before any).
+    pub fn horizon(&self) -> Head {
+        self.log.horizon()
+    }
+
+    /// The history this store's chain belongs to (a restore starts a new one).
+    pub fn history_id(&self) -> HistoryId {
+        self.log.history_id()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.log.dir()
+    }
+
+    /// Why writes are refused now, if they are.
+    pub fn read_only_reason(&self) -> Option<String> {
+        self.log.read_only_reason()
+    }
+
+    /// Switches the operator's read-only state, recorded as a `read_only` commit by `actor`;
+    /// `None` when it was already in that state (nothing recorded).
+    pub fn set_operator_read_only(
+        &self,
+        on: bool,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Option<CommitInfo>, StoreError> {
+        Ok(self.log.set_operator_read_only(on, reason, actor)?)
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentMeta> {
+        self.log.segments()
+    }
+
+    /// The segments at a glance.
+    pub fn segments_summary(&self) -> SegmentsSummary {
+        self.log.segments_summary()
+    }
+
+    /// The latest group-commit fsyncs' latency, if any were timed recently.
+    pub fn recent_fsync(&self) -> Option<RecentFsync> {
+        self.log.recent_fsync()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        self.log.stats()
+    }
+
+    /// Seals the active segment (if it holds a commit) and starts the next; whether it rolled.
+    pub fn roll(&self) -> Result<bool, StoreError> {
+        Ok(self.log.roll()?)
+    }
+
+    /// Seals the active segment for a backup (deferring the index checkpoint the roll would
+    /// write, so the backup's latency does not pay it) and returns what the sealed files are.
+    pub fn seal_for_backup(&self) -> Result<SealedFiles, StoreError> {
+        self.log.roll_deferring_checkpoint()?;
+        Ok(SealedFiles {
+            dir: self.log.dir().to_path_buf(),
+            base_image_seq: self.log.manifest().base_image_seq,
+            horizon: self.log.horizon(),
+            sealed: self
+                .log
+                .segments()
+                .into_iter()
+                .filter(|s| s.sealed && s.last_revision >= s.first_revision)
+                .collect(),
+        })
+    }
+
+    /// Writes the chain's commits `from..=to` as NDJSON (`chain::export_chain`); how many.
+    pub fn export_chain(
+        &self,
+        from: u64,
+        to: u64,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, crate::chain::ChainError> {
+        crate::chain::export_chain(&self.log, from, to, out)
     }
 
     /// Closes cleanly: seals the active segment (so the index checkpoints everything and the next
     /// open replays nothing), then closes the log (see `Log::close`). Idempotent; dropping the
     /// store does the same, ignoring errors.
-    pub fn close(&self) -> Result<(), LogError> {
+    pub fn close(&self) -> Result<(), StoreError> {
         self.maintenance.cancel();
         self.housekeeping.stop();
         let closed = (|| {
@@ -404,7 +544,7 @@ impl Store {
                     tracing::warn!(%error, "index checkpoint at close failed; the next open re-indexes");
                 }
             }
-            self.log.close()
+            Ok(self.log.close()?)
         })();
         // The checkpoint thread finishes what the last roll queued, then stops.
         self.index.stop_finisher();

@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use llmcm::backup::{self, BackupKind, Repo};
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::restore::RestorePoint;
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{MaintenanceConfig, Store};
 
 #[derive(Parser)]

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use llmcm::config::Config;
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{Point, Store};
 
 #[derive(Parser)]

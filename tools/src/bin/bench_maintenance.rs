@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use llmcm::log::{CommitRequest, LogConfig};
 use llmcm::restore::{RestorePoint, RestoreRequest, restore};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{MaintenanceConfig, Point, Store};
 
 #[derive(Parser)]
