@@ -161,7 +161,7 @@ pub async fn ship_new(
             Err(e) => return Err(BackupError::Store(e.to_string())),
         };
         let segment_object = object(&history, &name);
-        let sha256 = super::put_hashed(repo, &s.path, &segment_object, &content).await?;
+        let sha256 = super::create::put_hashed(repo, &s.path, &segment_object, &content).await?;
         repo.sync(&segment_object).await?;
         if !repo.holds(&segment_object, &content).await? {
             return Err(BackupError::Damaged {
