@@ -186,31 +186,16 @@ pub async fn backup(
         .unwrap_or("full")
         .parse()
         .map_err(|e: String| ApiError::bad_request("invalid_argument", e))?;
-    let config = state.repository(&body.repo).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_argument",
-            format!("no backup repository named {:?} is configured", body.repo),
-        )
-    })?;
-    let repo = crate::backup::Repo::open(&config.url).map_err(backup_error)?;
-    // A task of its own: if the request times out, the backup still finishes (or fails) and
-    // releases the repository lock, instead of being dropped half-way.
-    let store = state.store().clone();
-    let tracked = std::sync::Arc::new(crate::backup::Progress::default());
-    let running = state.clone();
-    let repo_name = body.repo.clone();
-    let created = tokio::spawn(async move {
-        running.set_backup_running(Some((repo_name, kind.name(), tracked.clone())));
-        let created = crate::backup::create_tracked(&store, &repo, kind, &tracked).await;
-        running.set_backup_running(None);
-        created
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(backup_error)?;
+    let created = state
+        .backups()
+        .create(&body.repo, kind)
+        .await
+        .map_err(backup_error)?;
     tracing::info!(actor = %principal.name, repo = %body.repo, id = %created.manifest.id, "backup taken");
-    state.record_backup(&body.repo, &created.manifest);
-    ok(&backup_view(&created.manifest, created.files_uploaded))
+    ok(&crate::backup::view::backup_view(
+        &created.manifest,
+        created.files_uploaded,
+    ))
 }
 
 pub(super) fn backup_error(e: crate::backup::BackupError) -> ApiError {
@@ -228,95 +213,6 @@ pub(super) fn backup_error(e: crate::backup::BackupError) -> ApiError {
     }
 }
 
-/// A backup's summary (what `llmcm backup create --json` prints).
-pub fn backup_view(m: &crate::backup::Manifest, files_uploaded: usize) -> Value {
-    json!({
-        "id": m.id,
-        "sequence": m.sequence,
-        "kind": m.kind.name(),
-        "parent": m.parent,
-        "history_id": m.history_id,
-        "first_revision": m.first_revision,
-        "last_revision": m.last_revision,
-        "first_time": (m.first_timestamp_us > 0).then(|| format_timestamp_us(m.first_timestamp_us)),
-        "last_time": (m.last_timestamp_us > 0).then(|| format_timestamp_us(m.last_timestamp_us)),
-        "files": m.files.len(),
-        "files_uploaded": files_uploaded,
-        "bytes": m.bytes,
-        "seconds": m.seconds,
-    })
-}
-
-/// At start, with repositories configured: compaction may not pass anything until the backups
-/// are known (the limit starts at 0), then each repository's catalog is read for the newest
-/// backup of this history and the newest of each kind. A repository that cannot be read is
-/// logged and left out (compaction stays limited by the others, or at 0).
-pub async fn scan_repositories(state: AppState) {
-    let repositories = state.config().backup.repositories.clone();
-    if repositories.is_empty() {
-        return;
-    }
-    state.store().set_backup_safe_revision(Some(0));
-    for r in repositories {
-        let repo = match crate::backup::Repo::open(&r.url) {
-            Ok(repo) => repo,
-            Err(error) => {
-                tracing::warn!(repo = %r.name, %error, "backup repository unusable");
-                continue;
-            }
-        };
-        match crate::backup::catalog(&repo).await {
-            Ok((manifests, _)) => {
-                for m in &manifests {
-                    state.record_backup(&r.name, m);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(repo = %r.name, %error, "cannot read the backup repository")
-            }
-        }
-    }
-}
-
-/// Every `backup.poll` (and at once, and after each SIGHUP, which may change the interval),
-/// re-reads each configured repository's latest `backup verify` result. A repository that cannot
-/// be read keeps its last known result (and is logged once per distinct error). Ends when the
-/// server shuts down.
-pub async fn verify_poll_loop(state: AppState) {
-    let mut shutdown = state.shutdown_signal();
-    let mut last_error: std::collections::BTreeMap<String, String> = Default::default();
-    loop {
-        let every = crate::config::parse_duration(&state.backup_poll())
-            .unwrap_or(std::time::Duration::from_secs(60));
-        for r in state.repositories() {
-            let loaded = async {
-                let repo = crate::backup::Repo::open(&r.url)?;
-                crate::backup::VerifyRecord::load(&repo).await
-            };
-            match loaded.await {
-                Ok(record) => {
-                    last_error.remove(&r.name);
-                    if let Some(record) = record {
-                        state.set_verification(&r.name, record);
-                    }
-                }
-                Err(error) => {
-                    let error = error.to_string();
-                    if last_error.get(&r.name) != Some(&error) {
-                        tracing::warn!(repo = %r.name, %error, "cannot read the latest verify result");
-                        last_error.insert(r.name.clone(), error);
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = state.reloaded() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-    }
-}
-
 /// The background scrub: last full pass, passes, whether one runs, damage found.
 pub(super) fn scrub_view(scrub: &crate::store::ScrubStatus) -> Value {
     json!({
@@ -325,143 +221,4 @@ pub(super) fn scrub_view(scrub: &crate::store::ScrubStatus) -> Value {
         "running": scrub.running,
         "damage": scrub.damage,
     })
-}
-
-/// The latest `backup verify` result per repository.
-pub(super) fn verifications_view(state: &AppState) -> Value {
-    let items: Vec<Value> = state
-        .verifications()
-        .iter()
-        .map(|(repo, v)| {
-            json!({
-                "repo": repo,
-                "verified": format_timestamp_us(v.verified_us),
-                "ok": v.ok,
-                "deep": v.deep,
-                "backups": v.backups,
-                "failures": v.failures,
-                "first_failure": v.first_failure,
-            })
-        })
-        .collect();
-    Value::Array(items)
-}
-
-/// The newest successful backup of each kind.
-pub(super) fn last_backups_view(state: &AppState) -> Value {
-    let items: Vec<Value> = state
-        .last_backups()
-        .iter()
-        .map(|(kind, b)| {
-            json!({
-                "kind": kind,
-                "repo": b.repo,
-                "id": b.id,
-                "created": format_timestamp_us(b.created_us),
-                "bytes": b.bytes,
-                "seconds": b.seconds,
-                "last_revision": b.last_revision,
-            })
-        })
-        .collect();
-    Value::Array(items)
-}
-
-/// Continuous archiving into repository `r`: every second, ship the segments sealed since the
-/// last pass, record progress (and errors) for health and metrics, and let compaction pass what
-/// is archived. Ends when the server shuts down.
-/// Starts a continuous-archiving loop for every configured repository with `archive = true`
-/// that has none yet (at start, and after each SIGHUP; a loop ends by itself once its repository
-/// is removed, changes URL or stops archiving).
-pub fn start_archiving(state: &AppState) {
-    for r in state.repositories().into_iter().filter(|r| r.archive) {
-        if state.claim_archiving(&r.name) {
-            tracing::info!(repo = %r.name, "continuous archiving started");
-            tokio::spawn(archive_loop(state.clone(), r));
-        }
-    }
-}
-
-pub async fn archive_loop(state: AppState, r: crate::config::RepositoryConfig) {
-    use crate::api::ArchiveStatus;
-    let store = state.store().clone();
-    let history = storage_format::hex(&store.history_id());
-    let mut shutdown = state.shutdown_signal();
-    let mut known = None;
-    // Segments at or below this revision are not shipped: `backup prune` deletes archived
-    // segments up to the oldest kept backup's last revision (a restore never extends a backup
-    // with what precedes it), and shipping them again would undo the prune at every restart.
-    let mut floor = 0;
-    let mut status = ArchiveStatus::default();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        let configured = state.repository(&r.name);
-        if configured
-            .as_ref()
-            .is_none_or(|c| !c.archive || c.url != r.url)
-        {
-            tracing::info!(repo = %r.name, "continuous archiving stopped (configuration changed)");
-            state.release_archiving(&r.name);
-            if configured.is_some_and(|c| c.archive) {
-                // Same name, new URL: a fresh loop for the new repository.
-                start_archiving(&state);
-            }
-            return;
-        }
-        let pass = async {
-            let repo = crate::backup::Repo::open(&r.url)?;
-            if known.is_none() {
-                known = Some(crate::backup::archive::archived(&repo, &history).await?);
-                let (manifests, _) = crate::backup::catalog(&repo).await?;
-                floor = manifests
-                    .iter()
-                    .filter(|m| m.history_id == history)
-                    .map(|m| m.last_revision)
-                    .min()
-                    .unwrap_or(0);
-            }
-            let records = known.as_mut().expect("loaded above");
-            crate::backup::archive::ship_new(&store, &repo, records, floor).await?;
-            Ok::<_, crate::backup::BackupError>(records.values().map(|r| r.last_revision).max())
-        };
-        match pass.await {
-            Ok(archived) => {
-                status.archived_revision = archived.unwrap_or(0);
-                status.caught_up_us = crate::backup::repo::now_us();
-                status.last_error = None;
-                if let Some(rev) = archived {
-                    let safe = store.backup_safe_revision().unwrap_or(0).max(rev);
-                    store.set_backup_safe_revision(Some(safe));
-                }
-            }
-            Err(error) => {
-                if status.last_error.as_deref() != Some(&error.to_string()) {
-                    tracing::warn!(repo = %r.name, %error, "continuous archiving failed; retrying every second");
-                }
-                status.last_error = Some(error.to_string());
-            }
-        }
-        state.set_archive_status(&r.name, status.clone());
-    }
-}
-
-/// Archiving progress per repository.
-pub(super) fn archives_view(state: &AppState) -> Value {
-    let now = crate::backup::repo::now_us();
-    let items: Vec<Value> = state
-        .archive_status()
-        .iter()
-        .map(|(repo, a)| {
-            json!({
-                "repo": repo,
-                "archived_revision": a.archived_revision,
-                "lag_seconds": (a.caught_up_us > 0).then(|| now.saturating_sub(a.caught_up_us) as f64 / 1e6),
-                "last_error": a.last_error,
-            })
-        })
-        .collect();
-    Value::Array(items)
 }

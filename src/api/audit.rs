@@ -577,18 +577,13 @@ pub async fn status(
         },
         "commits_since_start": stats.commits,
         "snapshots": state.store().snapshots().iter().map(super::admin::snapshot_view).collect::<Vec<_>>(),
-        "last_backups": super::admin::last_backups_view(&state),
-        "archives": super::admin::archives_view(&state),
-        "verifications": super::admin::verifications_view(&state),
+        "last_backups": crate::backup::view::last_backups_view(state.backups()),
+        "archives": crate::backup::view::archives_view(state.backups()),
+        "verifications": crate::backup::view::verifications_view(state.backups()),
         "scrub": super::admin::scrub_view(&scrub),
         "backup_safe_revision": state.store().backup_safe_revision(),
         "config": config_view(&state),
-        "backup_running": state.backup_running().map(|(repo, kind, p)| serde_json::json!({
-            "repo": repo,
-            "kind": kind,
-            "bytes_total": p.bytes_total.load(std::sync::atomic::Ordering::Relaxed),
-            "bytes_done": p.bytes_done.load(std::sync::atomic::Ordering::Relaxed),
-        })),
+        "backup_running": crate::backup::view::running_view(state.backups()),
         "read_only": { "on": read_only.is_some(), "reason": read_only },
         "version": env!("CARGO_PKG_VERSION"),
     }))
@@ -603,7 +598,7 @@ fn config_view(state: &AppState) -> serde_json::Value {
     serde_json::json!({
         "listen": config.listen,
         "tokens": state.auth().token_count(),
-        "repositories": state.repositories().iter().map(|r| serde_json::json!({
+        "repositories": state.backups().repositories().iter().map(|r| serde_json::json!({
             "name": r.name,
             "archive": r.archive,
         })).collect::<Vec<_>>(),
@@ -694,11 +689,16 @@ pub async fn health(
     for damage in &scrub.damage {
         warnings.push(format!("scrub: {damage}"));
     }
-    if !state.repositories().is_empty() {
-        let warn_age = state.backup_warn_age();
+    if !state.backups().repositories().is_empty() {
+        let warn_age = state.backups().warn_age();
         let warn_age_us =
             crate::config::parse_duration(&warn_age).map_or(u64::MAX, |d| d.as_micros() as u64);
-        let newest = state.last_backups().values().map(|b| b.created_us).max();
+        let newest = state
+            .backups()
+            .last_backups()
+            .values()
+            .map(|b| b.created_us)
+            .max();
         let now = crate::clock::now_us();
         match newest {
             None => warnings.push("no backup of this history has been taken yet".to_owned()),
@@ -709,7 +709,7 @@ pub async fn health(
             )),
             Some(_) => {}
         }
-        for (repo, v) in state.verifications() {
+        for (repo, v) in state.backups().verifications() {
             if !v.ok {
                 warnings.push(format!(
                     "the last verify of repository {repo} ({}) failed: {}",
@@ -721,7 +721,7 @@ pub async fn health(
         // Archiving: an error, or not caught up for two roll ages (plus a minute).
         let roll_us = crate::config::parse_duration(&state.config().storage.segment_age_max)
             .map_or(3_600_000_000, |d| d.as_micros() as u64);
-        for (repo, a) in state.archive_status() {
+        for (repo, a) in state.backups().archive_status() {
             if let Some(error) = &a.last_error {
                 warnings.push(format!("archiving to {repo} fails: {error}"));
             } else if a.caught_up_us > 0
@@ -747,8 +747,9 @@ pub async fn health(
         });
         return (status, axum::Json(body)).into_response();
     }
-    let verified = state.verifications();
+    let verified = state.backups().verifications();
     let unverified: Vec<String> = state
+        .backups()
         .backed_up_repositories()
         .into_iter()
         .filter(|r| !verified.contains_key(r))
@@ -756,9 +757,9 @@ pub async fn health(
     let body = serde_json::json!({
         "status": summary,
         "warnings": warnings,
-        "backups": super::admin::last_backups_view(&state),
-        "archives": super::admin::archives_view(&state),
-        "verifications": super::admin::verifications_view(&state),
+        "backups": crate::backup::view::last_backups_view(state.backups()),
+        "archives": crate::backup::view::archives_view(state.backups()),
+        "verifications": crate::backup::view::verifications_view(state.backups()),
         // Repositories holding backups of this history with no recorded `backup verify` yet
         // (`llmcm doctor` warns of each).
         "unverified_repositories": unverified,

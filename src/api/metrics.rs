@@ -354,7 +354,7 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     if horizon.revision > 0 {
         gauge!("llmcm_compaction_horizon_age_seconds").set(age(horizon.timestamp_us));
     }
-    let backups = state.last_backups();
+    let backups = state.backups().last_backups();
     for (kind, b) in &backups {
         let kind: &'static str = kind;
         gauge!("llmcm_backup_last_success_timestamp_seconds", "kind" => kind)
@@ -365,14 +365,14 @@ pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     if let Some(newest) = backups.values().map(|b| b.created_us).max() {
         gauge!("llmcm_backup_age_seconds").set(age(newest));
     }
-    for (repo, a) in state.archive_status() {
+    for (repo, a) in state.backups().archive_status() {
         let repo = intern(&repo);
         if a.caught_up_us > 0 {
             gauge!("llmcm_archive_lag_seconds", "repo" => repo).set(age(a.caught_up_us));
         }
         gauge!("llmcm_archive_revision", "repo" => repo).set(a.archived_revision as f64);
     }
-    for (repo, v) in state.verifications() {
+    for (repo, v) in state.backups().verifications() {
         let repo = intern(&repo);
         gauge!("llmcm_backup_verify_last_timestamp_seconds", "repo" => repo)
             .set(v.verified_us as f64 / 1e6);

@@ -30,12 +30,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use parking_lot::RwLock;
 
-pub use admin::backup_view;
 pub use auth::{Action, Auth, Principal};
 pub use error::ApiError;
 pub use guard::Limits;
 pub use server::{ServeError, ServeOptions, serve};
 
+use crate::backup::BackupService;
 use crate::config::Config;
 use crate::store::Store;
 
@@ -60,28 +60,8 @@ struct Shared {
     store: Arc<Store>,
     config: Config,
     auth: RwLock<Arc<Auth>>,
-    /// Backup repositories by name (replaced on SIGHUP).
-    repositories: RwLock<Vec<crate::config::RepositoryConfig>>,
-    /// `backup.warn_age` (replaced on SIGHUP).
-    backup_warn_age: RwLock<String>,
-    /// `backup.poll` (replaced on SIGHUP).
-    backup_poll: RwLock<String>,
-    /// Notified after each SIGHUP reload (loops that sleep re-read their settings).
-    reloaded: tokio::sync::Notify,
-    /// The newest successful backup of each kind this server knows of (its own, and those found
-    /// in the repositories at start): for status, health and metrics.
-    last_backups: RwLock<std::collections::BTreeMap<&'static str, LastBackup>>,
-    /// Repositories (by name) holding a backup of the current history.
-    backed_up_repositories: RwLock<std::collections::BTreeSet<String>>,
-    /// Continuous archiving, per repository name.
-    archives: RwLock<std::collections::BTreeMap<String, ArchiveStatus>>,
-    /// Repositories whose continuous-archiving loop runs (started and stopped as the
-    /// configuration says, also on SIGHUP).
-    archiving: parking_lot::Mutex<std::collections::BTreeSet<String>>,
-    /// The backup running now, if any: repository, kind and its progress.
-    backup_running: RwLock<Option<(String, &'static str, Arc<crate::backup::Progress>)>>,
-    /// The latest `backup verify` result of each repository (re-read every `backup.poll`).
-    verifications: RwLock<std::collections::BTreeMap<String, crate::backup::VerifyRecord>>,
+    /// Backups: repositories, the running backup, what each repository holds.
+    backups: BackupService,
     watch_hub: Arc<watch::WatchHub>,
     /// Bumped after each SIGHUP has swapped the tokens (open watches authenticate again).
     auth_generation: tokio::sync::watch::Sender<u64>,
@@ -90,53 +70,22 @@ struct Shared {
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
-/// Continuous archiving into one repository.
-#[derive(Debug, Clone, Default)]
-pub struct ArchiveStatus {
-    /// Newest revision archived (0: none yet).
-    pub archived_revision: u64,
-    /// When the archive last held every sealed segment (0: not yet).
-    pub caught_up_us: u64,
-    pub last_error: Option<String>,
-}
-
-/// A successful backup, as status, health and metrics show it.
-#[derive(Debug, Clone)]
-pub struct LastBackup {
-    pub repo: String,
-    pub id: String,
-    pub created_us: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-    pub last_revision: u64,
-}
-
 impl AppState {
     pub fn new(store: Arc<Store>, config: Config) -> AppState {
         let auth = Arc::new(Auth::new(&config.auth));
-        let repositories = RwLock::new(config.backup.repositories.clone());
-        let backup_warn_age = RwLock::new(config.backup.warn_age.clone());
-        let backup_poll = RwLock::new(config.backup.poll.clone());
         let watch_hub = Arc::new(watch::WatchHub::new(&config.http));
+        let shutdown = tokio::sync::watch::Sender::new(false);
+        let backups = BackupService::new(store.clone(), &config.backup, shutdown.subscribe());
         AppState {
             inner: Arc::new(Shared {
                 store,
                 config,
                 auth: RwLock::new(auth),
-                repositories,
-                backup_warn_age,
-                backup_poll,
-                reloaded: tokio::sync::Notify::new(),
-                last_backups: Default::default(),
-                backed_up_repositories: Default::default(),
-                archives: Default::default(),
-                verifications: Default::default(),
-                backup_running: Default::default(),
-                archiving: Default::default(),
+                backups,
                 watch_hub,
                 auth_generation: tokio::sync::watch::Sender::new(0),
                 streams: Arc::new(tokio::sync::Semaphore::new(audit::STREAMS_MAX)),
-                shutdown: tokio::sync::watch::Sender::new(false),
+                shutdown,
             }),
         }
     }
@@ -159,136 +108,16 @@ impl AppState {
         self.inner.auth.read().authenticate(header)
     }
 
-    /// Swaps in the tokens, repositories, backup warning age and poll interval of `config`
-    /// (SIGHUP), and wakes the loops that sleep on a setting.
-    pub fn replace_auth(&self, config: &Config) {
+    /// Swaps in the tokens and the backup settings of `config` (SIGHUP).
+    pub fn reload(&self, config: &Config) {
         *self.inner.auth.write() = Arc::new(Auth::new(&config.auth));
         self.inner.auth_generation.send_modify(|g| *g += 1);
-        *self.inner.repositories.write() = config.backup.repositories.clone();
-        *self.inner.backup_warn_age.write() = config.backup.warn_age.clone();
-        *self.inner.backup_poll.write() = config.backup.poll.clone();
-        self.inner.reloaded.notify_waiters();
+        self.inner.backups.reload(&config.backup);
     }
 
-    /// `backup.poll` as of the last SIGHUP.
-    pub fn backup_poll(&self) -> String {
-        self.inner.backup_poll.read().clone()
-    }
-
-    /// Completes at the next SIGHUP reload.
-    pub async fn reloaded(&self) {
-        self.inner.reloaded.notified().await
-    }
-
-    /// Records a successful backup of the store's current history (if newer than the one known
-    /// for its kind) and moves the revision compaction may not pass. Backups of other histories
-    /// (before a restore) are not this store's: health, status and metrics judge the current
-    /// history's backups alone.
-    pub fn record_backup(&self, repo: &str, m: &crate::backup::Manifest) {
-        let store = self.store();
-        if m.history_id != storage_format::hex(&store.history_id()) {
-            return;
-        }
-        self.inner
-            .backed_up_repositories
-            .write()
-            .insert(repo.to_owned());
-        let mut last = self.inner.last_backups.write();
-        let newer = last
-            .get(m.kind.name())
-            .is_none_or(|b| b.created_us <= m.created_us);
-        if newer {
-            last.insert(
-                m.kind.name(),
-                LastBackup {
-                    repo: repo.to_owned(),
-                    id: m.id.clone(),
-                    created_us: m.created_us,
-                    bytes: m.bytes,
-                    seconds: m.seconds,
-                    last_revision: m.last_revision,
-                },
-            );
-        }
-        drop(last);
-        let safe = store
-            .backup_safe_revision()
-            .unwrap_or(0)
-            .max(m.last_revision);
-        store.set_backup_safe_revision(Some(safe));
-    }
-
-    /// The repositories holding a backup of the current history.
-    pub fn backed_up_repositories(&self) -> std::collections::BTreeSet<String> {
-        self.inner.backed_up_repositories.read().clone()
-    }
-
-    pub fn set_archive_status(&self, repo: &str, status: ArchiveStatus) {
-        self.inner.archives.write().insert(repo.to_owned(), status);
-    }
-
-    pub fn archive_status(&self) -> std::collections::BTreeMap<String, ArchiveStatus> {
-        self.inner.archives.read().clone()
-    }
-
-    /// Marks repository `name` as archived by a running loop; false if one already runs.
-    pub fn claim_archiving(&self, name: &str) -> bool {
-        self.inner.archiving.lock().insert(name.to_owned())
-    }
-
-    /// A loop for repository `name` ended: forget it and its status.
-    pub fn release_archiving(&self, name: &str) {
-        self.inner.archiving.lock().remove(name);
-        self.inner.archives.write().remove(name);
-    }
-
-    /// Records the backup running now (`None` when it ends).
-    pub fn set_backup_running(
-        &self,
-        running: Option<(String, &'static str, Arc<crate::backup::Progress>)>,
-    ) {
-        *self.inner.backup_running.write() = running;
-    }
-
-    pub fn backup_running(&self) -> Option<(String, &'static str, Arc<crate::backup::Progress>)> {
-        self.inner.backup_running.read().clone()
-    }
-
-    pub fn set_verification(&self, repo: &str, record: crate::backup::VerifyRecord) {
-        self.inner
-            .verifications
-            .write()
-            .insert(repo.to_owned(), record);
-    }
-
-    /// The latest `backup verify` result per repository name.
-    pub fn verifications(&self) -> std::collections::BTreeMap<String, crate::backup::VerifyRecord> {
-        self.inner.verifications.read().clone()
-    }
-
-    /// `backup.warn_age` as of the last SIGHUP.
-    pub fn backup_warn_age(&self) -> String {
-        self.inner.backup_warn_age.read().clone()
-    }
-
-    /// The configured repositories (as of the last SIGHUP).
-    pub fn repositories(&self) -> Vec<crate::config::RepositoryConfig> {
-        self.inner.repositories.read().clone()
-    }
-
-    /// The newest successful backup of each kind.
-    pub fn last_backups(&self) -> std::collections::BTreeMap<&'static str, LastBackup> {
-        self.inner.last_backups.read().clone()
-    }
-
-    /// The configured backup repository named `name`.
-    pub fn repository(&self, name: &str) -> Option<crate::config::RepositoryConfig> {
-        self.inner
-            .repositories
-            .read()
-            .iter()
-            .find(|r| r.name == name)
-            .cloned()
+    /// The backup service.
+    pub fn backups(&self) -> &BackupService {
+        &self.inner.backups
     }
 
     /// The watchers: their count, caps and buffered bytes.

@@ -181,12 +181,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
 
     let store = Arc::new(store);
     let state = AppState::new(store.clone(), config);
-    if !state.config().backup.repositories.is_empty() {
-        store.set_backup_safe_revision(Some(0));
-        tokio::spawn(super::admin::scan_repositories(state.clone()));
-    }
-    tokio::spawn(super::admin::verify_poll_loop(state.clone()));
-    super::admin::start_archiving(&state);
+    state.backups().start();
     let app = router(state.clone(), limits.clone());
     let reserve_app = reserve_router(state.clone(), limits.clone());
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(ServeError::Serve)?;
@@ -371,8 +366,7 @@ async fn reload_on_sighup(
             || old_http.watchers_max != new_http.watchers_max
             || old_http.watch_buffer_bytes_max != new_http.watch_buffer_bytes_max
             || old_http.watch_buffer_bytes_total_max != new_http.watch_buffer_bytes_total_max;
-        state.replace_auth(&config);
-        super::admin::start_archiving(&state);
+        state.reload(&config);
         state
             .store()
             .set_maintenance_config(config.maintenance_config());

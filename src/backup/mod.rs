@@ -16,7 +16,9 @@ mod manifest;
 mod prune;
 pub mod repo;
 mod restore;
+mod service;
 mod verify;
+pub mod view;
 
 use thiserror::Error;
 
@@ -25,6 +27,7 @@ pub use manifest::*;
 pub use prune::{Keep, Pruned, prune};
 pub use repo::Repo;
 pub use restore::restore;
+pub use service::{ArchiveStatus, BackupService, LastBackup, RunningBackup};
 pub use verify::{VERIFY_RECORD, VerifyFinding, VerifyRecord, verify};
 
 use manifest::check_object;

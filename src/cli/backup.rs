@@ -275,7 +275,7 @@ async fn offline(
             if json {
                 let items: Vec<_> = manifests
                     .iter()
-                    .map(|m| crate::api::backup_view(m, 0))
+                    .map(|m| crate::backup::view::backup_view(m, 0))
                     .collect();
                 let doc = json!({"backups": items, "incomplete": incomplete});
                 println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
