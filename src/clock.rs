@@ -47,15 +47,13 @@ pub fn now_us() -> u64 {
     SystemClock.now_us()
 }
 
-/// `N` random bytes from the OS, mixed with `clock`'s time so two values made in the same
-/// microsecond on a machine without `/dev/urandom` still differ.
-pub fn random_bytes<const N: usize>(clock: &dyn Clock) -> [u8; N] {
+/// `N` random bytes from the OS (`getrandom(2)`, which waits until the kernel's pool is
+/// seeded). Panics if the OS has no random source to give: ids and tokens made without one
+/// could repeat, and nothing may go on with such an id.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut urandom, &mut out);
-    }
-    for (i, b) in clock.now_us().to_le_bytes().iter().enumerate() {
-        out[i % N] ^= b;
+    if let Err(error) = getrandom::fill(&mut out) {
+        panic!("the operating system's random source failed: {error}");
     }
     out
 }

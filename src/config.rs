@@ -642,7 +642,7 @@ impl Config {
             if token.name.is_empty() || token.name.len() > 256 {
                 return Err(invalid(&field, "name must be 1 to 256 bytes".into()));
             }
-            if token.name == crate::api::ANONYMOUS_ACTOR {
+            if token.name == crate::token::ANONYMOUS_ACTOR {
                 return Err(invalid(&field, "the name `anonymous` is reserved".into()));
             }
             if let Some(other) = names.insert(token.name.as_str(), token)

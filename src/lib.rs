@@ -12,6 +12,7 @@ pub mod config;
 pub mod image;
 pub mod restore;
 pub mod store;
+pub mod token;
 
 /// The storage engine's own modules: public with the `internals` feature (the engine's tests,
 /// tools/), private to the crate otherwise — everything above the engine goes through `store`.

@@ -627,7 +627,7 @@ pub fn restore(
     let fs: Arc<dyn Fs> = Arc::new(RealFs);
     std::fs::create_dir_all(&request.target).map_err(io("create", &request.target))?;
     let clock = SystemClock;
-    let history_id = crate::log::new_history_id(&clock);
+    let history_id = crate::log::new_history_id();
     let at = Head {
         revision: resolved.revision,
         timestamp_us: resolved.timestamp_us,

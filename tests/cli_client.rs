@@ -61,10 +61,9 @@ fn fails(out: &Output, code: i32) -> String {
 
 #[test]
 fn client_commands_and_exit_codes() {
-    let (admin, entry) =
-        llmcm::api::auth::new_token("ops", llmcm::config::Role::Admin, &[]).unwrap();
+    let (admin, entry) = llmcm::token::new_token("ops", llmcm::config::Role::Admin, &[]).unwrap();
     let (reader, reader_entry) =
-        llmcm::api::auth::new_token("ro", llmcm::config::Role::Reader, &[]).unwrap();
+        llmcm::token::new_token("ro", llmcm::config::Role::Reader, &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
         &dir.path().join("data"),

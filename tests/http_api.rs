@@ -6,8 +6,8 @@
 
 mod server;
 
-use llmcm::api::auth::new_token;
 use llmcm::config::Role;
+use llmcm::token::new_token;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};

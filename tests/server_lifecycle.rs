@@ -186,10 +186,8 @@ fn operator_read_only_switch_is_audited_and_survives_restart() {
 
 #[test]
 fn sighup_reloads_tokens() {
-    let (old, old_entry) =
-        llmcm::api::auth::new_token("old", llmcm::config::Role::Admin, &[]).unwrap();
-    let (new, new_entry) =
-        llmcm::api::auth::new_token("new", llmcm::config::Role::Admin, &[]).unwrap();
+    let (old, old_entry) = llmcm::token::new_token("old", llmcm::config::Role::Admin, &[]).unwrap();
+    let (new, new_entry) = llmcm::token::new_token("new", llmcm::config::Role::Admin, &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("data"), &old_entry, &[]);
     let c = client();

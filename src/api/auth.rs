@@ -7,18 +7,14 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use sha2::{Digest, Sha256};
 
-use super::{ANONYMOUS_ACTOR, AppState};
+use super::AppState;
 use crate::api::error::ApiError;
 use crate::config::{AuthConfig, Role, TokenEntry};
+use crate::token::ANONYMOUS_ACTOR;
 
 /// Longest `Authorization` header value considered.
 pub const AUTH_HEADER_BYTES_MAX: usize = 4096;
-/// Random bytes in a new token.
-pub const TOKEN_RANDOM_BYTES: usize = 32;
-/// What every token starts with, so secret scanners can recognise one.
-pub const TOKEN_PREFIX: &str = "llmcm_";
 
 /// What a request wants to do, by the columns of DESIGN.md §3's role table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +126,7 @@ impl Auth {
                 "the Authorization header must be `Bearer <token>`",
             )
         })?;
-        let digest: [u8; 32] = Sha256::digest(token).into();
+        let digest = crate::token::digest(token);
         // Compare with every entry, without stopping early, so timing says nothing about which
         // entry (if any) matched or how much of a digest did.
         let mut found = None;
@@ -329,34 +325,6 @@ pub fn note_failure(error: &ApiError, peer: Option<std::net::SocketAddr>, path: 
     tracing::warn!(%peer, reason, %path, suppressed, "authentication failed");
 }
 
-/// A fresh random token and its config entry text.
-pub fn new_token(name: &str, role: Role, prefixes: &[String]) -> std::io::Result<(String, String)> {
-    let mut random = [0u8; TOKEN_RANDOM_BYTES];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
-    let token = format!("{TOKEN_PREFIX}{}", storage_format::hex(&random));
-    let digest = storage_format::hex(&Sha256::digest(token.as_bytes()));
-    let entry = TokenEntry {
-        name: name.to_owned(),
-        role,
-        prefixes: prefixes.to_vec(),
-        sha256: digest,
-        watches_max: None,
-    };
-    #[derive(serde::Serialize)]
-    struct Wrapper<'a> {
-        auth: Tokens<'a>,
-    }
-    #[derive(serde::Serialize)]
-    struct Tokens<'a> {
-        tokens: [&'a TokenEntry; 1],
-    }
-    let text = toml::to_string(&Wrapper {
-        auth: Tokens { tokens: [&entry] },
-    })
-    .map_err(std::io::Error::other)?;
-    Ok((token, text))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,7 +367,8 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_by_digest() {
-        let (token, text) = new_token("bot", Role::Writer, &["prod/".into()]).unwrap();
+        let (token, text) =
+            crate::token::new_token("bot", Role::Writer, &["prod/".into()]).unwrap();
         let config: crate::config::Config = toml::from_str(&text).unwrap();
         config.validate().unwrap();
         let auth = Auth::new(&config.auth);

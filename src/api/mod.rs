@@ -39,8 +39,6 @@ use crate::backup::BackupService;
 use crate::config::Config;
 use crate::store::Store;
 
-/// The actor of commits made with auth off.
-pub const ANONYMOUS_ACTOR: &str = "anonymous";
 /// Conditions in one txn, at most.
 pub const TXN_CONDITIONS_MAX: usize = 1000;
 /// Bytes of JSON around the values of a txn or rollback body, beyond the commit's own limit.

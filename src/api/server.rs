@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn beyond_loopback_tokens_need_tls_and_no_tokens_needs_consent() {
-        let (_, entry) = crate::api::auth::new_token("t", crate::config::Role::Admin, &[]).unwrap();
+        let (_, entry) = crate::token::new_token("t", crate::config::Role::Admin, &[]).unwrap();
         let with_tokens: Config = toml::from_str(&entry).unwrap();
         let loopback: std::net::SocketAddr = "127.0.0.1:7070".parse().unwrap();
         let v6_loopback: std::net::SocketAddr = "[::1]:7070".parse().unwrap();

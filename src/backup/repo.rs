@@ -526,5 +526,5 @@ pub use crate::clock::now_us;
 
 /// `N` random bytes as hex (ids, lock tokens, scratch names).
 pub fn random_hex<const N: usize>() -> String {
-    storage_format::hex(&crate::clock::random_bytes::<N>(&crate::clock::SystemClock))
+    storage_format::hex(&crate::clock::random_bytes::<N>())
 }

@@ -30,7 +30,7 @@ pub fn run(command: Command, json: bool) -> anyhow::Result<ExitCode> {
             prefixes,
         } => {
             let (token, entry) =
-                crate::api::auth::new_token(&name, role, &prefixes).context("generate a token")?;
+                crate::token::new_token(&name, role, &prefixes).context("generate a token")?;
             // Check the entry the way the server will before showing it.
             let config: crate::config::Config =
                 toml::from_str(&entry).context("parse the generated entry")?;

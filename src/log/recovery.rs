@@ -243,7 +243,7 @@ fn create_store(
         .map_err(LogError::io("create directory", log_dir))?;
     fs.sync_dir(dir)
         .map_err(LogError::io("sync directory", dir))?;
-    let history_id = new_history_id(clock);
+    let history_id = new_history_id();
     let now = clock.now_us();
     // Dropped at once: `recover_active` reopens it like any other active segment.
     ActiveSegment::create(fs.clone(), log_dir, history_id, 1, 1, GENESIS_HASH, 0, now)?;
@@ -311,8 +311,8 @@ pub(crate) fn create_restored(
 }
 
 /// A random history id (see `clock::random_bytes`).
-pub(crate) fn new_history_id(clock: &dyn Clock) -> HistoryId {
-    crate::clock::random_bytes(clock)
+pub(crate) fn new_history_id() -> HistoryId {
+    crate::clock::random_bytes()
 }
 
 /// Removes base images the MANIFEST does not name (a compaction that crashed before or after

@@ -294,7 +294,7 @@ impl SseReader {
 /// A fresh token with `role` and `prefixes`, and its `[[auth.tokens]]` entry.
 pub fn token(name: &str, role: llmcm::config::Role, prefixes: &[&str]) -> (String, String) {
     let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
-    llmcm::api::auth::new_token(name, role, &prefixes).unwrap()
+    llmcm::token::new_token(name, role, &prefixes).unwrap()
 }
 
 /// Anonymous memory of process `pid` (RssAnon), in bytes: the server's own allocations,
