@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::log::{
+use crate::store::{
     COMMIT_BYTES_MAX, COMMIT_OPS_MAX, LogConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 

@@ -1,7 +1,8 @@
 //! LLM Config Manager: a configuration store whose every change is an immutable, hash-chained
 //! commit in a segmented append-only log (see `docs/architecture.md`).
 //!
-//! Layers only look down: `cli` → `log` → `fs` and the `storage-format` crate.
+//! Layers only look down (docs/architecture.md "Layers"; `tests/architecture.rs` holds the code
+//! to the map): `cli` → `api` → `backup` → `store` → the engine (`index`, `log`, `image`, `fs`).
 
 pub mod api;
 pub mod backup;
@@ -9,8 +10,6 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod image;
-pub mod restore;
 pub mod store;
 pub mod token;
 
@@ -25,6 +24,6 @@ macro_rules! engine_modules {
         pub(crate) mod $name;
     )*};
 }
-engine_modules!(fault, fs, index, log);
+engine_modules!(fault, fs, image, index, log);
 
 pub use storage_format;

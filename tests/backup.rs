@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use llmcm::backup::{self, BackupKind, Keep, Repo};
-use llmcm::restore::RestorePoint;
 use llmcm::storage_format::commit::Op;
+use llmcm::store::restore::RestorePoint;
 use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{MaintenanceConfig, Point, Store};
 
@@ -158,7 +158,7 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
                 .block_on(backup::restore(
                     &repo,
                     None,
-                    llmcm::restore::RestoreOptions::new(
+                    llmcm::store::restore::RestoreOptions::new(
                         RestorePoint::Revision(*point),
                         None,
                         0,
@@ -185,7 +185,7 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
         rt.block_on(backup::restore(
             &repo,
             Some(&taken[2].id),
-            llmcm::restore::RestoreOptions::new(
+            llmcm::store::restore::RestoreOptions::new(
                 RestorePoint::Latest,
                 Some("app/k1".into()),
                 0,
@@ -206,7 +206,7 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
             rt.block_on(backup::restore(
                 &repo,
                 None,
-                llmcm::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, false,),
+                llmcm::store::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, false,),
                 &target,
                 &mut |_| {},
             ))
@@ -246,7 +246,7 @@ fn backup_chains_restore_at_any_point_and_survive_damage_and_prune() {
         rt.block_on(backup::restore(
             &repo,
             None,
-            llmcm::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, false),
+            llmcm::store::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, false),
             &target,
             &mut |_| {},
         ))
@@ -455,7 +455,12 @@ fn prune_drops_archived_segments_no_kept_backup_needs() {
             rt.block_on(backup::restore(
                 &repo,
                 None,
-                llmcm::restore::RestoreOptions::new(RestorePoint::Revision(point), None, 0, false),
+                llmcm::store::restore::RestoreOptions::new(
+                    RestorePoint::Revision(point),
+                    None,
+                    0,
+                    false,
+                ),
                 &target,
                 &mut |_| {},
             ))

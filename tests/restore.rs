@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use llmcm::clock::ManualClock;
-use llmcm::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
 use llmcm::store::{CommitFilter, MaintenanceConfig, Point, Store};
 use llmcm::store::{CommitRequest, LogConfig};
 use proptest::prelude::*;

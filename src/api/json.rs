@@ -122,7 +122,7 @@ pub fn key_version_body(key: &str, v: crate::store::VersionRef<'_>) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::ValueBytes;
+    use crate::store::ValueBytes;
 
     #[test]
     fn direct_key_version_matches_serde() {

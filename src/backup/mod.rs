@@ -53,5 +53,5 @@ pub enum BackupError {
     #[error("{0}")]
     Store(String),
     #[error(transparent)]
-    Restore(#[from] crate::restore::RestoreError),
+    Restore(#[from] crate::store::restore::RestoreError),
 }

@@ -1,4 +1,4 @@
-//! Staging a backup from a repository as a data directory, for `crate::restore`.
+//! Staging a backup from a repository as a data directory, for `crate::store::restore`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,18 +7,18 @@ use super::*;
 
 /// Restores from a repository: the backup `id`, or the newest whose range reaches the point;
 /// every object is checked against its manifest checksum while it is staged as a data directory
-/// next to `target`, which `crate::restore` then restores from (choosing the newest image at or
+/// next to `target`, which `crate::store::restore` then restores from (choosing the newest image at or
 /// before the point and replaying the rest, with every record and the chain checked). The
 /// restore commit's revision is above every revision the repository knows.
 pub async fn restore(
     repo: &Repo,
     id: Option<&str>,
-    options: crate::restore::RestoreOptions,
+    options: crate::store::restore::RestoreOptions,
     target: &Path,
-    on_resolved: &mut (dyn FnMut(&crate::restore::Resolved) + Send),
-) -> Result<crate::restore::RestoreOutcome, BackupError> {
-    use crate::restore::RestorePoint;
-    let crate::restore::RestoreOptions {
+    on_resolved: &mut (dyn FnMut(&crate::store::restore::Resolved) + Send),
+) -> Result<crate::store::restore::RestoreOutcome, BackupError> {
+    use crate::store::restore::RestorePoint;
+    let crate::store::restore::RestoreOptions {
         point,
         prefix,
         bump_revision,
@@ -104,7 +104,7 @@ pub async fn restore(
         )
         .max()
         .unwrap_or(0);
-    let request = crate::restore::RestoreRequest {
+    let request = crate::store::restore::RestoreRequest {
         source: staging.clone(),
         point,
         prefix,
@@ -113,7 +113,8 @@ pub async fn restore(
         target: target.to_path_buf(),
         actor: std::env::var("USER").unwrap_or_else(|_| "llmcm-restore".into()),
     };
-    let outcome = crate::restore::restore(&request, on_resolved).map_err(BackupError::Restore);
+    let outcome =
+        crate::store::restore::restore(&request, on_resolved).map_err(BackupError::Restore);
     let _ = std::fs::remove_dir_all(&staging);
     outcome
 }

@@ -209,8 +209,8 @@ pub async fn verify(
             match restore(
                 repo,
                 Some(&m.id),
-                crate::restore::RestoreOptions::new(
-                    crate::restore::RestorePoint::Latest,
+                crate::store::restore::RestoreOptions::new(
+                    crate::store::restore::RestorePoint::Latest,
                     None,
                     0,
                     true,

@@ -180,8 +180,8 @@ fn drill(conn: &Connection, url: &str, no_server: bool) -> anyhow::Result<ExitCo
         let outcome = backup::restore(
             &repo,
             Some(&newest.id),
-            crate::restore::RestoreOptions::new(
-                crate::restore::RestorePoint::Latest,
+            crate::store::restore::RestoreOptions::new(
+                crate::store::restore::RestorePoint::Latest,
                 None,
                 0,
                 true,

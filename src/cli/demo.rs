@@ -9,8 +9,7 @@ use storage_format::commit::Op;
 use storage_format::hex;
 
 use crate::clock::format_timestamp_us;
-use crate::fs::RealFs;
-use crate::log::{CommitRequest, LogConfig};
+use crate::store::{CommitRequest, LogConfig};
 use crate::store::{Point, Store};
 
 #[derive(Debug, clap::Args)]
@@ -111,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = store.dir().to_path_buf();
     store.close()?;
     drop(store);
-    let report = crate::log::verify::verify_dir(&RealFs, &dir);
+    let report = crate::store::verify_dir(&dir);
     println!(
         "\nverified {}: {} commits, head revision {}, {} problems",
         dir.display(),

@@ -1,5 +1,5 @@
 //! `llmcm restore --data-dir DIR [--at TIME | --revision N] [--prefix P] [--bump-revision N]
-//! --to NEW_DIR`: point-in-time restore into a new data directory (see `crate::restore`).
+//! --to NEW_DIR`: point-in-time restore into a new data directory (see `crate::store::restore`).
 //! Restores from backup repositories (`--repo`) come with the backup issue.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use serde_json::json;
 use storage_format::hex;
 
 use crate::clock::format_timestamp_us;
-use crate::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
+use crate::store::restore::{RestoreError, RestorePoint, RestoreRequest, restore};
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["data_dir", "repo"]))]
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .or_else(|| args.repo.clone())
         .unwrap_or_default();
     let json = args.json;
-    let mut announce = |resolved: &crate::restore::Resolved| {
+    let mut announce = |resolved: &crate::store::restore::Resolved| {
         // Printed before anything is written, so an operator sees what the point resolved to
         // (over the progress line, if one is drawn).
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -120,7 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 crate::backup::restore(
                     &repo,
                     args.id.as_deref(),
-                    crate::restore::RestoreOptions::new(
+                    crate::store::restore::RestoreOptions::new(
                         point,
                         args.prefix.clone(),
                         args.bump_revision,

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::fs::RealFs;
-use crate::log::verify::{Severity, verify_dir};
+use crate::store::{Severity, verify_dir};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,7 +21,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.data_dir.is_dir() {
         anyhow::bail!("{} is not a directory", args.data_dir.display());
     }
-    let report = verify_dir(&RealFs, &args.data_dir);
+    let report = verify_dir(&args.data_dir);
     let label = |s: Severity| match s {
         Severity::Ok => "ok",
         Severity::Note => "note",

@@ -11,6 +11,7 @@
 
 pub mod maintenance;
 mod reads;
+pub mod restore;
 pub mod schema;
 mod write;
 
@@ -38,9 +39,12 @@ pub use write::{
 
 /// What callers of the store build requests from and read results into: the log's plain data
 /// types, owned here so that nothing above the store imports `log`.
+pub use crate::index::ValueBytes;
+pub use crate::log::verify::{Finding, Severity, VerifyReport};
 pub use crate::log::{
-    CommitInfo, CommitRequest, Corruption, Head, LogConfig, LogStats, RecentFsync, Rejection,
-    SegmentMeta, SegmentsSummary,
+    COMMIT_BYTES_MAX, COMMIT_OPS_MAX, CommitInfo, CommitRequest, Corruption, Head, LogConfig,
+    LogStats, RecentFsync, Rejection, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SegmentMeta,
+    SegmentsSummary,
 };
 pub use storage_format::HistoryId;
 pub use storage_format::commit::{CommitKind, Op};
@@ -155,6 +159,12 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::Storage(e) if e.is_disk_full())
     }
+}
+
+/// Checks every file of the data directory `dir` offline, without opening it as a store (a
+/// running server may keep using it): what each holds and every problem found.
+pub fn verify_dir(dir: &Path) -> VerifyReport {
+    crate::log::verify::verify_dir(&RealFs, dir)
 }
 
 /// The store's files after `Store::seal_for_backup`: what a backup may copy.

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use llmcm::backup::{self, BackupKind, Repo};
-use llmcm::restore::RestorePoint;
 use llmcm::storage_format::commit::Op;
+use llmcm::store::restore::RestorePoint;
 use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{MaintenanceConfig, Store};
 
@@ -160,7 +160,7 @@ fn main() {
         .block_on(backup::restore(
             &repo,
             None,
-            llmcm::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, true),
+            llmcm::store::restore::RestoreOptions::new(RestorePoint::Latest, None, 0, true),
             &target,
             &mut |_| {},
         ))

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use llmcm::restore::{RestorePoint, RestoreRequest, restore};
 use llmcm::storage_format::commit::Op;
+use llmcm::store::restore::{RestorePoint, RestoreRequest, restore};
 use llmcm::store::{CommitRequest, LogConfig};
 use llmcm::store::{MaintenanceConfig, Point, Store};
 
