@@ -13,10 +13,12 @@ pub mod auth;
 pub mod connection;
 pub mod error;
 mod guard;
+mod health;
 mod json;
 mod kv;
 pub mod metrics;
 pub mod openapi;
+mod operations;
 mod params;
 mod server;
 pub mod tls;
@@ -176,7 +178,7 @@ pub fn router(state: AppState, limits: Arc<guard::Limits>) -> Router {
         .route("/v1/commits", get(audit::commits))
         .route("/v1/diff", get(audit::diff))
         .route("/v1/verify", get(audit::verify))
-        .route("/v1/admin/status", get(audit::status))
+        .route("/v1/admin/status", get(operations::status))
         .route("/v1/admin/snapshot", post(admin::snapshot))
         .route(
             "/v1/admin/backup",
@@ -188,11 +190,11 @@ pub fn router(state: AppState, limits: Arc<guard::Limits>) -> Router {
         )
         .route(
             "/v1/admin/read-only",
-            post(audit::read_only).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),
+            post(operations::read_only).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES_MAX)),
         )
-        .route("/health/live", get(audit::live))
-        .route("/health/ready", get(audit::ready))
-        .route("/health", get(audit::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health", get(health::health))
         .route("/openapi.json", get(openapi::serve_openapi))
         .route("/metrics", get(metrics::serve_metrics))
         .fallback(fallback_not_found)

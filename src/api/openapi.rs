@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::kv::get_key, super::kv::put_key, super::kv::delete_key, super::kv::list_keys,
         super::writes::txn, super::writes::rollback, super::watch::watch,
         super::audit::history, super::audit::commits, super::audit::diff, super::audit::verify,
-        super::audit::status, super::audit::read_only, super::admin::snapshot, super::admin::compact, super::admin::backup, super::audit::live, super::audit::ready, super::audit::health,
+        super::operations::status, super::operations::read_only, super::admin::snapshot, super::admin::compact, super::admin::backup, super::health::live, super::health::ready, super::health::health,
         super::metrics::serve_metrics,
     ),
     components(schemas(super::audit::CommitsFormat)),

@@ -128,7 +128,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
         .map_err(ServeError::Serve)?;
     let (opened_tx, mut opened_rx) = tokio::sync::watch::channel(false);
     let recovering_app = Router::new()
-        .route("/health/live", axum::routing::get(super::audit::live))
+        .route("/health/live", axum::routing::get(super::health::live))
         .fallback(recovering)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -273,9 +273,9 @@ fn connection_timeouts(config: &Config) -> Timeouts {
 /// What a connection beyond `http.connections_max` is served: probes and metrics, one request.
 fn reserve_router(state: AppState, limits: Arc<Limits>) -> Router {
     Router::new()
-        .route("/health/live", axum::routing::get(super::audit::live))
-        .route("/health/ready", axum::routing::get(super::audit::ready))
-        .route("/health", axum::routing::get(super::audit::health))
+        .route("/health/live", axum::routing::get(super::health::live))
+        .route("/health/ready", axum::routing::get(super::health::ready))
+        .route("/health", axum::routing::get(super::health::health))
         .route(
             "/metrics",
             axum::routing::get(super::metrics::serve_metrics),
