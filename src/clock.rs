@@ -48,14 +48,21 @@ pub fn now_us() -> u64 {
 }
 
 /// `N` random bytes from the OS (`getrandom(2)`, which waits until the kernel's pool is
-/// seeded). Panics if the OS has no random source to give: ids and tokens made without one
-/// could repeat, and nothing may go on with such an id.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+/// seeded), or why there are none.
+pub fn try_random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut out = [0u8; N];
-    if let Err(error) = getrandom::fill(&mut out) {
-        panic!("the operating system's random source failed: {error}");
-    }
-    out
+    getrandom::fill(&mut out).map_err(|error| {
+        std::io::Error::other(format!(
+            "the operating system's random source failed: {error}"
+        ))
+    })?;
+    Ok(out)
+}
+
+/// `N` random bytes from the OS. Panics if the OS has no random source to give: ids made
+/// without one could repeat, and nothing may go on with such an id.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    try_random_bytes().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// An RFC 3339 time (`Z` or an offset) as microseconds since the epoch, UTC.

@@ -19,7 +19,7 @@ pub fn digest(token: &[u8]) -> [u8; 32] {
 
 /// A fresh random token and its configuration entry as TOML text.
 pub fn new_token(name: &str, role: Role, prefixes: &[String]) -> std::io::Result<(String, String)> {
-    let random = crate::clock::random_bytes::<TOKEN_RANDOM_BYTES>();
+    let random = crate::clock::try_random_bytes::<TOKEN_RANDOM_BYTES>()?;
     let token = format!("{TOKEN_PREFIX}{}", storage_format::hex(&random));
     let entry = TokenEntry {
         name: name.to_owned(),

@@ -322,8 +322,8 @@ impl BackupService {
 
     /// Continuous archiving into repository `r`: every second, ships the segments sealed since
     /// the last pass, records progress (and errors) for health and metrics, and lets compaction
-    /// pass what is archived. The repository is opened once; a pass that fails is retried a
-    /// second later.
+    /// pass what is archived. The repository is kept open between passes and opened afresh
+    /// after a pass fails; a failed pass is retried a second later.
     async fn archive_loop(self, r: RepositoryConfig) {
         let store = self.inner.store.clone();
         let history = storage_format::hex(&store.history_id());
@@ -387,6 +387,9 @@ impl BackupService {
                         tracing::warn!(repo = %r.name, %error, "continuous archiving failed; retrying every second");
                     }
                     status.last_error = Some(error.to_string());
+                    // The next pass opens the repository afresh (a directory's path is resolved
+                    // again, an S3 client rebuilt), as every pass did before the service kept it.
+                    repo = None;
                 }
             }
             self.inner
