@@ -29,10 +29,12 @@ const LAYERS: &[(&str, &[&str])] = &[
         "api",
         &["backup", "chain", "clock", "config", "store", "token"],
     ),
+    // The HTTP client stands alone: it knows the API's wire format, not the server's code.
+    ("client", &[]),
     (
         "cli",
         &[
-            "api", "backup", "chain", "clock", "config", "store", "token",
+            "api", "backup", "chain", "client", "clock", "config", "store", "token",
         ],
     ),
 ];
@@ -45,8 +47,13 @@ const STD_FS_ALLOWED: &[(&str, usize, &str)] = &[
     ("src/config.rs", 3, "reads the configuration file"),
     ("src/api/tls.rs", 2, "reads certificates and keys"),
     (
+        "src/client/mod.rs",
+        2,
+        "reads the CA file named on the command line",
+    ),
+    (
         "src/cli/client.rs",
-        3,
+        1,
         "reads files named on the command line",
     ),
     (
@@ -90,9 +97,10 @@ const STD_FS_ALLOWED: &[(&str, usize, &str)] = &[
         1,
         "debt: reads an unsealed record with pread",
     ),
+    ("src/index/mod.rs", 1, "debt: the index directory"),
     (
-        "src/index/mod.rs",
-        3,
+        "src/index/maps.rs",
+        2,
         "debt: segment mappings need real files",
     ),
     ("src/index/files.rs", 6, "debt: index files are mapped"),

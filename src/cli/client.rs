@@ -2,12 +2,15 @@
 //! readable answer (tables) or, with `--json`, the server's JSON; errors are one line on stderr
 //! with a distinct exit code per kind (see `ExitKind`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::Method;
 use serde_json::{Value, json};
+
+use crate::client::sse::{Broken, Events};
+use crate::client::{Client, ErrorKind, Pages};
 
 /// Largest value or txn file read from a file or stdin.
 pub const INPUT_BYTES_MAX: u64 = 16 << 20;
@@ -95,6 +98,37 @@ impl ClientError {
 
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.kind as u8)
+    }
+}
+
+impl From<crate::client::Error> for ClientError {
+    fn from(error: crate::client::Error) -> ClientError {
+        let kind = match error.kind {
+            ErrorKind::Failure => ExitKind::Failure,
+            ErrorKind::NotFound => ExitKind::NotFound,
+            ErrorKind::Conflict => ExitKind::Conflict,
+            ErrorKind::Denied => ExitKind::Denied,
+            ErrorKind::Unavailable => ExitKind::Unavailable,
+            ErrorKind::Rejected => ExitKind::Rejected,
+            ErrorKind::Compacted => ExitKind::Compacted,
+        };
+        ClientError::new(kind, error.message)
+    }
+}
+
+impl Connection {
+    /// The client library's view of these options.
+    pub fn client_config(&self) -> crate::client::Config {
+        crate::client::Config {
+            server: self.server.clone(),
+            token: self.token.clone(),
+            ca_file: self.ca_file.clone(),
+        }
+    }
+
+    /// A client of the server these options name.
+    pub fn client(&self) -> Result<Client> {
+        Ok(Client::new(&self.client_config())?)
     }
 }
 
@@ -270,57 +304,19 @@ pub enum Command {
     },
 }
 
-/// Largest CA file read.
-pub const CA_FILE_BYTES_MAX: u64 = 1 << 20;
-
-/// The HTTP client of every command that talks to `conn.server`: http:// or https:// (trusting
-/// `--ca-file` if given, else the system's authorities), a 5 s connect timeout, and `timeout`
-/// per request (none: each request sets its own).
-pub fn http_client(
-    conn: &Connection,
-    timeout: Option<Duration>,
-) -> std::result::Result<Client, String> {
-    let https = conn.server.starts_with("https://");
-    if !https && !conn.server.starts_with("http://") {
-        return Err(format!(
-            "--server {:?}: give an http:// or https:// URL",
-            conn.server
-        ));
-    }
-    let mut builder = Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout);
-    if let Some(path) = &conn.ca_file {
-        let fail = |e: &dyn std::fmt::Display| format!("--ca-file {}: {e}", path.display());
-        let len = std::fs::metadata(path).map_err(|e| fail(&e))?.len();
-        if len > CA_FILE_BYTES_MAX {
-            return Err(fail(&format!("over {CA_FILE_BYTES_MAX} bytes")));
-        }
-        let pem = std::fs::read(path).map_err(|e| fail(&e))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(&e))?;
-        if certs.is_empty() {
-            return Err(fail(&"no PEM certificate in it"));
-        }
-        builder = builder.tls_certs_only(certs);
-    }
-    builder.build().map_err(|e| e.to_string())
-}
-
 /// POSTs a JSON body to the server and returns its JSON answer (for commands defined elsewhere).
 pub fn post_json(conn: &Connection, path: &str, body: &Value) -> Result<Value> {
-    let api = Api::new(conn)?;
-    api.send(api.auth(api.http.post(api.url(path)).json(body)))
+    Ok(conn.client()?.post_json(path, body)?)
 }
 
 /// GETs a JSON answer from the server (for commands defined elsewhere).
 pub fn get_json(conn: &Connection, path: &str) -> Result<Value> {
-    let api = Api::new(conn)?;
-    api.send(api.get(path))
+    Ok(conn.client()?.get_json(path)?)
 }
 
 /// Runs one client command; prints its answer.
 pub fn run(conn: &Connection, command: Command) -> Result<()> {
-    let api = Api::new(conn)?;
+    let api = Api(conn.client()?);
     let mut out = std::io::stdout().lock();
     match command {
         Command::Get { key, revision, at } => {
@@ -345,12 +341,12 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
                 ClientError::new(ExitKind::Rejected, format!("the value is not JSON: {e}"))
             })?;
             let req = api
-                .http
-                .put(api.url(&format!("/v1/kv/{key}")))
+                .0
+                .request(Method::PUT, &format!("/v1/kv/{key}"))
                 .query(&write_query(reason, if_revision))
                 .header("Content-Type", "application/json")
                 .body(body);
-            let v = api.send(api.auth(req))?;
+            let v = api.send(req)?;
             print_write(&mut out, conn.json, &v)
         }
         Command::Delete {
@@ -359,10 +355,10 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             if_revision,
         } => {
             let req = api
-                .http
-                .delete(api.url(&format!("/v1/kv/{key}")))
+                .0
+                .request(Method::DELETE, &format!("/v1/kv/{key}"))
                 .query(&write_query(reason, if_revision));
-            let v = api.send(api.auth(req))?;
+            let v = api.send(req)?;
             print_write(&mut out, conn.json, &v)
         }
         Command::Ls {
@@ -561,7 +557,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
         } => {
             let at = at.as_deref().map(time_arg).transpose()?;
             let body = json!({"prefix": prefix, "revision": revision, "at": at, "reason": reason});
-            let v = api.send(api.auth(api.http.post(api.url("/v1/rollback")).json(&body)))?;
+            let v = api.send(api.0.post("/v1/rollback").json(&body))?;
             if conn.json {
                 return print_json(&mut out, &v);
             }
@@ -584,11 +580,11 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
         Command::Txn { file } => {
             let body = read_file(&file)?;
             let req = api
-                .http
-                .post(api.url("/v1/txn"))
+                .0
+                .post("/v1/txn")
                 .header("Content-Type", "application/json")
                 .body(body);
-            let v = api.send(api.auth(req))?;
+            let v = api.send(req)?;
             print_write(&mut out, conn.json, &v)
         }
         Command::Status => {
@@ -645,7 +641,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
             print_table(&mut out, &["", ""], rows)
         }
         Command::Snapshot => {
-            let v = api.send(api.auth(api.http.post(api.url("/v1/admin/snapshot"))))?;
+            let v = api.send(api.0.post("/v1/admin/snapshot"))?;
             if conn.json {
                 return print_json(&mut out, &v);
             }
@@ -661,7 +657,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
         }
         Command::Compact { retain, reason } => {
             let body = json!({"retain": retain, "reason": reason});
-            let v = api.send(api.auth(api.http.post(api.url("/v1/admin/compact")).json(&body)))?;
+            let v = api.send(api.0.post("/v1/admin/compact").json(&body))?;
             if conn.json {
                 return print_json(&mut out, &v);
             }
@@ -689,8 +685,7 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
         }
         Command::ReadOnly { state, reason } => {
             let body = json!({"on": state == "on", "reason": reason});
-            let v =
-                api.send(api.auth(api.http.post(api.url("/v1/admin/read-only")).json(&body)))?;
+            let v = api.send(api.0.post("/v1/admin/read-only").json(&body))?;
             if conn.json {
                 return print_json(&mut out, &v);
             }
@@ -703,180 +698,27 @@ pub fn run(conn: &Connection, command: Command) -> Result<()> {
     }
 }
 
-struct Api {
-    http: Client,
-    base: String,
-    token: Option<String>,
-}
+/// The library's client, with its errors as the CLI's.
+struct Api(Client);
 
 impl Api {
-    fn new(conn: &Connection) -> Result<Api> {
-        let http = http_client(conn, None).map_err(|e| ClientError::new(ExitKind::Failure, e))?;
-        Ok(Api {
-            http,
-            base: conn.server.trim_end_matches('/').to_owned(),
-            token: conn.token.clone(),
-        })
+    fn get(&self, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.0.get(path)
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> Result<Value> {
+        Ok(self.0.send(req)?)
     }
 
-    fn auth(&self, req: RequestBuilder) -> RequestBuilder {
-        match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        }
-    }
-
-    fn get(&self, path: &str) -> RequestBuilder {
-        self.auth(
-            self.http
-                .get(self.url(path))
-                .timeout(Duration::from_secs(60)),
-        )
-    }
-
-    /// Sends and returns the JSON answer, or the error it describes.
-    fn send(&self, req: RequestBuilder) -> Result<Value> {
-        let resp = req.send().map_err(|e| unreachable(&self.base, &e))?;
-        answer(resp)
-    }
-
-    /// Follows `next` through pages of `items` until `limit` items (or the end), starting
-    /// after `after` if given. A page that says which revision it reflects (a list) pins the
-    /// later pages to that revision. `next` is where a following call would continue.
     fn pages(
         &self,
         path: &str,
-        mut query: Vec<(&str, String)>,
+        query: Vec<(&str, String)>,
         limit: usize,
         after: Option<String>,
     ) -> Result<Pages> {
-        let mut pages = Pages {
-            items: Vec::new(),
-            revision: None,
-            next: after,
-        };
-        if limit == 0 {
-            return Ok(pages);
-        }
-        loop {
-            let mut q = query.clone();
-            q.push((
-                "limit",
-                (limit - pages.items.len()).clamp(1, 1000).to_string(),
-            ));
-            if let Some(a) = &pages.next {
-                q.push(("after", a.clone()));
-            }
-            let page = self.send(self.get(path).query(&q))?;
-            if pages.revision.is_none()
-                && let Some(revision) = page["revision"].as_u64()
-            {
-                pages.revision = Some(revision);
-                query.retain(|(k, _)| *k != "revision" && *k != "at");
-                query.push(("revision", revision.to_string()));
-            }
-            pages
-                .items
-                .extend(page["items"].as_array().cloned().unwrap_or_default());
-            // A list's `next` is a key, history's and commits' a revision.
-            pages.next = match &page["next"] {
-                Value::String(key) => Some(key.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            };
-            if pages.next.is_none() || pages.items.len() >= limit {
-                return Ok(pages);
-            }
-        }
+        Ok(self.0.pages(path, query, limit, after)?)
     }
-}
-
-/// What `Api::pages` gathered.
-struct Pages {
-    items: Vec<Value>,
-    /// The revision a list reflects (lists only).
-    revision: Option<u64>,
-    /// Where the next page would start, if more remain.
-    next: Option<String>,
-}
-
-fn answer(resp: Response) -> Result<Value> {
-    let status = resp.status();
-    let raw_body = resp
-        .text()
-        .map_err(|e| ClientError::new(ExitKind::Failure, format!("reading the answer: {e}")))?;
-    let parsed = parse_answer(&raw_body);
-    if status.is_success() {
-        // Never print what could not be read: a value nested deeper than a parser's default
-        // limit once came out as `null`.
-        return parsed.map_err(|e| {
-            ClientError::new(
-                ExitKind::Failure,
-                format!("the server's answer is not JSON that can be read: {e}"),
-            )
-        });
-    }
-    let body = parsed.unwrap_or(Value::Null);
-    let kind = match status.as_u16() {
-        404 => ExitKind::NotFound,
-        409 => ExitKind::Conflict,
-        401 | 403 => ExitKind::Denied,
-        503 => ExitKind::Unavailable,
-        400 | 413 | 422 => ExitKind::Rejected,
-        410 => ExitKind::Compacted,
-        _ => ExitKind::Failure,
-    };
-    let error = &body["error"];
-    let mut message = format!(
-        "{} ({}): {}",
-        error["code"].as_str().unwrap_or("error"),
-        status.as_u16(),
-        error["message"].as_str().unwrap_or(raw_body.trim())
-    );
-    if let Some(conflicts) = error["conflicts"].as_array() {
-        for c in conflicts {
-            message.push_str(&format!(
-                "; {} is at revision {}, not {}",
-                text(&c["key"]),
-                c["actual"],
-                c["expected"]
-            ));
-        }
-    }
-    if let Some(violations) = error["violations"].as_array() {
-        for v in violations.iter().take(10) {
-            message.push_str(&format!(
-                "; {}{}: {}",
-                text(&v["key"]),
-                text(&v["path"]),
-                text(&v["message"])
-            ));
-        }
-    }
-    Err(ClientError::new(kind, message))
-}
-
-/// Levels of nesting an answer may have: a value's limit plus the answer's own envelope
-/// (never lower than what the server stores).
-const ANSWER_DEPTH_MAX: usize = storage_format::json::VALUE_DEPTH_MAX + 8;
-
-/// Parses an answer of the server: its depth checked first without recursion, then parsed
-/// without serde's lower default depth limit.
-fn parse_answer(text: &str) -> std::result::Result<Value, String> {
-    let rules = storage_format::json::Rules {
-        depth_max: ANSWER_DEPTH_MAX,
-        ..storage_format::json::STORED_RULES
-    };
-    storage_format::json::check(text.as_bytes(), &rules).map_err(|e| e.to_string())?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    deserializer.disable_recursion_limit();
-    let value = serde::Deserialize::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
-    deserializer.end().map_err(|e| e.to_string())?;
-    Ok(value)
 }
 
 /// How long `watch` waits before reconnecting: doubling from the first to the last, with jitter.
@@ -893,18 +735,15 @@ fn watch(api: &Api, json_out: bool, prefix: String, from_revision: Option<u64>) 
     let mut retry = WATCH_RETRY_FIRST;
     let mut out = std::io::stdout().lock();
     loop {
-        let mut q = vec![("prefix", prefix.clone())];
-        if let Some(r) = position {
-            q.push(("from_revision", r.to_string()));
-        }
-        let req = api.auth(api.http.get(api.url("/v1/watch")).query(&q));
-        let why = match req.send() {
-            Err(e) if !connected_once => return Err(unreachable(&api.base, &e)),
-            Err(e) => unreachable(&api.base, &e).message,
+        let why = match api.0.watch(&prefix, position) {
+            Err(e) if !connected_once => return Err(e.into()),
+            Err(e) => e.message,
             Ok(resp) if resp.status().as_u16() == 503 && connected_once => {
                 format!("the server is not ready ({})", resp.status())
             }
-            Ok(resp) if !resp.status().is_success() => return answer(resp).map(|_| ()),
+            Ok(resp) if !resp.status().is_success() => {
+                return crate::client::answer(resp).map(|_| ()).map_err(Into::into);
+            }
             Ok(resp) => {
                 if connected_once {
                     eprintln!("llmcm: watch: reconnected");
@@ -948,81 +787,52 @@ enum StreamEnd {
 
 /// Prints a watch stream's commits; `position` follows every event id.
 fn follow(
-    resp: Response,
+    resp: reqwest::blocking::Response,
     json_out: bool,
     out: &mut dyn Write,
     position: &mut Option<u64>,
 ) -> Result<StreamEnd> {
-    let (mut event, mut id, mut data) = (String::new(), None, String::new());
-    for line in BufReader::new(resp).lines() {
-        let line = match line {
-            Ok(line) => line,
-            Err(e) => return Ok(StreamEnd::Broken(format!("the stream broke ({e})"))),
+    let mut events = Events::new(resp);
+    loop {
+        let event = match events.next_event() {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(StreamEnd::Broken("the server ended the stream".into())),
+            Err(Broken::Stream(why)) => return Ok(StreamEnd::Broken(why)),
+            Err(Broken::Invalid(error)) => return Err(error.into()),
         };
-        if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim().to_owned();
-        } else if let Some(v) = line.strip_prefix("id:") {
-            id = v.trim().parse::<u64>().ok();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
-            }
-            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-        } else if line.is_empty() && !event.is_empty() {
-            let value = parse_answer(&data).map_err(|e| {
-                ClientError::new(ExitKind::Failure, format!("an event is not JSON: {e}"))
-            })?;
-            match (event.as_str(), json_out) {
-                ("commit", true) => print_json_line(out, &value)?,
-                ("commit", false) => {
-                    for op in value["ops"].as_array().cloned().unwrap_or_default() {
-                        let change = match op["op"].as_str() {
-                            Some("put") => {
-                                format!("put {} = {}", text(&op["key"]), short(&op["value"]))
-                            }
-                            _ => format!("delete {}", text(&op["key"])),
-                        };
-                        writeln!(
-                            out,
-                            "{} {} {} {change}",
-                            value["revision"],
-                            text(&value["timestamp"]),
-                            text(&value["actor"])
-                        )
-                        .map_err(io)?;
-                    }
-                }
-                ("lagged", _) => {
-                    let revision = value["revision"].as_u64().or(*position).unwrap_or(0);
-                    return Ok(StreamEnd::Lagged(revision));
-                }
-                ("error", _) => {
-                    let error = &value["error"];
-                    let kind = match error["code"].as_str() {
-                        Some("unauthorized" | "forbidden") => ExitKind::Denied,
-                        Some("compacted") => ExitKind::Compacted,
-                        _ => ExitKind::Failure,
+        let value = &event.data;
+        match (event.event.as_str(), json_out) {
+            ("commit", true) => print_json_line(out, value)?,
+            ("commit", false) => {
+                for op in value["ops"].as_array().cloned().unwrap_or_default() {
+                    let change = match op["op"].as_str() {
+                        Some("put") => {
+                            format!("put {} = {}", text(&op["key"]), short(&op["value"]))
+                        }
+                        _ => format!("delete {}", text(&op["key"])),
                     };
-                    return Err(ClientError::new(
-                        kind,
-                        format!(
-                            "{}: {}",
-                            error["code"].as_str().unwrap_or("error"),
-                            error["message"].as_str().unwrap_or("the watch ended")
-                        ),
-                    ));
+                    writeln!(
+                        out,
+                        "{} {} {} {change}",
+                        value["revision"],
+                        text(&value["timestamp"]),
+                        text(&value["actor"])
+                    )
+                    .map_err(io)?;
                 }
-                _ => {} // progress
             }
-            if let Some(id) = id.take() {
-                *position = Some(id);
+            ("lagged", _) => {
+                let revision = value["revision"].as_u64().or(*position).unwrap_or(0);
+                return Ok(StreamEnd::Lagged(revision));
             }
-            out.flush().map_err(io)?;
-            event.clear();
-            data.clear();
+            ("error", _) => return Err(crate::client::sse::stated_error(value).into()),
+            _ => {} // progress
         }
+        if let Some(id) = event.id {
+            *position = Some(id);
+        }
+        out.flush().map_err(io)?;
     }
-    Ok(StreamEnd::Broken("the server ended the stream".into()))
 }
 
 fn point(revision: Option<u64>, at: Option<String>) -> Vec<(&'static str, String)> {
@@ -1122,35 +932,6 @@ fn more_remain(next: Option<&str>, shown: usize, continue_with: &str) {
             "llmcm: {shown} shown, more remain: raise --limit, or continue with {continue_with} {next}"
         );
     }
-}
-
-/// What went wrong reaching the server, said plainly.
-fn unreachable(base: &str, error: &reqwest::Error) -> ClientError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut io_kind = None;
-    let mut chain = String::new();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind());
-        }
-        chain = e.to_string();
-        source = e.source();
-    }
-    let why = match io_kind {
-        Some(std::io::ErrorKind::ConnectionRefused) => {
-            "connection refused: is the server running, and listening there?".to_owned()
-        }
-        Some(std::io::ErrorKind::TimedOut) => "no answer in time".to_owned(),
-        _ if error.is_timeout() => "no answer in time".to_owned(),
-        _ if chain.contains("dns error") || chain.contains("failed to lookup") => {
-            "the host name does not resolve".to_owned()
-        }
-        _ if chain.contains("certificate") || chain.contains("UnknownIssuer") => format!(
-            "the server's TLS certificate is not trusted ({chain}); give its authority with --ca-file"
-        ),
-        _ => chain,
-    };
-    ClientError::new(ExitKind::Unavailable, format!("cannot reach {base}: {why}"))
 }
 
 fn io(e: std::io::Error) -> ClientError {

@@ -5,7 +5,6 @@
 //! otherwise (warnings included).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -49,22 +48,9 @@ struct Check {
     detail: String,
 }
 
-fn get(conn: &Connection, path: &str) -> Result<(u16, Value, Option<String>), String> {
-    let http = super::client::http_client(conn, Some(Duration::from_secs(60)))?;
-    let mut req = http.get(format!("{}{path}", conn.server.trim_end_matches('/')));
-    if let Some(token) = &conn.token {
-        req = req.bearer_auth(token);
-    }
-    let response = req.send().map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let date = response
-        .headers()
-        .get("date")
-        .and_then(|d| d.to_str().ok())
-        .map(str::to_owned);
-    let text = response.text().map_err(|e| e.to_string())?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok((status, body, date))
+fn get(client: &crate::client::Client, path: &str) -> Result<(u16, Value, Option<String>), String> {
+    let answer = client.get_raw(path).map_err(|e| e.message)?;
+    Ok((answer.status, answer.body, answer.date))
 }
 
 pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
@@ -76,13 +62,15 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
             detail,
         })
     };
-    match get(conn, "/health/ready") {
+    let client = crate::client::Client::new(&conn.client_config());
+    let ready = match &client {
+        Ok(client) => get(client, "/health/ready"),
+        Err(e) => Err(e.message.clone()),
+    };
+    match ready {
         Err(e) => {
-            add(
-                "server reachable",
-                Level::Fail,
-                format!("{}: {e}", conn.server),
-            );
+            // The message names the server ("cannot reach URL: why").
+            add("server reachable", Level::Fail, e);
             return report(conn, checks);
         }
         Ok((200, _, date)) => {
@@ -100,7 +88,8 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
             clock(&mut add, date);
         }
     }
-    match get(conn, "/health") {
+    let client = client.as_ref().expect("reachable, so built");
+    match get(client, "/health") {
         Ok((_, h, _)) => {
             let storage = &h["storage"];
             match storage["read_only_reason"].as_str() {
@@ -154,7 +143,7 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
         }
         Err(e) => add("health", Level::Fail, e),
     }
-    match get(conn, "/v1/admin/status") {
+    match get(client, "/v1/admin/status") {
         Ok((200, s, _)) => {
             let newest = s["snapshots"].as_array().and_then(|a| a.last()).cloned();
             match newest.and_then(|n| n["created"].as_str().map(str::to_owned)) {
@@ -177,7 +166,7 @@ pub fn run(conn: &Connection) -> anyhow::Result<ExitCode> {
             let head = s["head"]["revision"].as_u64().unwrap_or(0);
             let horizon = s["horizon"]["revision"].as_u64().unwrap_or(0);
             let from = head.saturating_sub(TAIL_REVISIONS).max(horizon + 1).max(1);
-            match get(conn, &format!("/v1/verify?from_revision={from}")) {
+            match get(client, &format!("/v1/verify?from_revision={from}")) {
                 Ok((200, v, _)) if v["ok"] == json!(true) => add(
                     "hash chain (recent tail)",
                     Level::Pass,
