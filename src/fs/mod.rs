@@ -1,16 +1,20 @@
-//! The file-system seam. Everything the log does to a disk goes through `Fs`, so tests can run
-//! the same code on `MemFs`, which fails on command and forgets what was never synced.
+//! The file-system seam. Everything the log, the index checkpoints, snapshots and compaction
+//! write goes through `Fs`, so tests can run the log on `MemFs`, which fails on command and
+//! forgets what was never synced, and a whole store on `FaultyFs` over the real file system,
+//! which fails on command.
 //!
 //! The trait carries only the operations the log needs, each with the durability meaning of
 //! POSIX: file data is durable after `FsFile::sync_data`; a created, renamed or removed name is
 //! durable after `Fs::sync_dir` of its directory.
 
+mod faulty;
 mod mem;
 mod real;
 
 use std::io;
 use std::path::Path;
 
+pub use faulty::FaultyFs;
 pub use mem::{Fault, MemFs};
 pub use real::RealFs;
 

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ use storage_format::{HistoryId, validate_key};
 
 use super::table::{KeySlot, KeyTable, TableKey};
 use super::{Dirs, IndexError, Mapped, State};
-use crate::fs::{RealFs, write_file_atomic};
+use crate::fs::{Fs, write_file_atomic};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
     move |source| IndexError::Io {
@@ -324,6 +323,7 @@ pub(super) fn load(
 /// missing, and first cut back to `valid_len` (bytes past the last checkpoint, from a checkpoint
 /// that failed, are not part of the index).
 fn append_synced(
+    fs: &dyn Fs,
     path: &Path,
     magic: [u8; 8],
     history_id: &HistoryId,
@@ -331,17 +331,16 @@ fn append_synced(
     valid_len: u64,
     bytes: &[u8],
 ) -> Result<(), IndexError> {
-    let exists = path.exists();
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io(path))?;
-    if !exists || file.metadata().map_err(io(path))?.len() == 0 {
+    let mut file = if fs.exists(path).map_err(io(path))? {
+        fs.open_append(path).map_err(io(path))?
+    } else {
+        fs.create_new(path).map_err(io(path))?
+    };
+    if fs.file_len(path).map_err(io(path))? == 0 {
         file.write_all(&encode_index_header(magic, history_id, entry_len))
             .map_err(io(path))?;
     }
-    if file.metadata().map_err(io(path))?.len() != valid_len {
+    if fs.file_len(path).map_err(io(path))? != valid_len {
         file.set_len(valid_len).map_err(io(path))?;
     }
     file.write_all(bytes).map_err(io(path))?;
@@ -608,21 +607,22 @@ impl Prepared {
 
 /// Writes a new generation of the directory whole: header, then the pieces.
 fn write_generation(
+    fs: &dyn Fs,
     path: &Path,
     history_id: &HistoryId,
     old: Option<&Mmap>,
     plan: &DirsPlan,
     pieces: &[Piece],
 ) -> Result<(), IndexError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io(path))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&encode_index_header(DIRS_MAGIC, history_id, 0))
-        .map_err(io(path))?;
+    // A file of this generation is left only by a checkpoint that failed before its CHECKPOINT
+    // named it: nothing refers to it.
+    if fs.exists(path).map_err(io(path))? {
+        fs.remove_file(path).map_err(io(path))?;
+    }
+    let mut file = fs.create_new(path).map_err(io(path))?;
+    // Written in pieces of up to 1 MiB (a block or a run of old ones), as a buffered writer would.
+    let mut buffer = Vec::with_capacity(1 << 20);
+    buffer.extend_from_slice(&encode_index_header(DIRS_MAGIC, history_id, 0));
     for &piece in pieces {
         let bytes = match piece {
             Piece::Old(offset, len) => {
@@ -633,17 +633,31 @@ fn write_generation(
             }
             Piece::New(start, len) => &plan.blocks[start..start + len],
         };
-        out.write_all(bytes).map_err(io(path))?;
+        if buffer.len() + bytes.len() > 1 << 20 {
+            file.write_all(&buffer).map_err(io(path))?;
+            buffer.clear();
+        }
+        if bytes.len() >= 1 << 20 {
+            file.write_all(bytes).map_err(io(path))?;
+        } else {
+            buffer.extend_from_slice(bytes);
+        }
     }
-    let file = out.into_inner().map_err(|e| io(path)(e.into_error()))?;
+    file.write_all(&buffer).map_err(io(path))?;
     file.sync_data().map_err(io(path))
 }
 
 /// Appends the prepared bytes to the files, syncs them, then writes the CHECKPOINT (temporary
 /// file, sync, rename, directory sync). Touches no in-memory state.
-pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<(), IndexError> {
+pub(super) fn write(
+    fs: &dyn Fs,
+    dir: &Path,
+    history_id: &HistoryId,
+    p: &Prepared,
+) -> Result<(), IndexError> {
     let header = INDEX_HEADER_LEN as u64;
     append_synced(
+        fs,
         &dir.join(VERSIONS_FILE),
         VERSIONS_MAGIC,
         history_id,
@@ -652,6 +666,7 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
         &p.versions,
     )?;
     append_synced(
+        fs,
         &dir.join(REVS_FILE),
         REVS_MAGIC,
         history_id,
@@ -660,6 +675,7 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
         &p.revs,
     )?;
     append_synced(
+        fs,
         &dir.join(KEYS_FILE),
         KEYS_MAGIC,
         history_id,
@@ -671,6 +687,7 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
     let dirs_path = dir.join(dirs_file_name(p.cp.dirs_generation));
     match &plan.rewrite {
         Some(pieces) => write_generation(
+            fs,
             &dirs_path,
             history_id,
             p.dirs_input.dirs.map.as_deref(),
@@ -678,6 +695,7 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
             pieces,
         )?,
         None if !plan.blocks.is_empty() => append_synced(
+            fs,
             &dirs_path,
             DIRS_MAGIC,
             history_id,
@@ -688,13 +706,16 @@ pub(super) fn write(dir: &Path, history_id: &HistoryId, p: &Prepared) -> Result<
         None => {}
     }
     let cp_path = dir.join(CHECKPOINT_FILE);
-    write_file_atomic(&RealFs, &cp_path, &p.cp.encode()).map_err(io(&cp_path))?;
+    write_file_atomic(fs, &cp_path, &p.cp.encode()).map_err(io(&cp_path))?;
     if plan.rewrite.is_some() {
         // The old generation is no longer named by the CHECKPOINT (its mapping stays valid
         // until the install replaces it); one left behind is removed at the next open.
         let old = dir.join(dirs_file_name(p.dirs_input.dirs.generation));
-        if let Err(error) = remove_if_present(&old) {
-            tracing::warn!(%error, "could not remove a superseded directory file");
+        match fs.remove_file(&old) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(%error, "could not remove a superseded directory file");
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -772,12 +793,13 @@ pub(super) fn install(
 /// Prepares, plans, writes and installs a checkpoint with the state locked throughout (open,
 /// rebuild).
 pub(super) fn checkpoint(
+    fs: &dyn Fs,
     dir: &Path,
     history_id: &HistoryId,
     state: &mut State,
 ) -> Result<(), IndexError> {
     let mut prepared = prepare(history_id, state)?;
     plan_dirs(&mut prepared)?;
-    write(dir, history_id, &prepared)?;
+    write(fs, dir, history_id, &prepared)?;
     install(dir, history_id, state, prepared)
 }

@@ -169,6 +169,8 @@ impl Drop for InFlight<'_> {
 /// The index of one store: state behind a lock, the files, and the segment mappings.
 pub struct Index {
     dir: PathBuf,
+    /// The file system checkpoints are written through (the log's).
+    fs: Arc<dyn crate::fs::Fs>,
     history_id: HistoryId,
     state: RwLock<State>,
     segments: SegmentMaps,
@@ -236,6 +238,7 @@ impl Index {
         };
         let index = Index {
             dir,
+            fs: log.fs().clone(),
             history_id: log.history_id(),
             state: RwLock::new(state),
             segments: SegmentMaps::new(data_dir),
@@ -285,7 +288,7 @@ impl Index {
                 return Err(e);
             }
             if segment.sealed {
-                files::checkpoint(&self.dir, &self.history_id, state)?;
+                files::checkpoint(&*self.fs, &self.dir, &self.history_id, state)?;
             }
         }
         Ok(())
@@ -365,7 +368,7 @@ impl Index {
         crate::fault::panic_point("index.checkpoint.write");
         files::plan_dirs(&mut prepared)?;
         let planned_at = started.elapsed();
-        files::write(&self.dir, &self.history_id, &prepared)?;
+        files::write(&*self.fs, &self.dir, &self.history_id, &prepared)?;
         let written_at = started.elapsed();
         let through = prepared.through_revision();
         let summary = prepared.summary();

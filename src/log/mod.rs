@@ -297,6 +297,11 @@ impl Log {
         &self.dir
     }
 
+    /// The file system the log writes through (the index and maintenance write through it too).
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
+    }
+
     pub fn history_id(&self) -> HistoryId {
         self.history_id
     }

@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use crate::clock::Clock;
 use crate::fault::crash_point;
-use crate::fs::{Fs, RealFs};
+use crate::fs::Fs;
 use crate::image::{ImageError, ImageWriter, read_image};
 use crate::index::{Bound, Index, IndexError};
 use crate::log::{CommitRequest, Head, Log, LogError};
@@ -210,18 +210,20 @@ impl Maintenance {
         dir: &Path,
         config: MaintenanceConfig,
     ) -> Result<Maintenance, MaintenanceError> {
+        let fs = log.fs().clone();
         let snap_dir = dir.join(SNAPSHOT_DIR);
-        std::fs::create_dir_all(&snap_dir).map_err(|source| ImageError::Io {
-            op: "create directory",
-            path: snap_dir.clone(),
-            source,
-        })?;
+        fs.create_dir_all(&snap_dir)
+            .map_err(|source| ImageError::Io {
+                op: "create directory",
+                path: snap_dir.clone(),
+                source,
+            })?;
         let mut snapshots = Vec::new();
-        for name in list(&snap_dir)? {
+        for name in list(&*fs, &snap_dir)? {
             let path = snap_dir.join(&name);
             if name.ends_with(storage_format::segment::TEMP_SUFFIX) {
                 tracing::warn!(file = %path.display(), "removing an unfinished snapshot");
-                let _ = std::fs::remove_file(&path);
+                let _ = fs.remove_file(&path);
                 continue;
             }
             let Some(revision) = parse_snapshot_file_name(&name) else {
@@ -242,8 +244,8 @@ impl Maintenance {
                         checked: false,
                     })
                 }
-                Ok(_) => set_aside(&path, "its header names another revision or history"),
-                Err(e) => set_aside(&path, &e.to_string()),
+                Ok(_) => set_aside(&*fs, &path, "its header names another revision or history"),
+                Err(e) => set_aside(&*fs, &path, &e.to_string()),
             }
         }
         snapshots.sort_by_key(|s| s.revision);
@@ -251,7 +253,7 @@ impl Maintenance {
             log,
             index,
             clock,
-            fs: Arc::new(RealFs),
+            fs,
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
             lock: Mutex::new(()),
@@ -338,7 +340,7 @@ impl Maintenance {
                         Err(e) => e.to_string(),
                         Ok(_) => "its header changed while it was read".to_owned(),
                     };
-                    set_aside(&newest.path, &reason);
+                    set_aside(&*self.fs, &newest.path, &reason);
                     self.snapshots
                         .lock()
                         .retain(|s| s.revision != newest.revision);
@@ -688,8 +690,8 @@ impl Maintenance {
         let old_base_bytes = switched
             .old_base
             .as_ref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len());
+            .and_then(|p| self.fs.file_len(p).ok())
+            .unwrap_or(0);
         self.log.remove_dropped(&switched)?;
         self.index
             .forget_segments_below(switched.first_live_segment_seq);
@@ -792,16 +794,12 @@ impl Pace {
     }
 }
 
-fn list(dir: &Path) -> Result<Vec<String>, MaintenanceError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ImageError::Io {
+fn list(fs: &dyn Fs, dir: &Path) -> Result<Vec<String>, MaintenanceError> {
+    Ok(fs.list_dir(dir).map_err(|source| ImageError::Io {
         op: "list",
         path: dir.to_path_buf(),
         source,
-    })?;
-    Ok(entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect())
+    })?)
 }
 
 /// Header, footer and length of an image file, checked cheaply.
@@ -824,11 +822,11 @@ fn frame(path: &Path) -> Result<(ImageHeader, ImageFooter, u64), String> {
 }
 
 /// Renames a damaged snapshot to `*.corrupt` (kept for inspection, never read again).
-fn set_aside(path: &Path, reason: &str) {
+fn set_aside(fs: &dyn Fs, path: &Path, reason: &str) {
     let mut aside = path.as_os_str().to_owned();
     aside.push(CORRUPT_SUFFIX);
     tracing::error!(file = %path.display(), %reason, "snapshot failed its checks; set aside, an older snapshot or the log is used instead");
-    if let Err(error) = std::fs::rename(path, &aside) {
+    if let Err(error) = fs.rename(path, std::path::Path::new(&aside)) {
         tracing::error!(%error, file = %path.display(), "could not set the damaged snapshot aside");
     }
 }

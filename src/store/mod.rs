@@ -305,13 +305,32 @@ impl Store {
         maintenance_config: MaintenanceConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
+        Store::open_through(dir, config, maintenance_config, clock, Arc::new(RealFs))
+    }
+
+    /// Opens with every write of the log, the index checkpoints, snapshots and compaction going
+    /// through `fs` (tests inject faults with `fs::FaultyFs` over the real file system; the
+    /// index maps real files, so an in-memory file system cannot carry a whole store).
+    #[cfg(feature = "internals")]
+    pub fn open_with_fs(
+        dir: &Path,
+        config: LogConfig,
+        maintenance_config: MaintenanceConfig,
+        clock: Arc<dyn Clock>,
+        fs: Arc<dyn crate::fs::Fs>,
+    ) -> Result<Store, StoreError> {
+        Store::open_through(dir, config, maintenance_config, clock, fs)
+    }
+
+    fn open_through(
+        dir: &Path,
+        config: LogConfig,
+        maintenance_config: MaintenanceConfig,
+        clock: Arc<dyn Clock>,
+        fs: Arc<dyn crate::fs::Fs>,
+    ) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
-        let log = Arc::new(Log::open_with(
-            Arc::new(RealFs),
-            clock.clone(),
-            dir,
-            config,
-        )?);
+        let log = Arc::new(Log::open_with(fs, clock.clone(), dir, config)?);
         let log_ms = started.elapsed().as_secs_f64() * 1000.0;
         let base = load_base_image(dir, &log)?;
         let index = Arc::new(Index::open(dir, &log, base)?);
