@@ -1,7 +1,7 @@
 //! LLM Config Manager: a configuration store whose every change is an immutable, hash-chained
 //! commit in a segmented append-only log (see `docs/architecture.md`).
 //!
-//! Layers only look down (docs/architecture.md "Layers"; `tests/architecture.rs` holds the code
+//! Layers only look down (docs/architecture.md "Layers"; `tests/cli/architecture.rs` holds the code
 //! to the map): `cli` → `api` → `backup` → `store` → the engine (`index`, `log`, `image`, `fs`).
 
 pub mod api;

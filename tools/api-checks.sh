@@ -46,9 +46,9 @@ seed POST "/v1/txn" '{"ops":[{"op":"put","key":"dev/flag","value":true},{"op":"d
 # what it means — a point in the future, `revision` and `at` together, a put without a value, a
 # revision above the head — which an OpenAPI schema cannot express. Every other check runs.
 # /v1/watch is left out: its streams never end, and schemathesis reads a response to its end
-# (5 minutes of timeouts per run); tests/watch_sse.rs checks its events instead.
+# (5 minutes of timeouts per run); tests/http/watch_sse.rs checks its events instead.
 # /v1/admin/read-only is left out: switching the store read-only makes every later write a
-# (documented) 503, which schemathesis counts as a server error; tests/server_lifecycle.rs
+# (documented) 503, which schemathesis counts as a server error; tests/http/server_lifecycle.rs
 # covers it.
 echo "schemathesis against $base ($examples examples per operation)"
 schemathesis run "$base/openapi.json" -H "$auth" --max-examples "$examples" --seed 1 \

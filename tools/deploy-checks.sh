@@ -4,7 +4,7 @@
 # in a scratch copy pointing at the binary given as $1); the container file with hadolint, its
 # entrypoint with shellcheck, and its build context (the paths it copies form a workspace that
 # `cargo tree --locked` resolves); the Kubernetes manifests with `kubernetes-validate --strict`.
-# tests/deploy_artifacts.rs runs the entrypoint for real and cross-checks the manifests with the
+# tests/cli/deploy_artifacts.rs runs the entrypoint for real and cross-checks the manifests with the
 # code (config parses, commands exist, grace period covers the drain).
 # Usage: tools/deploy-checks.sh BIN
 set -euo pipefail
