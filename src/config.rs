@@ -68,10 +68,10 @@ pub struct Config {
 pub struct BackupConfig {
     /// `/health` warns when the newest successful backup (of any kind, in any repository) is
     /// older than this. Default: `26h` (a daily schedule plus slack). Bounds: `1m` to `365d`.
-    pub warn_age: String,
+    pub warn_age: ConfigDuration,
     /// How often the server re-reads each repository's latest `backup verify` result (for
     /// metrics, `/health` and `llmcm doctor`). Default: `1m`. Bounds: `1s` to `1d`.
-    pub poll: String,
+    pub poll: ConfigDuration,
     pub repositories: Vec<RepositoryConfig>,
 }
 
@@ -94,8 +94,8 @@ pub const REPOSITORIES_MAX: usize = 16;
 impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
-            warn_age: "26h".into(),
-            poll: "1m".into(),
+            warn_age: ConfigDuration::default_of("26h"),
+            poll: ConfigDuration::default_of("1m"),
             repositories: Vec::new(),
         }
     }
@@ -110,7 +110,7 @@ pub struct SnapshotConfig {
     pub every_commits: u64,
     /// A snapshot is taken once the last one is this old and commits followed it. Default: `1h`.
     /// `0s`: never by time. Bounds: `0s` to `30d`.
-    pub every: String,
+    pub every: ConfigDuration,
     /// Snapshots kept, spread over the history (the newest and the oldest always; each new one
     /// beyond the count removes the one whose neighbours are closest). Default: 8. Bounds: 1 to 100.
     pub keep: usize,
@@ -125,9 +125,9 @@ pub struct SnapshotConfig {
 pub struct RetentionConfig {
     /// History kept: `forever` (the default: never compact automatically) or a duration,
     /// between `1h` and `36500d`.
-    pub keep: String,
+    pub keep: Retention,
     /// How often the retention policy runs. Default: `1h`. Bounds: `1m` to `7d`.
-    pub every: String,
+    pub every: ConfigDuration,
 }
 
 /// Limits and rolling of the log.
@@ -137,11 +137,11 @@ pub struct StorageConfig {
     /// A segment rolls once it would grow past this. Default: 64 MiB. Bounds: 64 KiB to 4 GiB.
     pub segment_bytes_max: u64,
     /// A segment holding commits rolls once it is this old. Default: `1h`. Bounds: `1s` to `30d`.
-    pub segment_age_max: String,
+    pub segment_age_max: ConfigDuration,
     /// The background scrub re-reads every sealed segment (record checksums, seal) once per
     /// this period, paced by `snapshot.io_bytes_per_sec`; damage is reported, never repaired.
     /// Default: `1d`. `0s`: never. Bounds: `0s` to `30d`.
-    pub scrub_every: String,
+    pub scrub_every: ConfigDuration,
     /// Largest value of one put. Default and maximum: 1 MiB. Minimum: 1 byte.
     pub value_bytes_max: usize,
     /// Most ops in one change commit. Default and maximum: 1000. Minimum: 1.
@@ -158,27 +158,27 @@ pub struct StorageConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// A request that takes longer is answered 503. Default: `30s`. Bounds: `1s` to `10m`.
-    pub request_timeout: String,
+    pub request_timeout: ConfigDuration,
     /// Requests served at once; more wait. Default: 1024. Bounds: 1 to 65536.
     pub concurrent_requests_max: usize,
     /// On SIGTERM, in-flight requests get this long to finish. Default: `10s`. Bounds: `0s` to `5m`.
-    pub shutdown_drain: String,
+    pub shutdown_drain: ConfigDuration,
     /// Open connections served, at most; a few more (`api::connection::CONNECTIONS_RESERVED`)
     /// are kept for health probes and metrics, and beyond those a connection is closed at once.
     /// Lowered at start to fit the descriptor limit. Default: 8192. Bounds: 16 to 1048576.
     pub connections_max: usize,
     /// A connection with no request in progress is closed after this long. Default: `60s`.
     /// Bounds: `1s` to `1h`.
-    pub idle_timeout: String,
+    pub idle_timeout: ConfigDuration,
     /// A request's headers (and a TLS handshake) must arrive within this long of its first
     /// byte (of the connection, for the first request). Default: `10s`. Bounds: `1s` to `5m`.
-    pub header_read_timeout: String,
+    pub header_read_timeout: ConfigDuration,
     /// A request's body must arrive within this long (else 408). Default: `30s`. Bounds: `1s`
     /// to `10m`.
-    pub body_read_timeout: String,
+    pub body_read_timeout: ConfigDuration,
     /// A connection whose writes make no progress for this long (a client that stopped
     /// reading) is closed. Default: `30s`. Bounds: `1s` to `10m`.
-    pub send_timeout: String,
+    pub send_timeout: ConfigDuration,
     /// Open watches, at most (beyond: 503). Default: 10000. Bounds: 1 to 1000000.
     pub watchers_max: usize,
     /// Encoded events one watcher may hold for a client that has not taken them; a client that
@@ -293,8 +293,8 @@ impl Default for StorageConfig {
         let log = LogConfig::default();
         StorageConfig {
             segment_bytes_max: log.segment_bytes_max,
-            segment_age_max: "1h".into(),
-            scrub_every: "1d".into(),
+            segment_age_max: ConfigDuration::default_of("1h"),
+            scrub_every: ConfigDuration::default_of("1d"),
             value_bytes_max: log.value_bytes_max,
             commit_ops_max: log.commit_ops_max,
             commit_bytes_max: log.commit_bytes_max,
@@ -307,7 +307,7 @@ impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             every_commits: 100_000,
-            every: "1h".into(),
+            every: ConfigDuration::default_of("1h"),
             keep: 8,
             io_bytes_per_sec: 256 << 20,
         }
@@ -317,8 +317,8 @@ impl Default for SnapshotConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
-            keep: "forever".into(),
-            every: "1h".into(),
+            keep: Retention::Forever,
+            every: ConfigDuration::default_of("1h"),
         }
     }
 }
@@ -326,14 +326,14 @@ impl Default for RetentionConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            request_timeout: "30s".into(),
+            request_timeout: ConfigDuration::default_of("30s"),
             concurrent_requests_max: 1024,
-            shutdown_drain: "10s".into(),
+            shutdown_drain: ConfigDuration::default_of("10s"),
             connections_max: 8192,
-            idle_timeout: "60s".into(),
-            header_read_timeout: "10s".into(),
-            body_read_timeout: "30s".into(),
-            send_timeout: "30s".into(),
+            idle_timeout: ConfigDuration::default_of("60s"),
+            header_read_timeout: ConfigDuration::default_of("10s"),
+            body_read_timeout: ConfigDuration::default_of("30s"),
+            send_timeout: ConfigDuration::default_of("30s"),
             watchers_max: 10_000,
             watch_buffer_bytes_max: 1 << 20,
             watch_buffer_bytes_total_max: 256 << 20,
@@ -504,10 +504,10 @@ impl Config {
             0,
             u64::MAX,
         )?;
-        if self.retention.keep != "forever" {
+        if let Retention::For(keep) = &self.retention.keep {
             check_duration(
                 "retention.keep",
-                &self.retention.keep,
+                keep,
                 Duration::from_secs(3600),
                 Duration::from_secs(36500 * 86400),
             )
@@ -714,9 +714,7 @@ impl Config {
         let s = &self.storage;
         LogConfig {
             segment_bytes_max: s.segment_bytes_max,
-            segment_age_max_us: parse_duration(&s.segment_age_max)
-                .expect("validated")
-                .as_micros() as u64,
+            segment_age_max_us: s.segment_age_max.micros(),
             value_bytes_max: s.value_bytes_max,
             commit_ops_max: s.commit_ops_max,
             commit_bytes_max: s.commit_bytes_max,
@@ -727,38 +725,23 @@ impl Config {
 
     /// Snapshot and retention settings.
     pub fn maintenance_config(&self) -> crate::store::MaintenanceConfig {
-        let micros = |text: &str| parse_duration(text).expect("validated").as_micros() as u64;
         crate::store::MaintenanceConfig {
             snapshot_every_commits: self.snapshot.every_commits,
-            snapshot_every_us: micros(&self.snapshot.every),
+            snapshot_every_us: self.snapshot.every.micros(),
             snapshot_keep: self.snapshot.keep,
             retain_us: self.retention_us(),
-            compaction_every_us: micros(&self.retention.every),
+            compaction_every_us: self.retention.every.micros(),
             io_bytes_per_sec: self.snapshot.io_bytes_per_sec,
-            scrub_every_us: micros(&self.storage.scrub_every),
+            scrub_every_us: self.storage.scrub_every.micros(),
         }
     }
 
     /// The retention to compact to, `None` for `forever`.
     pub fn retention_us(&self) -> Option<u64> {
-        (self.retention.keep != "forever").then(|| {
-            parse_duration(&self.retention.keep)
-                .expect("validated")
-                .as_micros() as u64
-        })
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        parse_duration(&self.http.request_timeout).expect("validated")
-    }
-
-    pub fn shutdown_drain(&self) -> Duration {
-        parse_duration(&self.http.shutdown_drain).expect("validated")
-    }
-
-    /// A duration field of this (validated) configuration.
-    pub fn duration(&self, field: &str) -> Duration {
-        parse_duration(field).expect("validated")
+        match &self.retention.keep {
+            Retention::Forever => None,
+            Retention::For(keep) => Some(keep.micros()),
+        }
     }
 }
 
@@ -821,7 +804,7 @@ fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), Config
 
 fn check_duration(
     field: &str,
-    text: &str,
+    value: &ConfigDuration,
     min: Duration,
     max: Duration,
 ) -> Result<(), ConfigError> {
@@ -829,7 +812,8 @@ fn check_duration(
         field: field.to_owned(),
         message,
     };
-    let value = parse_duration(text).map_err(invalid)?;
+    let text = value.as_str();
+    let value = value.get();
     if value < min || value > max {
         return Err(invalid(format!(
             "{text} is outside {} to {}",
@@ -838,6 +822,90 @@ fn check_duration(
         )));
     }
     Ok(())
+}
+
+/// A duration as the configuration writes it (`500ms`, `30s`, `10m`, `1h`, `30d`): parsed once,
+/// when the configuration is read (a text that does not parse fails the load), and shown as it
+/// was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDuration {
+    text: String,
+    value: Duration,
+}
+
+impl ConfigDuration {
+    /// `text`, parsed.
+    pub fn parse(text: &str) -> Result<ConfigDuration, String> {
+        Ok(ConfigDuration {
+            value: parse_duration(text)?,
+            text: text.trim().to_owned(),
+        })
+    }
+
+    /// A default of this file (a constant text, checked by the tests of the defaults).
+    fn default_of(text: &'static str) -> ConfigDuration {
+        ConfigDuration::parse(text).expect("a default duration parses")
+    }
+
+    pub fn get(&self) -> Duration {
+        self.value
+    }
+
+    pub fn micros(&self) -> u64 {
+        u64::try_from(self.value.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for ConfigDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ConfigDuration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `retention.keep`: `forever`, or a duration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    For(ConfigDuration),
+}
+
+impl Serialize for Retention {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Retention::Forever => serializer.serialize_str("forever"),
+            Retention::For(keep) => keep.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim() == "forever" {
+            return Ok(Retention::Forever);
+        }
+        ConfigDuration::parse(&text)
+            .map(Retention::For)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (or `forever`)")))
+    }
 }
 
 /// Parses `500ms`, `30s`, `10m`, `1h`, `30d` (one number, one unit).
@@ -929,7 +997,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:9000");
         assert_eq!(c.storage.commit_ops_max, 10);
-        assert_eq!(c.request_timeout(), Duration::from_secs(5));
+        assert_eq!(c.http.request_timeout.get(), Duration::from_secs(5));
         let err = Config::load_with_env(None, |name| {
             (name == "LLMCM_STORAGE_COMMIT_OPS_MAX").then(|| "5000".into())
         })
@@ -955,6 +1023,43 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn durations_are_parsed_once_at_load_and_shown_as_written() {
+        let c = Config::load_with_env(None, |name| match name {
+            "LLMCM_BACKUP_POLL" => Some("90s".into()),
+            "LLMCM_RETENTION_KEEP" => Some("30d".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.backup.poll.get(), Duration::from_secs(90));
+        assert_eq!(c.backup.poll.to_string(), "90s");
+        assert_eq!(c.retention_us(), Some(30 * 86_400_000_000));
+        let shown = toml::to_string(&c).unwrap();
+        assert!(shown.contains("poll = \"90s\""), "{shown}");
+        assert!(shown.contains("keep = \"30d\""), "{shown}");
+        assert_eq!(Config::default().retention_us(), None);
+        // A text that is not a duration fails the load, naming what is wrong, from the
+        // environment and from the file alike.
+        for (name, text) in [
+            ("LLMCM_HTTP_IDLE_TIMEOUT", "soon"),
+            ("LLMCM_RETENTION_KEEP", "5y"),
+        ] {
+            let err =
+                Config::load_with_env(None, |n| (n == name).then(|| text.into())).unwrap_err();
+            assert!(err.to_string().contains(text), "{err}");
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, b"[http]\nsend_timeout = \"10\"\n").unwrap();
+        let err = Config::load_with_env(Some(file.path()), |_| None).unwrap_err();
+        assert!(err.to_string().contains("has no unit"), "{err}");
+        // Bounds are still checked, on the parsed value.
+        let err = Config::load_with_env(None, |n| {
+            (n == "LLMCM_HTTP_SEND_TIMEOUT").then(|| "1h".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("http.send_timeout"), "{err}");
     }
 
     #[test]

@@ -94,8 +94,7 @@ pub async fn health(
     }
     if !state.backups().repositories().is_empty() {
         let warn_age = state.backups().warn_age();
-        let warn_age_us =
-            crate::config::parse_duration(&warn_age).map_or(u64::MAX, |d| d.as_micros() as u64);
+        let warn_age_us = warn_age.micros();
         let newest = state
             .backups()
             .last_backups()
@@ -122,8 +121,7 @@ pub async fn health(
             }
         }
         // Archiving: an error, or not caught up for two roll ages (plus a minute).
-        let roll_us = crate::config::parse_duration(&state.config().storage.segment_age_max)
-            .map_or(3_600_000_000, |d| d.as_micros() as u64);
+        let roll_us = state.config().storage.segment_age_max.micros();
         for (repo, a) in state.backups().archive_status() {
             if let Some(error) = &a.last_error {
                 warnings.push(format!("archiving to {repo} fails: {error}"));

@@ -101,12 +101,12 @@ pub async fn serve(config: Config, options: ServeOptions) -> Result<(), ServeErr
     let bound = std_listener.local_addr().map_err(ServeError::Serve)?;
     let limits = Arc::new(Limits::new(
         config.http.concurrent_requests_max,
-        config.request_timeout(),
-        config.duration(&config.http.body_read_timeout),
+        config.http.request_timeout.get(),
+        config.http.body_read_timeout.get(),
     ));
     let connections_max = connection::fit_descriptor_limit(config.http.connections_max);
     let timeouts = connection_timeouts(&config);
-    let drain = config.shutdown_drain();
+    let drain = config.http.shutdown_drain.get();
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%bound, tokens = auth_on, tls = tls.is_some(), connections_max, "listening; opening the store");
     println!("listening on {scheme}://{bound}");
@@ -264,9 +264,9 @@ fn listen_refusal(config: &Config, addr: std::net::SocketAddr) -> Option<ServeEr
 /// The connection time bounds of `config`.
 fn connection_timeouts(config: &Config) -> Timeouts {
     Timeouts {
-        idle: config.duration(&config.http.idle_timeout),
-        header_read: config.duration(&config.http.header_read_timeout),
-        send: config.duration(&config.http.send_timeout),
+        idle: config.http.idle_timeout.get(),
+        header_read: config.http.header_read_timeout.get(),
+        send: config.http.send_timeout.get(),
     }
 }
 
@@ -330,11 +330,11 @@ async fn reload_on_sighup(
             tracing::error!(%error, "SIGHUP: cannot apply the log level");
         }
         limits.timeout_ms.store(
-            config.request_timeout().as_millis() as u64,
+            config.http.request_timeout.get().as_millis() as u64,
             Ordering::SeqCst,
         );
         limits.body_timeout_ms.store(
-            config.duration(&config.http.body_read_timeout).as_millis() as u64,
+            config.http.body_read_timeout.get().as_millis() as u64,
             Ordering::SeqCst,
         );
         match (&tls, &config.tls.cert, &config.tls.key) {

@@ -24,8 +24,6 @@ use crate::store::Store;
 
 /// How often a continuous-archiving loop looks for newly sealed segments.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
-/// `backup.poll` if it cannot be read (it is validated at load, so never in practice).
-const POLL_FALLBACK: Duration = Duration::from_secs(60);
 
 /// Continuous archiving into one repository.
 #[derive(Debug, Clone, Default)]
@@ -202,7 +200,7 @@ impl BackupService {
     }
 
     /// `backup.warn_age` as of the last reload.
-    pub fn warn_age(&self) -> String {
+    pub fn warn_age(&self) -> crate::config::ConfigDuration {
         self.inner.config.read().warn_age.clone()
     }
 
@@ -275,8 +273,7 @@ impl BackupService {
     async fn verify_poll_loop(self) {
         let mut last_error: BTreeMap<String, String> = BTreeMap::new();
         loop {
-            let every = crate::config::parse_duration(&self.inner.config.read().poll)
-                .unwrap_or(POLL_FALLBACK);
+            let every = self.inner.config.read().poll.get();
             for r in self.repositories() {
                 let loaded = async {
                     let repo = Repo::open(&r.url)?;

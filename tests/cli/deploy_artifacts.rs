@@ -158,7 +158,7 @@ fn manifests_and_units_agree_with_the_code() {
     let config = llmcm::config::Config::load_with_env(Some(&path), env)
         .unwrap_or_else(|e| panic!("deploy/kubernetes/config.yaml llmcm.toml: {e}\n{toml}"));
     config.validate().unwrap();
-    let drain = llmcm::config::parse_duration(&config.http.shutdown_drain).unwrap();
+    let drain = config.http.shutdown_drain.get();
 
     let statefulset = read("deploy/kubernetes/statefulset.yaml");
     let grace: u64 = statefulset
